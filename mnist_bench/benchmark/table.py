@@ -1,0 +1,62 @@
+"""The results table: one set of columns for the terminal, Markdown and CSV."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def _pct(v: Any) -> str:
+    return f"{100 * v:.2f}%" if isinstance(v, (int, float)) else "—"
+
+
+def _num(fmt: str) -> Callable[[Any], str]:
+    return lambda v: format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else "—"
+
+
+def _params(v: Any) -> str:
+    if not isinstance(v, int):
+        return "—"
+    return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k"
+
+
+# (key in metrics.json, header, formatter)
+COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("model", "model", str),
+    ("status", "status", str),
+    ("test/acc", "test acc", _pct),
+    ("test/f1", "macro F1", _num(".4f")),
+    ("test/loss", "test loss", _num(".4f")),
+    ("time/train_s", "train s", _num(".1f")),
+    ("time/fit_s", "fit s", _num(".1f")),
+    ("epochs", "epochs", _num("d")),
+    ("params", "params", _params),
+    ("throughput/train_img_s", "train img/s", _num(",.0f")),
+    ("throughput/infer_img_s", "infer img/s", _num(",.0f")),
+    ("image_size", "px", _num("d")),
+    ("pretrained", "pretrained", lambda v: "yes" if v else "no"),
+    ("precision", "precision", str),
+]
+
+
+def formatted(row: dict[str, Any]) -> list[str]:
+    return [fmt(row.get(key)) if row.get(key) is not None else "—" for key, _, fmt in COLUMNS]
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    header = "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    rule = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|"
+    body = ["| " + " | ".join(formatted(row)) + " |" for row in rows]
+    return "\n".join([header, rule, *body])
+
+
+def print_rich_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, (_, header, _) in enumerate(COLUMNS):
+        table.add_column(header, justify="left" if i < 2 else "right")
+    for row in rows:
+        table.add_row(*formatted(row))
+    Console(width=200).print(table)

@@ -1,0 +1,5 @@
+from mnist_bench.callbacks.figures import TestFigures
+from mnist_bench.callbacks.report import RunReport
+from mnist_bench.callbacks.timing import TimingCallback
+
+__all__ = ["RunReport", "TestFigures", "TimingCallback"]

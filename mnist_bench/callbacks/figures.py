@@ -1,0 +1,78 @@
+"""Test-time pictures: the confusion matrix and a grid of predictions, to TensorBoard and as PNGs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from mnist_bench.data.datamodule import denormalize
+from mnist_bench.plots import confusion_matrix_figure, digit_grid_figure, save_figure
+
+
+class TestFigures(Callback):
+    """Collects the first ``grid_size`` test digits and the first ``grid_size`` misclassified ones, then draws
+    ``confusion_matrix.png``, ``predictions.png`` and ``misclassified.png`` in the run dir and logs the first two
+    to TensorBoard as images."""
+
+    def __init__(self, run_dir: Callable[[], str | Path], grid_size: int = 48):
+        self.run_dir = run_dir
+        self.grid_size = grid_size
+        self._reset()
+
+    def _reset(self) -> None:
+        self.samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.wrong: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._n_samples = self._n_wrong = 0
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._reset()
+
+    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not isinstance(outputs, dict) or "preds" not in outputs:
+            return
+        x, y = batch[0], batch[1]
+        preds = outputs["preds"]
+        if self._n_samples < self.grid_size:
+            k = self.grid_size - self._n_samples
+            self.samples.append((x[:k].detach().cpu(), preds[:k].cpu(), y[:k].cpu()))
+            self._n_samples += len(y[:k])
+        if self._n_wrong < self.grid_size:
+            mask = preds != y
+            if mask.any():
+                k = self.grid_size - self._n_wrong
+                self.wrong.append((x[mask][:k].detach().cpu(), preds[mask][:k].cpu(), y[mask][:k].cpu()))
+                self._n_wrong += len(y[mask][:k])
+
+    @staticmethod
+    def _cat(parts: list[tuple[torch.Tensor, ...]]) -> tuple[Any, Any, Any]:
+        if not parts:
+            return torch.zeros(0, 1, 28, 28).numpy(), torch.zeros(0).numpy(), torch.zeros(0).numpy()
+        x, p, y = (torch.cat(t) for t in zip(*parts, strict=True))
+        return denormalize(x.float()).numpy(), p.numpy(), y.numpy()
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        run_dir = Path(self.run_dir())
+        name = pl_module.model_name
+        figures = {
+            "confusion_matrix": confusion_matrix_figure(pl_module.test_confusion.compute().cpu().numpy(),
+                                                        f"{name}: confusion matrix (test)"),
+            "predictions": digit_grid_figure(*self._cat(self.samples),
+                                             f"{name}: test predictions (wrong in red, true label given)"),
+            "misclassified": digit_grid_figure(*self._cat(self.wrong),
+                                               f"{name}: misclassified test digits, predicted (true)"),
+        }
+        step = trainer.global_step
+        for tag, fig in figures.items():
+            if tag != "misclassified":
+                for logger in trainer.loggers:
+                    if isinstance(logger, TensorBoardLogger):
+                        logger.experiment.add_figure(f"test/{tag}", fig, global_step=step, close=False)
+            save_figure(fig, run_dir / f"{tag}.png")

@@ -1,0 +1,134 @@
+"""The run's record: per-epoch history, ``metrics.json`` and the TensorBoard HPARAMS entry."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from mnist_bench.callbacks.timing import TimingCallback
+from mnist_bench.provenance import device_description, git_sha, versions
+
+HISTORY_KEYS = ("train/loss", "train/acc", "train/f1", "val/loss", "val/acc", "val/f1")
+TEST_KEYS = ("test/acc", "test/f1", "test/loss")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON through a temp file and a rename, so a reader never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _scalar(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+class RunReport(Callback):
+    """Collects the history of epoch metrics and, after test (or on a crash), writes ``metrics.json``.
+
+    ``run_dir`` is a callable so that the version folder is resolved only when the run writes.
+    """
+
+    def __init__(self, run_dir: Callable[[], str | Path], info: dict[str, Any]):
+        self.run_dir = run_dir
+        self.info = info
+        self.history: list[dict[str, float | None]] = []
+        self.metrics: dict[str, Any] | None = None
+
+    # history -----------------------------------------------------------------------------------------------------
+    def _record(self, trainer: Trainer, epoch: int) -> None:
+        if epoch < 0 or any(row["epoch"] == epoch for row in self.history):
+            return
+        values = {key: _scalar(trainer.callback_metrics.get(key)) for key in HISTORY_KEYS}
+        if any(v is not None for v in values.values()):
+            self.history.append({"epoch": epoch, **values})
+
+    # epoch-level metrics are computed after the on_train_epoch_end hooks, so an epoch is read when the next starts
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._record(trainer, trainer.current_epoch - 1)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._record(trainer, trainer.current_epoch - 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [dict(row) for row in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [dict(row) for row in state_dict.get("history", [])]
+
+    # the record --------------------------------------------------------------------------------------------------
+    def build(self, trainer: Trainer, pl_module: LightningModule, status: str, error: str | None) -> dict[str, Any]:
+        timing = next((cb for cb in trainer.callbacks if isinstance(cb, TimingCallback)), None)
+        metrics = {
+            "model": pl_module.model_name,
+            "status": status,
+            "error": error,
+            **{key: _scalar(trainer.callback_metrics.get(key)) for key in TEST_KEYS},
+            "epochs": len(self.history),
+            **(timing.summary() if timing else {}),
+            "params": pl_module.num_parameters(),
+            "pretrained": bool(getattr(pl_module, "pretrained", False)),
+            "image_size": pl_module.image_size,
+            "batch_size": self.info.get("batch_size"),
+            "seed": self.info.get("seed"),
+            "precision": str(trainer.precision),
+            "device": device_description(pl_module.device),
+            "versions": versions(),
+            "git_sha": git_sha(),
+            "run_dir": str(self.run_dir()),
+            "history": self.history,
+            "config": self.info.get("config"),
+        }
+        metrics.update(pl_module.extra_metrics() if hasattr(pl_module, "extra_metrics") else {})
+        return metrics
+
+    def write(self, metrics: dict[str, Any]) -> Path:
+        path = Path(self.run_dir()) / "metrics.json"
+        write_json_atomic(path, metrics)
+        return path
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        self.metrics = self.build(trainer, pl_module, "ok", None)
+        self.write(self.metrics)
+        self._log_hparams(trainer, self.metrics)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if not trainer.is_global_zero:
+            return
+        error = f"{type(exception).__name__}: {exception}".splitlines()[0]
+        self.metrics = self.build(trainer, pl_module, "failed", error)
+        self.metrics.update({key: None for key in TEST_KEYS})
+        try:
+            self.write(self.metrics)
+        except OSError:
+            pass  # the original error is the one to report
+
+    def _log_hparams(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        """One HPARAMS entry per run, with the final test metrics, so TensorBoard compares runs."""
+        params = {key: metrics[key] for key in ("model", "params", "pretrained", "image_size", "batch_size",
+                                                 "seed", "precision", "epochs")}
+        params["lr"] = self.info.get("lr")
+        params = {k: v for k, v in params.items() if v is not None}
+        final = {f"hparams/{k.split('/')[1]}": metrics[k] for k in TEST_KEYS if metrics.get(k) is not None}
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(params, metrics=final)

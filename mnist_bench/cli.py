@@ -1,0 +1,145 @@
+"""The command line: ``mnist-bench {fit,validate,test,predict} --config configs/<model>.yaml`` and ``mnist-bench data``.
+
+``fit`` ends with a test pass on the final weights, prints a one-row results table and writes ``metrics.json`` in
+``lightning_logs/<model>/version_<n>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ArgumentError
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+
+import mnist_bench.models  # noqa: F401  (registers the models for short class paths)
+from mnist_bench.benchmark.table import print_rich_table
+from mnist_bench.callbacks import RunReport, TestFigures, TimingCallback
+from mnist_bench.data.datamodule import MissingDataError, MNISTDataModule
+from mnist_bench.models.base import MNISTClassifier
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+DEFAULT_SEED = 42
+
+
+class MNISTBenchCLI(LightningCLI):
+    """LightningCLI with the project's run-dir, logger, checkpoint and report defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # errors are raised to main() for a one-line message; no abbreviations, so a misspelt key is an error
+        no_exit = {"exit_on_error": False, "allow_abbrev": False}
+        kwargs.setdefault("parser_kwargs", {**no_exit, **{cmd: dict(no_exit) for cmd in SUBCOMMANDS}})
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("seed_everything_default", DEFAULT_SEED)
+        super().__init__(MNISTClassifier, MNISTDataModule, *args, subclass_mode_model=True, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max", "checkpoint.save_last": True})
+
+    # --- trainer with our logger and callbacks -------------------------------------------------------------------
+    def _config(self) -> Any:
+        return self.config.get(str(self.subcommand), self.config)
+
+    def run_dir(self) -> Path:
+        logger = self._logger
+        if logger is not None:
+            return Path(logger.log_dir)
+        return Path(self.trainer.default_root_dir)
+
+    def instantiate_trainer(self, **kwargs: Any):
+        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        self._logger = None
+        if trainer_config.get("logger") in (None, True):
+            root = trainer_config.get("default_root_dir") or os.getcwd()
+            self._logger = TensorBoardLogger(save_dir=os.path.join(root, "lightning_logs"),
+                                             name=self.model.model_name, default_hp_metric=False)
+            trainer_config["logger"] = self._logger
+        callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        callbacks += self._run_callbacks(trainer_config)
+        return self._instantiate_trainer(trainer_config, callbacks)
+
+    def _run_callbacks(self, trainer_config: dict[str, Any]) -> list:
+        config = self._config()
+        optimizer = config.model.init_args.get("optimizer") if "init_args" in config.model else None
+        lr = optimizer.get("init_args", {}).get("lr") if hasattr(optimizer, "get") else None
+        info = {
+            "seed": config.get("seed_everything"),
+            "batch_size": config.data.get("batch_size") if config.get("data") else None,
+            "lr": lr,
+            "config": self._config_dict(),
+        }
+        callbacks: list = [TimingCallback(), RunReport(self.run_dir, info), TestFigures(self.run_dir)]
+        given = trainer_config.get("callbacks") or []
+        given = given if isinstance(given, list) else [given]
+        if trainer_config.get("enable_progress_bar", True) is not False and not any(
+            isinstance(cb, ProgressBar) for cb in given
+        ):
+            callbacks.append(RichProgressBar())
+        return callbacks
+
+    def _config_dict(self) -> dict[str, Any]:
+        import yaml
+
+        config = self._config()
+        return yaml.safe_load(self._parser(self.subcommand).dump(config, skip_none=False, skip_link_targets=False))
+
+    # --- fit ends with a test pass --------------------------------------------------------------------------------
+    def after_fit(self) -> None:
+        if self.trainer.interrupted:
+            return
+        self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+        self._print_result()
+
+    def after_test(self) -> None:
+        self._print_result()
+
+    def _print_result(self) -> None:
+        report = next((cb for cb in self.trainer.callbacks if isinstance(cb, RunReport)), None)
+        if report is None or report.metrics is None or not self.trainer.is_global_zero:
+            return
+        print_rich_table([report.metrics], title=f"mnist-bench: {report.metrics['model']} on {report.metrics['device']}")
+        print(f"run dir: {report.metrics['run_dir']}  (metrics.json, config.yaml, checkpoints/, TensorBoard events)")
+
+
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def _quiet_lightning() -> None:
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        handler.addFilter(_DropAdverts())
+
+
+def _one_line(message: str) -> str:
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return " ".join(lines)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``mnist-bench`` and ``python -m mnist_bench``."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] == "data":
+        from mnist_bench.data.fetch import main as data_main
+
+        sys.exit(data_main(argv[1:]))
+    _quiet_lightning()
+    try:
+        with warnings.catch_warnings():
+            # main() passes the arguments itself; LightningCLI would warn that sys.argv differs from them
+            warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+            MNISTBenchCLI(args=argv)
+    except ArgumentError as err:
+        print(f"mnist-bench: config error: {_one_line(err)}", file=sys.stderr)
+        print("  (run with --help for the accepted options)", file=sys.stderr)
+        sys.exit(2)
+    except MissingDataError as err:
+        print(f"mnist-bench: {err}", file=sys.stderr)
+        sys.exit(1)

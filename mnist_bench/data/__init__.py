@@ -1,0 +1,3 @@
+from mnist_bench.data.datamodule import MNISTDataModule
+
+__all__ = ["MNISTDataModule"]

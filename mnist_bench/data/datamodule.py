@@ -1,0 +1,172 @@
+"""MNISTDataModule: torchvision's MNIST loader, tensors kept whole, batches served by slicing."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from mnist_bench.data.constants import IMAGE_SIZE, MNIST_MEAN, MNIST_STD
+from mnist_bench.data.idx import DataFileError, check_dataset, raw_dir
+
+
+class MissingDataError(RuntimeError):
+    """The MNIST files are missing or damaged; the message says how to fix it."""
+
+
+class TensorDigits(Dataset):
+    """uint8 images (N×1×28×28) and int64 labels, fetched a whole batch at a time with ``__getitems__``."""
+
+    def __init__(self, images: Tensor, labels: Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices, device=self.labels.device)
+        return self.images[idx], self.labels[idx]
+
+    def to(self, device: torch.device) -> TensorDigits:
+        return TensorDigits(self.images.to(device), self.labels.to(device))
+
+
+def _keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    return batch
+
+
+def random_affine(x: Tensor, max_shift_px: float, max_rotate_deg: float) -> Tensor:
+    """Random per-image shifts (±px) and rotations (±deg) of a float batch, as one grid sample on its device."""
+    n = x.shape[0]
+    opts = {"device": x.device, "dtype": x.dtype}
+    angle = (torch.rand(n, **opts) * 2 - 1) * math.radians(max_rotate_deg)
+    shift = (torch.rand(n, 2, **opts) * 2 - 1) * (2 * max_shift_px / x.shape[-1])
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def normalize(pixels: Tensor) -> Tensor:
+    """Pixels (uint8, or floats in [0, 1]) to the normalized floats every model is trained on."""
+    if pixels.dtype == torch.uint8:
+        pixels = pixels.float() / 255.0
+    return (pixels - MNIST_MEAN) / MNIST_STD
+
+
+def denormalize(x: Tensor) -> Tensor:
+    """Back to [0, 1] pixels, for pictures."""
+    return (x * MNIST_STD + MNIST_MEAN).clamp(0, 1)
+
+
+class MNISTDataModule(LightningDataModule):
+    """MNIST through ``torchvision.datasets.MNIST(download=False)``, with a seeded train/val split.
+
+    The uint8 tensors are loaded once (and moved to the GPU once, when there is one); normalization and the optional
+    augmentation run per batch on the device in ``on_after_batch_transfer``. Run ``mnist-bench data`` first.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        augment: bool = False,
+        max_shift_px: float = 2.0,
+        max_rotate_deg: float = 10.0,
+        train_subset: int | None = None,
+    ):
+        super().__init__()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError("data.batch_size and data.eval_batch_size must be positive")
+        if val_size < 0:
+            raise ValueError(f"data.val_size must be >= 0, got {val_size}")
+        self.save_hyperparameters()
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.augment = augment
+        self.max_shift_px = max_shift_px
+        self.max_rotate_deg = max_rotate_deg
+        self.train_subset = train_subset
+        self.train_set: TensorDigits | None = None
+        self.val_set: TensorDigits | None = None
+        self.test_set: TensorDigits | None = None
+
+    def check_files(self) -> None:
+        try:
+            check_dataset(self.data_dir)
+        except (DataFileError, OSError) as err:
+            raise MissingDataError(
+                f"MNIST data in {raw_dir(self.data_dir)} is missing or damaged ({err}). "
+                f"Fix: mnist-bench data --data_dir {self.data_dir} --force"
+            ) from None
+
+    def prepare_data(self) -> None:
+        self.check_files()
+
+    def _load(self, train: bool) -> TensorDigits:
+        from torchvision.datasets import MNIST
+
+        self.check_files()
+        ds = MNIST(str(Path(self.data_dir)), train=train, download=False)
+        return TensorDigits(ds.data.unsqueeze(1).contiguous(), ds.targets.long())
+
+    def setup(self, stage: str) -> None:
+        device = self._device()
+        if stage in ("fit", "validate") and self.train_set is None:
+            full = self._load(train=True)
+            if self.val_size >= len(full):
+                raise ValueError(f"data.val_size={self.val_size} leaves no training images (train has {len(full)})")
+            perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(self.split_seed))
+            val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
+            if self.train_subset:
+                train_idx = train_idx[: self.train_subset]
+            self.train_set = TensorDigits(full.images[train_idx], full.labels[train_idx]).to(device)
+            self.val_set = TensorDigits(full.images[val_idx], full.labels[val_idx]).to(device)
+        if stage in ("test", "predict") and self.test_set is None:
+            self.test_set = self._load(train=False).to(device)
+
+    def _device(self) -> torch.device:
+        trainer = self.trainer
+        if trainer is not None and trainer.strategy.root_device.type == "cuda" and trainer.world_size == 1:
+            return trainer.strategy.root_device
+        return torch.device("cpu")
+
+    def _loader(self, data: TensorDigits, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, collate_fn=_keep_batch, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        images, labels = batch
+        x = images.float() / 255.0
+        if self.augment and self.trainer is not None and self.trainer.training:
+            x = random_affine(x, self.max_shift_px, self.max_rotate_deg)
+        return normalize(x), labels
+
+    @property
+    def image_size(self) -> int:
+        return IMAGE_SIZE

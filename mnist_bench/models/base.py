@@ -1,0 +1,175 @@
+"""The base LightningModule shared by all five models."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from mnist_bench.data.constants import IMAGE_SIZE, NUM_CLASSES
+
+
+class InputAdapter(nn.Module):
+    """Adapts a normalized N×1×28×28 batch to what a network expects: size (bilinear resize) and channel count.
+
+    It runs on the device, inside the model, so one DataModule serves every model unchanged.
+    """
+
+    def __init__(self, image_size: int = IMAGE_SIZE, in_chans: int = 1):
+        super().__init__()
+        self.image_size = image_size
+        self.in_chans = in_chans
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        if x.shape[1] != self.in_chans:
+            x = x.expand(-1, self.in_chans, -1, -1)
+        return x
+
+
+def _class_and_kwargs(factory: Any) -> tuple[type | None, dict[str, Any]]:
+    """The class that a config's ``class_path`` factory (a ``functools.partial``) builds, and the arguments it has."""
+    if inspect.isclass(factory):
+        return factory, {}
+    if isinstance(factory, functools.partial):
+        cls = next((a for a in (factory.func, *factory.args) if inspect.isclass(a)), None)
+        return cls, dict(factory.keywords)
+    return None, {}
+
+
+def metric_collection() -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro"),
+            "f1": MulticlassF1Score(num_classes=NUM_CLASSES, average="macro"),
+        }
+    )
+
+
+class MNISTClassifier(LightningModule):
+    """Base for every model: input adaptation, cross-entropy, per-stage accuracy and macro F1, test confusion matrix.
+
+    Subclasses build ``self.net`` (a plain ``nn.Module`` mapping the adapted batch to logits) and set ``model_name``.
+    Schedulers are stepped every optimizer step; one whose class takes ``total_steps`` (``OneCycleLR``,
+    ``WarmupCosineLR``) gets it from the trainer.
+    """
+
+    model_name: ClassVar[str] = "model"
+    pretrained: bool = False
+
+    def __init__(
+        self,
+        image_size: int = IMAGE_SIZE,
+        in_chans: int = 1,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        label_smoothing: float = 0.0,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.image_size = image_size
+        self.adapt = InputAdapter(image_size, in_chans)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.label_smoothing = label_smoothing
+        self.channels_last = channels_last
+        metrics = metric_collection()
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.mean_loss = nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in ("train", "val", "test")})
+        self.test_confusion = MulticlassConfusionMatrix(num_classes=NUM_CLASSES)
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    # --- forward and steps -------------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.adapt(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def loss(self, logits: Tensor, y: Tensor, stage: str) -> Tensor:
+        smoothing = self.label_smoothing if stage == "train" else 0.0
+        return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+
+    def _metrics(self, stage: str) -> MetricCollection:
+        return getattr(self, f"{stage}_metrics")
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
+        # Metrics are only updated here and logged once per epoch (below): a self.log call per step costs about
+        # as much as this small CNN's optimizer step on a CPU. No host sync happens in the step.
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y, stage)
+        preds = logits.argmax(dim=1)
+        self._metrics(stage).update(preds, y)
+        self.mean_loss[f"{stage}_loss"].update(loss.detach(), weight=len(y))
+        return {"loss": loss, "preds": preds}
+
+    def _log_epoch(self, stage: str) -> None:
+        metrics = self._metrics(stage)
+        values = {f"{stage}/loss": self.mean_loss[f"{stage}_loss"].compute(), **metrics.compute()}
+        self.log_dict(values, prog_bar=stage == "val", sync_dist=False)
+        metrics.reset()
+        self.mean_loss[f"{stage}_loss"].reset()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        out = self._shared_step(batch, "test")
+        self.test_confusion.update(out["preds"], batch[1])
+        return out
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).softmax(dim=1)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+
+    # --- optimization ------------------------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict[str, Any]] | Any:
+        """What the optimizer gets; models override this for per-group LRs or weight decay."""
+        return self.parameters()
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer(self.parameter_groups())
+        if self.scheduler is None:
+            return optimizer
+        scheduler_cls, given = _class_and_kwargs(self.scheduler)
+        kwargs = {}
+        if scheduler_cls is not None and "total_steps" in inspect.signature(scheduler_cls).parameters:
+            if given.get("total_steps") is None:
+                kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler(optimizer, **kwargs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

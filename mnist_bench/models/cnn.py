@@ -1,0 +1,18 @@
+"""The CNN: a small batch-normalized convnet, fast on a CPU."""
+
+from __future__ import annotations
+
+from mnist_bench.data.constants import NUM_CLASSES
+from mnist_bench.models.base import MNISTClassifier
+from mnist_bench.models.components.cnn import SmallCNN
+
+
+class CNN(MNISTClassifier):
+    """Small CNN (conv32-pool-conv64-pool-fc128-dropout-fc10 with batch norm) on 28-px digits."""
+
+    model_name = "cnn"
+
+    def __init__(self, channels: tuple[int, ...] = (32, 64), hidden: int = 128, dropout: float = 0.3, **kwargs):
+        super().__init__(**kwargs)
+        self.save_hyperparameters(logger=False)
+        self.net = SmallCNN(self.adapt.in_chans, self.image_size, tuple(channels), hidden, dropout, NUM_CLASSES)

@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` building blocks, with no Lightning in them."""

@@ -1,0 +1,80 @@
+"""Matplotlib figures shared by the run callbacks and the benchmark: confusion matrix and digit grids."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def confusion_matrix_figure(cm: np.ndarray, title: str = "Confusion matrix (test)") -> Figure:
+    """Counts, true digit down, predicted digit across. Colour is log-scaled so that the off-diagonal errors show."""
+    cm = np.asarray(cm, dtype=np.int64)
+    n = cm.shape[0]
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=110)
+    shown = np.log1p(cm)
+    im = ax.imshow(shown, cmap="Blues")
+    threshold = shown.max() * 0.6
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7 if cm[i, j] >= 1000 else 8,
+                        color="white" if shown[i, j] > threshold else "black",
+                        fontweight="bold" if i == j else "normal")
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    total = cm.sum()
+    acc = np.trace(cm) / total if total else float("nan")
+    ax.set_title(f"{title}\n{np.trace(cm)}/{total} correct ({acc:.2%})", fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="log(1 + count)")
+    fig.tight_layout()
+    return fig
+
+
+def digit_grid_figure(images: np.ndarray, preds: np.ndarray, targets: np.ndarray, title: str,
+                      columns: int = 8) -> Figure:
+    """A grid of digits (pixels in [0, 1]) titled 'pred (true)'; wrong predictions in red with a red frame."""
+    n = len(images)
+    rows = max(1, math.ceil(n / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.25 + 0.5), dpi=100, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(np.asarray(images[k]).squeeze(), cmap="gray", vmin=0, vmax=1)
+        wrong = int(preds[k]) != int(targets[k])
+        colour = "red" if wrong else "black"
+        ax.set_title(f"{int(preds[k])} (true {int(targets[k])})" if wrong else f"{int(preds[k])}",
+                     fontsize=8, color=colour)
+        for spine in ax.spines.values():
+            spine.set_edgecolor("red" if wrong else "lightgray")
+            spine.set_linewidth(2.5 if wrong else 0.5)
+    if n == 0:
+        fig.text(0.5, 0.5, "none", ha="center", va="center")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Save as PNG atomically (so a reader never sees half a file) and close the figure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    try:
+        fig.savefig(tmp, format="png")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
+    return path

@@ -1,0 +1,36 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from mnist_bench.data.idx import raw_dir
+from mnist_bench.data.synthetic import write_synthetic_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+REAL_DATA = Path(os.environ.get("MNIST_BENCH_DATA", ROOT / "data"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    """A tiny MNIST-shaped dataset (600 train, 200 test) in torchvision's raw layout."""
+    data_dir = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_mnist(data_dir, n_train=600, n_test=200)
+    return data_dir
+
+
+@pytest.fixture
+def tiny_fit_args(synthetic_data, tmp_path) -> list[str]:
+    """Arguments that make any config a seconds-long run on the synthetic data, writing under tmp_path."""
+    return [
+        f"--data.data_dir={synthetic_data}",
+        "--data.val_size=100",
+        "--data.eval_batch_size=100",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+
+
+def real_data_available() -> bool:
+    return all((raw_dir(REAL_DATA) / n).is_file() for n in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"))

@@ -1,0 +1,128 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mnist_bench.cli import MNISTBenchCLI, main
+from mnist_bench.models.base import MNISTClassifier
+
+from .conftest import CONFIGS, ROOT
+
+CONTRACT_KEYS = [
+    "model", "status", "error", "test/acc", "test/f1", "test/loss", "epochs", "time/fit_s", "time/train_s",
+    "time/test_s", "throughput/train_img_s", "throughput/infer_img_s", "params", "pretrained", "image_size", "seed",
+    "precision", "device", "versions", "git_sha", "config",
+]
+
+
+def run_dir(root: Path, model: str) -> Path:
+    dirs = sorted((root / "lightning_logs" / model).glob("version_*"))
+    assert dirs, f"no run dir under {root}/lightning_logs/{model}"
+    return dirs[-1]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_parses_and_instantiates(config, tiny_fit_args):
+    cli = MNISTBenchCLI(args=["--config", str(config), *tiny_fit_args], run=False)
+    assert isinstance(cli.model, MNISTClassifier)
+    assert cli.model.model_name == config.stem
+    assert cli.trainer.logger.log_dir.endswith(f"lightning_logs/{config.stem}/version_0")
+
+
+def test_fast_dev_run_through_main(tiny_fit_args, tmp_path):
+    main(["fit", "--config", str(ROOT / "configs/cnn.yaml"), "--trainer.fast_dev_run=true", *tiny_fit_args])
+    metrics = json.loads((run_dir(tmp_path, "cnn") / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["epochs"] == 1
+
+
+@pytest.fixture(scope="module")
+def cnn_run(synthetic_data, tmp_path_factory) -> Path:
+    """One real (tiny) fit + test of the CNN config on synthetic data; returns its run dir."""
+    root = tmp_path_factory.mktemp("cnn_run")
+    main([
+        "fit", "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}", "--data.val_size=100",
+        "--data.eval_batch_size=50", f"--trainer.default_root_dir={root}", "--trainer.max_epochs=3",
+        "--trainer.enable_progress_bar=false", "--seed_everything=7",
+    ])
+    return run_dir(root, "cnn")
+
+
+def test_metrics_json_holds_the_contract(cnn_run):
+    m = json.loads((cnn_run / "metrics.json").read_text())
+    missing = [k for k in CONTRACT_KEYS if k not in m]
+    assert not missing, missing
+    assert m["model"] == "cnn" and m["status"] == "ok" and m["error"] is None
+    assert 0.5 <= m["test/acc"] <= 1.0, "the synthetic strokes are easy: 3 epochs must learn them"
+    assert 0.0 <= m["test/f1"] <= 1.0 and m["test/loss"] > 0
+    assert m["epochs"] == 3 and len(m["history"]) == 3
+    assert [row["epoch"] for row in m["history"]] == [0, 1, 2]
+    assert all(row["val/acc"] is not None and row["train/loss"] is not None for row in m["history"])
+    assert 0 < m["time/train_s"] < m["time/fit_s"]
+    assert m["time/test_s"] > 0
+    assert m["throughput/train_img_s"] == pytest.approx(3 * 500 / m["time/train_s"], rel=0.01)
+    # (test_s is stored to the millisecond, and this test pass takes only milliseconds)
+    assert m["throughput/infer_img_s"] == pytest.approx(200 / m["time/test_s"], rel=0.1)
+    assert m["params"] == 421_866 and m["pretrained"] is False and m["image_size"] == 28
+    assert m["seed"] == 7 and m["precision"] == "bf16-mixed" and m["device"].startswith("cpu")
+    assert m["versions"]["torch"] and m["versions"]["lightning"]
+    assert m["config"]["model"]["class_path"].endswith("CNN")
+    assert (cnn_run / "config.yaml").is_file()
+    assert (cnn_run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_tensorboard_has_scalars_images_and_hparams(cnn_run):
+    scalars, images, tags_seen = set(), set(), set()
+    for event_file in cnn_run.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(event_file), size_guidance={"images": 0, "scalars": 0})
+        acc.Reload()
+        tags = acc.Tags()
+        scalars |= set(tags["scalars"])
+        images |= set(tags["images"])
+        tags_seen |= set(tags.get("tensors", []))
+        if "test/acc" in tags["scalars"]:
+            assert 0 <= acc.Scalars("test/acc")[-1].value <= 1
+    for stage in ("train", "val"):
+        assert {f"{stage}/loss", f"{stage}/acc", f"{stage}/f1"} <= scalars
+    assert {"test/acc", "test/f1", "test/loss", "hparams/acc"} <= scalars
+    assert {"test/confusion_matrix", "test/predictions"} <= images
+    for png in ("confusion_matrix.png", "predictions.png", "misclassified.png"):
+        assert (cnn_run / png).stat().st_size > 5_000
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mnist_bench", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+@pytest.mark.parametrize(
+    "bad, key",
+    [("--trainer.max_epochs=oops", "trainer.max_epochs"), ("--trainer.max_epoch=3", "max_epoch")],
+    ids=["wrong-type", "misspelt-key"],
+)
+def test_bad_arguments_exit_2_with_one_line_and_no_traceback(bad, key, tmp_path):
+    proc = _cli("fit", "--config", str(ROOT / "configs/cnn.yaml"), bad, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    first = proc.stderr.strip().splitlines()[0]
+    assert first.startswith("mnist-bench: config error:") and key in first
+
+
+def test_missing_data_is_one_clear_error(tmp_path):
+    proc = _cli("fit", "--config", str(ROOT / "configs/cnn.yaml"), "--data.data_dir=nowhere",
+                "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "mnist-bench data --data_dir nowhere" in proc.stderr
+
+
+def test_misspelt_key_in_a_config_file_is_named(tmp_path):
+    text = (ROOT / "configs/cnn.yaml").read_text().replace("hidden: 128", "hiden: 128")
+    assert "hiden" in text
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    proc = _cli("fit", "--config", str(bad), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "hiden" in proc.stderr.splitlines()[0]

