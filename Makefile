@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # e.g. make install TORCH_PKGS="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
 TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 DATA_DIR ?= data
-MODELS ?= cnn
+MODELS ?= all
 SEEDS ?= 1
 ARGS ?=
 PYTEST_ARGS ?=
@@ -43,7 +43,7 @@ lint: install ## Lint with ruff
 tensorboard: install ## Open TensorBoard on the runs, at http://127.0.0.1:6006
 	$(BIN)/tensorboard --logdir lightning_logs --host 127.0.0.1 --port 6006
 
-benchmark: install data ## Train MODELS (default: cnn) and write results/benchmark.{md,csv,json} and plots
+benchmark: install data ## Train MODELS (default: all configs) and write results/benchmark.{md,csv,json} and plots
 	$(BIN)/python -m mnist_bench.benchmark --models $(MODELS) --seeds $(SEEDS) --data_dir $(DATA_DIR) -- $(ARGS)
 
 bench-overhead: install data ## Time the seed notebook's pipeline, a plain PyTorch loop and Lightning on the same CNN

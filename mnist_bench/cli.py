@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 import mnist_bench.models  # noqa: F401  (registers the models for short class paths)
 from mnist_bench.benchmark.table import print_rich_table
-from mnist_bench.callbacks import RunReport, TestFigures, TimingCallback
+from mnist_bench.callbacks import EpochLine, RunReport, TestFigures, TimingCallback
 from mnist_bench.data.datamodule import MissingDataError, MNISTDataModule
 from mnist_bench.models.base import MNISTClassifier
 
@@ -78,9 +78,9 @@ class MNISTBenchCLI(LightningCLI):
         callbacks: list = [TimingCallback(), RunReport(self.run_dir, info), TestFigures(self.run_dir)]
         given = trainer_config.get("callbacks") or []
         given = given if isinstance(given, list) else [given]
-        if trainer_config.get("enable_progress_bar", True) is not False and not any(
-            isinstance(cb, ProgressBar) for cb in given
-        ):
+        if trainer_config.get("enable_progress_bar") is False:
+            callbacks.append(EpochLine())
+        elif not any(isinstance(cb, ProgressBar) for cb in given):
             callbacks.append(RichProgressBar())
         return callbacks
 

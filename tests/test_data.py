@@ -9,8 +9,14 @@ from torchvision.datasets import MNIST
 
 from mnist_bench.data import fetch
 from mnist_bench.data.constants import RAW_FILES
-from mnist_bench.data.datamodule import MissingDataError, MNISTDataModule, denormalize, normalize, random_affine
-from mnist_bench.data.idx import DataFileError, check_dataset, md5sum, raw_dir, verify_official, write_idx
+from mnist_bench.data.datamodule import (
+    MissingDataError,
+    MNISTDataModule,
+    denormalize,
+    normalize,
+    random_affine,
+)
+from mnist_bench.data.idx import DataFileError, check_dataset, md5sum, raw_dir, verify_official
 from mnist_bench.data.synthetic import write_synthetic_mnist
 
 

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from mnist_bench.callbacks.report import write_json_atomic
 from mnist_bench.data.constants import MNIST_MEAN, MNIST_STD
 from mnist_bench.data.datamodule import MNISTDataModule, normalize, random_affine
 from mnist_bench.models.base import metric_collection
 from mnist_bench.models.components.cnn import SmallCNN
 from mnist_bench.provenance import device_description, git_sha, versions
+from mnist_bench.utils import write_json_atomic
 
 
 def seed_notebook_cnn() -> nn.Module:

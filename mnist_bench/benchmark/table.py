@@ -39,8 +39,35 @@ COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
 ]
 
 
+def _cell(row: dict[str, Any], key: str, fmt: Callable[[Any], str]) -> str:
+    value = row.get(key)
+    if value is None:
+        return "—"
+    text = fmt(value)
+    std = row.get(f"{key}:std")
+    if std is not None:
+        text += f" ± {fmt(std)}"
+    return text
+
+
 def formatted(row: dict[str, Any]) -> list[str]:
-    return [fmt(row.get(key)) if row.get(key) is not None else "—" for key, _, fmt in COLUMNS]
+    return [_cell(row, key, fmt) for key, _, fmt in COLUMNS]
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """Raw values (not formatted), one column per key, std columns included where present."""
+    import csv
+    import io
+
+    keys = [key for key, _, _ in COLUMNS]
+    keys += [f"{k}:std" for k in keys if any(f"{k}:std" in r for r in rows)]
+    keys += [k for k in ("seed", "seeds", "n_ok", "n_runs", "batch_size", "error") if any(k in r for r in rows)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k) for k in keys})
+    return buf.getvalue()
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:

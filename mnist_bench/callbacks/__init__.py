@@ -1,5 +1,6 @@
 from mnist_bench.callbacks.figures import TestFigures
+from mnist_bench.callbacks.progress import EpochLine
 from mnist_bench.callbacks.report import RunReport
 from mnist_bench.callbacks.timing import TimingCallback
 
-__all__ = ["RunReport", "TestFigures", "TimingCallback"]
+__all__ = ["EpochLine", "RunReport", "TestFigures", "TimingCallback"]

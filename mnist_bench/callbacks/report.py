@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,22 +12,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from mnist_bench.callbacks.timing import TimingCallback
 from mnist_bench.provenance import device_description, git_sha, versions
+from mnist_bench.utils import write_json_atomic
 
 HISTORY_KEYS = ("train/loss", "train/acc", "train/f1", "val/loss", "val/acc", "val/f1")
 TEST_KEYS = ("test/acc", "test/f1", "test/loss")
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temp file and a rename, so a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _scalar(value: Any) -> float | None:

@@ -1,0 +1,105 @@
+"""`make benchmark` / `python -m mnist_bench.benchmark`: train the models, one process each, and write results/."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mnist_bench.benchmark.aggregate import summarize
+from mnist_bench.benchmark.plots import write_plots
+from mnist_bench.benchmark.runner import available_models, run_one
+from mnist_bench.benchmark.table import csv_text, markdown_table, print_rich_table
+from mnist_bench.provenance import cpu_name, git_sha, versions
+from mnist_bench.utils import write_json_atomic, write_text_atomic
+
+DEFAULT_SEED = 42
+
+
+def environment() -> dict:
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpu": cpu_name(),
+        "cpu_cores": cores,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(gpus)],
+        "versions": versions(),
+        "git_sha": git_sha(),
+    }
+
+
+def header(env: dict, wall_s: float) -> str:
+    where = f"GPU: {', '.join(env['gpus'])}" if env["gpus"] else f"CPU only: {env['cpu']}, {env['cpu_cores']} cores"
+    v = env["versions"]
+    return (
+        f"Ran on {where}; torch {v['torch']}, torchvision {v['torchvision']}, lightning {v['lightning']}; "
+        f"git {env['git_sha'] or 'unknown'}; {env['date']}; benchmark wall time {wall_s / 60:.1f} min."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1 :]
+    parser = argparse.ArgumentParser(prog="python -m mnist_bench.benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="all", help="comma-separated config names, or 'all' (default)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per model: 42, 43, ... (default 1)")
+    parser.add_argument("--data_dir", default="data")
+    parser.add_argument("--config_dir", default="configs")
+    parser.add_argument("--root", default=".", help="runs go to <root>/lightning_logs/<model>/version_<n>")
+    parser.add_argument("--results", default="results")
+    parser.add_argument("--timeout_s", type=float, default=None, help="kill a model's run after this long")
+    args = parser.parse_args(argv)
+    extra = [a for arg in extra for a in arg.split()]  # ARGS="--a=1 --b=2" arrives as one word
+
+    config_dir = Path(args.config_dir)
+    known = available_models(config_dir)
+    models = known if args.models in ("all", "") else [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        print(f"benchmark: error: no config for {', '.join(unknown)} in {config_dir}/ (have: {', '.join(known)})",
+              file=sys.stderr)
+        return 2
+    if args.seeds < 1:
+        print("benchmark: error: --seeds must be >= 1", file=sys.stderr)
+        return 2
+
+    results, root = Path(args.results), Path(args.root)
+    env = environment()
+    rows = []
+    start = time.perf_counter()
+    for model in models:
+        for k in range(args.seeds):
+            seed = DEFAULT_SEED + k
+            print(f"== {model} (seed {seed}) == [{(time.perf_counter() - start) / 60:.1f} min into the benchmark]",
+                  flush=True)
+            row = run_one(model, seed, config_dir, args.data_dir, root, extra, results / "logs" / f"{model}-seed{seed}.log",
+                          args.timeout_s)
+            print(f"   -> {row['status']}" + (f": {row['error']}" if row.get("error") else
+                                              f", test acc {100 * row['test/acc']:.2f}%"), flush=True)
+            rows.append(row)
+    wall_s = time.perf_counter() - start
+    summary = summarize(rows)
+    head = header(env, wall_s)
+    write_json_atomic(results / "benchmark.json", {"environment": env, "wall_s": round(wall_s, 1),
+                                                   "extra_args": extra, "rows": rows, "summary": summary})
+    write_text_atomic(results / "benchmark.csv", csv_text(rows))
+    seeds_note = f"mean ± std over {args.seeds} seeds" if args.seeds > 1 else "one seed"
+    write_text_atomic(results / "benchmark.md", f"{head}\n\nTest set: MNIST's 10,000 test digits; {seeds_note}.\n\n"
+                      f"{markdown_table(summary)}\n")
+    write_plots(rows, summary, results, subtitle=head.split(";")[0])
+    print_rich_table(summary, title="mnist-bench results")
+    print(head)
+    print(f"wrote {results}/benchmark.{{json,csv,md}} and plots")
+    return 0 if all(r.get("status") == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

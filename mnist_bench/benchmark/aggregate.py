@@ -1,0 +1,40 @@
+"""Turn per-run rows into the results table: one row per model, mean ± std over seeds."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from typing import Any
+
+# numeric columns that get mean ± std over seeds
+NUMERIC = ("test/acc", "test/f1", "test/loss", "time/train_s", "time/fit_s", "throughput/train_img_s",
+           "throughput/infer_img_s")
+# columns copied from the first ok run of a model (the same for every seed)
+CONSTANT = ("epochs", "params", "image_size", "pretrained", "precision", "device")
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Group rows by model (in first-seen order). A model with no ok run stays a failed row with its error."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[row["model"]].append(row)
+    table = []
+    for model, runs in groups.items():
+        ok = [r for r in runs if r.get("status") == "ok"]
+        seeds = [r.get("seed") for r in runs]
+        if not ok:
+            table.append({"model": model, "status": "failed", "error": runs[-1].get("error"), "seeds": seeds,
+                          "n_ok": 0, "n_runs": len(runs)})
+            continue
+        summary: dict[str, Any] = {"model": model, "status": "ok" if len(ok) == len(runs) else "partial",
+                                   "seeds": seeds, "n_ok": len(ok), "n_runs": len(runs)}
+        for key in CONSTANT:
+            summary[key] = ok[0].get(key)
+        for key in NUMERIC:
+            values = [r[key] for r in ok if isinstance(r.get(key), (int, float))]
+            summary[key] = statistics.fmean(values) if values else None
+            summary[f"{key}:std"] = statistics.stdev(values) if len(values) > 1 else None
+        errors = [r.get("error") for r in runs if r.get("status") != "ok"]
+        summary["error"] = errors[0] if errors else None
+        table.append(summary)
+    return table

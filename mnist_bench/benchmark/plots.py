@@ -1,0 +1,82 @@
+"""The benchmark's comparison plots: training curves, accuracy versus training time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mnist_bench.plots import plt, save_figure
+
+
+def curves_figure(rows: list[dict[str, Any]]):
+    """Loss and accuracy per epoch, every model on shared axes: solid = train, dashed = validation."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.6), dpi=110)
+    colours = plt.get_cmap("tab10")
+    for i, row in enumerate(rows):
+        history = row.get("history") or []
+        if not history:
+            continue
+        epochs = [h["epoch"] + 1 for h in history]
+        colour = colours(i % 10)
+        for stage, style in (("train", "-"), ("val", "--")):
+            loss = [h.get(f"{stage}/loss") for h in history]
+            acc = [h.get(f"{stage}/acc") for h in history]
+            label = f"{row['model']} {stage}"
+            ax_loss.plot(epochs, loss, style, color=colour, marker="o", ms=3, label=label)
+            ax_acc.plot(epochs, [100 * a if a is not None else None for a in acc], style, color=colour, marker="o",
+                        ms=3, label=label)
+    ax_loss.set_yscale("log")
+    ax_loss.set_title("loss per epoch (log scale)")
+    ax_acc.set_title("accuracy per epoch (%)")
+    ax_acc.set_ylim(top=100)
+    lows = [100 * h[k] for r in rows for h in r.get("history") or [] for k in ("val/acc",) if h.get(k)]
+    if lows:
+        ax_acc.set_ylim(max(80.0, min(lows) - 0.5), 100)
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.suptitle("Training curves (solid: train, dashed: validation)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff_figure(summary: list[dict[str, Any]], subtitle: str = ""):
+    """Test accuracy against training time, one point per model (error bars when there are several seeds)."""
+    fig, ax = plt.subplots(figsize=(6.8, 4.6), dpi=110)
+    for row in summary:
+        if row.get("test/acc") is None or row.get("time/train_s") is None:
+            continue
+        x, y = row["time/train_s"], 100 * row["test/acc"]
+        xerr = row.get("time/train_s:std")
+        yerr = 100 * row["test/acc:std"] if row.get("test/acc:std") is not None else None
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=7, capsize=3)
+        ax.annotate(row["model"], (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlabel("training time (s, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy versus training time" + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
+def write_plots(rows: list[dict[str, Any]], summary: list[dict[str, Any]], out: Path, subtitle: str = "") -> list[Path]:
+    first_ok = {}
+    for row in rows:
+        if row.get("status") == "ok":
+            first_ok.setdefault(row["model"], row)
+    written = [
+        save_figure(curves_figure(list(first_ok.values())), out / "training_curves.png"),
+        save_figure(tradeoff_figure(summary, subtitle), out / "accuracy_vs_time.png"),
+    ]
+    # each model's confusion matrix and misclassified digits, drawn by its run (first seed)
+    for model, row in first_ok.items():
+        run_dir = Path(row.get("run_dir", ""))
+        for name in ("confusion_matrix", "misclassified"):
+            src = run_dir / f"{name}.png"
+            if src.is_file():
+                dst = out / f"{name}_{model}.png"
+                dst.write_bytes(src.read_bytes())
+                written.append(dst)
+    return written

@@ -1,0 +1,100 @@
+import csv
+import io
+import json
+
+import pytest
+
+from mnist_bench.benchmark.__main__ import main as benchmark_main
+from mnist_bench.benchmark.aggregate import summarize
+from mnist_bench.benchmark.plots import curves_figure, tradeoff_figure
+from mnist_bench.benchmark.table import csv_text, markdown_table
+from mnist_bench.plots import confusion_matrix_figure, digit_grid_figure, save_figure
+
+from .conftest import ROOT
+
+
+def row(model, seed, acc, train_s, status="ok", error=None):
+    return {
+        "model": model, "seed": seed, "status": status, "error": error, "test/acc": acc,
+        "test/f1": acc - 0.001 if acc else None, "test/loss": 0.03 if acc else None, "time/train_s": train_s,
+        "time/fit_s": train_s + 2 if train_s else None, "epochs": 6, "params": 421_866, "image_size": 28,
+        "pretrained": False, "precision": "bf16-mixed", "device": "cpu: test",
+        "history": [{"epoch": e, "train/loss": 0.3 / (e + 1), "val/loss": 0.2 / (e + 1), "train/acc": 0.9 + e / 100,
+                     "val/acc": 0.95 + e / 100} for e in range(3)],
+    }
+
+
+def test_summary_means_stds_and_failures():
+    rows = [row("cnn", 42, 0.994, 40.0), row("cnn", 43, 0.996, 44.0), row("cnn", 44, 0.995, 42.0),
+            row("vit", 42, None, None, status="failed", error="RuntimeError: out of memory"),
+            row("alexnet", 42, 0.993, 100.0), row("alexnet", 43, None, None, status="failed", error="killed")]
+    table = {r["model"]: r for r in summarize(rows)}
+    assert list(table) == ["cnn", "vit", "alexnet"]
+    assert table["cnn"]["test/acc"] == pytest.approx(0.995)
+    assert table["cnn"]["test/acc:std"] == pytest.approx(0.001)
+    assert table["cnn"]["time/train_s"] == pytest.approx(42.0) and table["cnn"]["n_ok"] == 3
+    assert table["vit"]["status"] == "failed" and table["vit"]["error"] == "RuntimeError: out of memory"
+    assert table["vit"].get("test/acc") is None
+    assert table["alexnet"]["status"] == "partial" and table["alexnet"]["test/acc:std"] is None
+
+    md = markdown_table(list(table.values()))
+    assert "99.50% ± 0.10%" in md and "42.0 ± 2.0" in md
+    vit_line = next(line for line in md.splitlines() if line.startswith("| vit"))
+    assert "failed" in vit_line and "%" not in vit_line  # no made-up number for a failed model
+
+    parsed = list(csv.DictReader(io.StringIO(csv_text(rows))))
+    assert len(parsed) == 6 and parsed[3]["status"] == "failed" and parsed[3]["test/acc"] == ""
+    assert float(parsed[0]["test/acc"]) == 0.994
+
+
+def test_plot_functions_write_png_files(tmp_path):
+    import numpy as np
+
+    rows = [row("cnn", 42, 0.994, 40.0), row("vit", 42, 0.99, 300.0)]
+    paths = [
+        save_figure(curves_figure(rows), tmp_path / "curves.png"),
+        save_figure(tradeoff_figure(summarize(rows)), tmp_path / "tradeoff.png"),
+        save_figure(confusion_matrix_figure(np.eye(10, dtype=int) * 980 + 2), tmp_path / "cm.png"),
+        save_figure(digit_grid_figure(np.random.rand(10, 1, 28, 28), np.arange(10), np.arange(10) % 3, "grid"),
+                    tmp_path / "grid.png"),
+    ]
+    for path in paths:
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_benchmark_smoke_run_writes_every_file(synthetic_data, tmp_path, capsys):
+    results = tmp_path / "results"
+    code = benchmark_main([
+        "--models", "cnn", "--seeds", "2", "--data_dir", str(synthetic_data), "--config_dir", str(ROOT / "configs"),
+        "--root", str(tmp_path), "--results", str(results), "--",
+        "--trainer.fast_dev_run=true --data.val_size=100 --data.eval_batch_size=100",
+    ])
+    assert code == 0
+    data = json.loads((results / "benchmark.json").read_text())
+    assert [r["seed"] for r in data["rows"]] == [42, 43]
+    assert all(r["status"] == "ok" for r in data["rows"])
+    assert data["environment"]["versions"]["torch"]
+    assert data["summary"][0]["n_ok"] == 2
+    md = (results / "benchmark.md").read_text()
+    assert "Ran on CPU only" in md and "| cnn | ok |" in md and "mean ± std over 2 seeds" in md
+    for name in ("benchmark.csv", "training_curves.png", "accuracy_vs_time.png", "confusion_matrix_cnn.png",
+                 "misclassified_cnn.png"):
+        assert (results / name).stat().st_size > 0, name
+
+
+def test_benchmark_failed_model_is_a_failed_row(synthetic_data, tmp_path):
+    results = tmp_path / "results"
+    code = benchmark_main([
+        "--models", "cnn", "--data_dir", str(tmp_path / "no-data"), "--config_dir", str(ROOT / "configs"),
+        "--root", str(tmp_path), "--results", str(results), "--", "--trainer.fast_dev_run=true",
+    ])
+    assert code == 1
+    (only,) = json.loads((results / "benchmark.json").read_text())["rows"]
+    assert only["status"] == "failed" and "mnist-bench data" in only["error"]
+    assert only["test/acc"] is None
+
+
+def test_unknown_model_is_refused(capsys):
+    assert benchmark_main(["--models", "resnet", "--config_dir", str(ROOT / "configs")]) == 2
+    assert "no config for resnet" in capsys.readouterr().err
