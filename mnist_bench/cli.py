@@ -21,7 +21,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 import mnist_bench.models  # noqa: F401  (registers the models for short class paths)
 from mnist_bench.benchmark.table import print_rich_table
 from mnist_bench.callbacks import EpochLine, RunReport, TestFigures, TimingCallback
-from mnist_bench.data.datamodule import MissingDataError, MNISTDataModule
+from mnist_bench.data.datamodule import MNISTDataModule
+from mnist_bench.errors import ConfigError, UserFacingError
 from mnist_bench.models.base import MNISTClassifier
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -137,9 +138,29 @@ def main(args: list[str] | None = None) -> None:
             warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
             MNISTBenchCLI(args=argv)
     except ArgumentError as err:
-        print(f"mnist-bench: config error: {_one_line(err)}", file=sys.stderr)
+        _exit(2, f"config error: {_one_line(err)}", hint=True)
+    except Exception as err:
+        # our own errors may arrive wrapped (jsonargparse wraps what a class's __init__ raises)
+        cause = _user_error_in(err)
+        if cause is None:
+            raise
+        if isinstance(cause, ConfigError):
+            _exit(2, f"config error: {_one_line(cause)}")
+        _exit(1, _one_line(cause))
+
+
+def _user_error_in(err: BaseException | None) -> Exception | None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (ConfigError, UserFacingError)):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _exit(code: int, message: str, hint: bool = False) -> None:
+    print(f"mnist-bench: {message}", file=sys.stderr)
+    if hint:
         print("  (run with --help for the accepted options)", file=sys.stderr)
-        sys.exit(2)
-    except MissingDataError as err:
-        print(f"mnist-bench: {err}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(code)

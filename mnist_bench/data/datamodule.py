@@ -13,9 +13,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from mnist_bench.data.constants import IMAGE_SIZE, MNIST_MEAN, MNIST_STD
 from mnist_bench.data.idx import DataFileError, check_dataset, raw_dir
+from mnist_bench.errors import ConfigError, UserFacingError
 
 
-class MissingDataError(RuntimeError):
+class MissingDataError(UserFacingError):
     """The MNIST files are missing or damaged; the message says how to fix it."""
 
 
@@ -43,13 +44,15 @@ def _keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     return batch
 
 
-def random_affine(x: Tensor, max_shift_px: float, max_rotate_deg: float) -> Tensor:
-    """Random per-image shifts (±px) and rotations (±deg) of a float batch, as one grid sample on its device."""
+def random_affine(x: Tensor, max_shift_px: float, max_rotate_deg: float, max_scale: float = 0.0) -> Tensor:
+    """Random per-image shifts (±px), rotations (±deg) and zooms (×1±max_scale) of a float batch, as one grid
+    sample on its device."""
     n = x.shape[0]
     opts = {"device": x.device, "dtype": x.dtype}
     angle = (torch.rand(n, **opts) * 2 - 1) * math.radians(max_rotate_deg)
     shift = (torch.rand(n, 2, **opts) * 2 - 1) * (2 * max_shift_px / x.shape[-1])
-    cos, sin = angle.cos(), angle.sin()
+    zoom = 1 + (torch.rand(n, **opts) * 2 - 1) * max_scale
+    cos, sin = angle.cos() / zoom, angle.sin() / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -84,13 +87,14 @@ class MNISTDataModule(LightningDataModule):
         augment: bool = False,
         max_shift_px: float = 2.0,
         max_rotate_deg: float = 10.0,
+        max_scale: float = 0.1,
         train_subset: int | None = None,
     ):
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError("data.batch_size and data.eval_batch_size must be positive")
+            raise ConfigError("data.batch_size and data.eval_batch_size must be positive")
         if val_size < 0:
-            raise ValueError(f"data.val_size must be >= 0, got {val_size}")
+            raise ConfigError(f"data.val_size must be >= 0, got {val_size}")
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.batch_size = batch_size
@@ -100,6 +104,7 @@ class MNISTDataModule(LightningDataModule):
         self.augment = augment
         self.max_shift_px = max_shift_px
         self.max_rotate_deg = max_rotate_deg
+        self.max_scale = max_scale
         self.train_subset = train_subset
         self.train_set: TensorDigits | None = None
         self.val_set: TensorDigits | None = None
@@ -129,7 +134,7 @@ class MNISTDataModule(LightningDataModule):
         if stage in ("fit", "validate") and self.train_set is None:
             full = self._load(train=True)
             if self.val_size >= len(full):
-                raise ValueError(f"data.val_size={self.val_size} leaves no training images (train has {len(full)})")
+                raise ConfigError(f"data.val_size={self.val_size} leaves no training images (train has {len(full)})")
             perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(self.split_seed))
             val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
             if self.train_subset:
@@ -164,7 +169,7 @@ class MNISTDataModule(LightningDataModule):
         images, labels = batch
         x = images.float() / 255.0
         if self.augment and self.trainer is not None and self.trainer.training:
-            x = random_affine(x, self.max_shift_px, self.max_rotate_deg)
+            x = random_affine(x, self.max_shift_px, self.max_rotate_deg, self.max_scale)
         return normalize(x), labels
 
     @property

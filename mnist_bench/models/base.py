@@ -15,6 +15,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from mnist_bench.data.constants import IMAGE_SIZE, NUM_CLASSES
+from mnist_bench.errors import ConfigError
 
 
 class InputAdapter(nn.Module):
@@ -77,7 +78,7 @@ class MNISTClassifier(LightningModule):
     ):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+            raise ConfigError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
         self.image_size = image_size
         self.adapt = InputAdapter(image_size, in_chans)
         self.optimizer = optimizer

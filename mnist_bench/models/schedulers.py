@@ -14,8 +14,9 @@ class WarmupCosineLR(LambdaLR):
     ``total_steps`` is filled in by :class:`~mnist_bench.models.base.MNISTClassifier` from the trainer.
     """
 
-    def __init__(self, optimizer: Optimizer, total_steps: int, warmup_pct: float = 0.05, min_lr_ratio: float = 0.0):
-        if total_steps < 1:
+    def __init__(self, optimizer: Optimizer, total_steps: int | None = None, warmup_pct: float = 0.05,
+                 min_lr_ratio: float = 0.0):
+        if total_steps is None or total_steps < 1:
             raise ValueError(f"total_steps must be >= 1, got {total_steps}")
         if not 0.0 <= warmup_pct < 1.0:
             raise ValueError(f"warmup_pct must be in [0, 1), got {warmup_pct}")

@@ -1,0 +1,76 @@
+"""Shared base of the ImageNet-backbone models (VGG16, AlexNet): weights, backbone LR, freeze-then-unfreeze."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from lightning.pytorch.callbacks import BaseFinetuning
+
+from mnist_bench.data.constants import NUM_CLASSES
+from mnist_bench.errors import ConfigError
+from mnist_bench.models.base import MNISTClassifier
+from mnist_bench.models.components.pretrained import ARCHS, TorchvisionBackbone, resolve_weights
+
+
+class FreezeThenUnfreeze(BaseFinetuning):
+    """Trains only the head for ``unfreeze_at_epoch`` epochs, then the whole network.
+
+    The backbone's parameters sit in their own optimizer group from the start (with their lower LR), frozen by
+    ``requires_grad=False``, so unfreezing needs no new param group and every LR scheduler keeps working.
+    """
+
+    def __init__(self, unfreeze_at_epoch: int):
+        super().__init__()
+        self.unfreeze_at_epoch = unfreeze_at_epoch
+
+    def freeze_before_training(self, pl_module) -> None:
+        self.freeze(pl_module.net.features)
+
+    def finetune_function(self, pl_module, epoch: int, optimizer) -> None:
+        if epoch == self.unfreeze_at_epoch:
+            self.make_trainable(pl_module.net.features)
+
+
+class FinetunedClassifier(MNISTClassifier):
+    """A torchvision ImageNet architecture adapted to 1-channel, 10-class MNIST.
+
+    ``weights``: ``imagenet`` (must load, else a clear error), ``auto`` (ImageNet if the file is there, else random
+    init with a loud warning), ``none``, or a path to a local ``.pth``. Whether weights were loaded is recorded as
+    ``pretrained`` in metrics.json. ``backbone_lr_scale`` multiplies the LR of the pretrained features (the new head
+    gets the full LR); it applies only when weights were loaded.
+
+    Plain VGG and AlexNet have no batch norm, so they need a gentler LR (and a warmup) than BN networks.
+    """
+
+    arch: ClassVar[str]
+
+    def __init__(self, weights: str = "auto", image_size: int = 32, hidden: int = 256, dropout: float = 0.5,
+                 backbone_lr_scale: float = 0.1, freeze_backbone_epochs: int = 0, **kwargs: Any):
+        min_size = ARCHS[self.arch][2]
+        if image_size < min_size:
+            raise ConfigError(f"model.image_size={image_size} is too small for {self.arch}: it needs >= {min_size} px")
+        if not 0.0 < backbone_lr_scale <= 1.0:
+            raise ConfigError(f"model.backbone_lr_scale must be in (0, 1], got {backbone_lr_scale}")
+        if freeze_backbone_epochs < 0:
+            raise ConfigError(f"model.freeze_backbone_epochs must be >= 0, got {freeze_backbone_epochs}")
+        super().__init__(image_size=image_size, **kwargs)
+        self.save_hyperparameters(logger=False)
+        state_dict, self.weights_source = resolve_weights(self.arch, weights)
+        self.pretrained = state_dict is not None
+        self.backbone_lr_scale = backbone_lr_scale if self.pretrained else 1.0
+        self.freeze_backbone_epochs = freeze_backbone_epochs
+        self.net = TorchvisionBackbone(self.arch, state_dict, self.adapt.in_chans, hidden, dropout, NUM_CLASSES)
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        base_lr = self.optimizer.keywords.get("lr") if hasattr(self.optimizer, "keywords") else None
+        backbone: dict[str, Any] = {"params": list(self.net.features.parameters()), "name": "backbone"}
+        if base_lr is not None:
+            backbone["lr"] = base_lr * self.backbone_lr_scale
+        head = {"params": list(self.net.head.parameters()), "name": "head"}
+        return [backbone, head]
+
+    def configure_callbacks(self) -> list:
+        return [FreezeThenUnfreeze(self.freeze_backbone_epochs)] if self.freeze_backbone_epochs > 0 else []
+
+    def extra_metrics(self) -> dict[str, Any]:
+        return {"weights": self.weights_source}
