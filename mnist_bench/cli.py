@@ -57,14 +57,30 @@ class MNISTBenchCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any):
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         self._logger = None
+        log_root = Path(trainer_config.get("default_root_dir") or os.getcwd()) / "lightning_logs"
+        version = self._resume_version(log_root / self.model.model_name)
         if trainer_config.get("logger") in (None, True):
-            root = trainer_config.get("default_root_dir") or os.getcwd()
-            self._logger = TensorBoardLogger(save_dir=os.path.join(root, "lightning_logs"),
-                                             name=self.model.model_name, default_hp_metric=False)
+            self._logger = TensorBoardLogger(save_dir=str(log_root), name=self.model.model_name, version=version,
+                                             default_hp_metric=False)
             trainer_config["logger"] = self._logger
         callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         callbacks += self._run_callbacks(trainer_config)
         return self._instantiate_trainer(trainer_config, callbacks)
+
+    def _resume_version(self, model_logs: Path) -> int | None:
+        """``fit --ckpt_path last`` continues the newest run that has a ``last.ckpt``, in its own version dir
+        (plain LightningCLI would look in a fresh, empty version dir and silently start over)."""
+        if self.subcommand != "fit" or self._config().get("ckpt_path") != "last":
+            return None
+        candidates = [p for p in model_logs.glob("version_*/checkpoints/last.ckpt")
+                      if p.parent.parent.name.removeprefix("version_").isdigit()]
+        if not candidates:
+            raise UserFacingError(f"nothing to resume: no {model_logs}/version_*/checkpoints/last.ckpt. "
+                                  f"Fix: start a new run without --ckpt_path last")
+        last = max(candidates, key=lambda p: int(p.parent.parent.name.removeprefix("version_")))
+        self.config_init[self.subcommand]["ckpt_path"] = str(last)
+        print(f"resuming {last}", file=sys.stderr)
+        return int(last.parent.parent.name.removeprefix("version_"))
 
     def _run_callbacks(self, trainer_config: dict[str, Any]) -> list:
         config = self._config()

@@ -34,7 +34,8 @@ def plant(arch: str, full: bool) -> dict[str, torch.Tensor]:
     return state
 
 
-@pytest.mark.parametrize("cls, arch, size, full", [(VGG16, "vgg16", 32, False), (AlexNet, "alexnet", 63, True)])
+@pytest.mark.parametrize("cls, arch, size, full", [(VGG16, "vgg16", 32, False), (AlexNet, "alexnet", 63, True)],
+                         ids=["vgg16", "alexnet"])
 def test_planted_imagenet_weights_load_with_a_summed_stem(torch_home, cls, arch, size, full):
     state = plant(arch, full)
     assert imagenet_weights_path(arch).parent == torch_home / "hub" / "checkpoints"

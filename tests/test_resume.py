@@ -1,0 +1,81 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from .conftest import ROOT
+
+
+def _fit_cmd(data_dir, root, *extra):
+    return [sys.executable, "-m", "mnist_bench", "fit", "--config", str(ROOT / "configs/cnn.yaml"),
+            f"--data.data_dir={data_dir}", "--data.val_size=500", f"--trainer.default_root_dir={root}",
+            "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false", "--data.augment=false", *extra]
+
+
+@pytest.fixture(scope="module")
+def bigger_synthetic(tmp_path_factory):
+    from mnist_bench.data.synthetic import write_synthetic_mnist
+
+    data_dir = tmp_path_factory.mktemp("bigger")
+    write_synthetic_mnist(data_dir, n_train=8000, n_test=500)
+    return data_dir
+
+
+def test_killed_run_resumes_in_its_run_dir(bigger_synthetic, tmp_path):
+    """A real SIGKILL after the first epoch's checkpoint, then --ckpt_path last: same dir, same epoch and step
+    counts as an uninterrupted run, close metrics, and the clock carries on."""
+    straight = tmp_path / "straight"
+    subprocess.run(_fit_cmd(bigger_synthetic, straight), check=True, capture_output=True, timeout=300)
+    reference = json.loads((straight / "lightning_logs/cnn/version_0/metrics.json").read_text())
+
+    killed = tmp_path / "killed"
+    run = killed / "lightning_logs/cnn/version_0"
+    proc = subprocess.Popen(_fit_cmd(bigger_synthetic, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (run / "checkpoints/last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (run / "metrics.json").exists()
+
+    done = subprocess.run(_fit_cmd(bigger_synthetic, killed, "--ckpt_path=last"), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming" in done.stderr
+    assert not (killed / "lightning_logs/cnn/version_1").exists()
+    resumed = json.loads((run / "metrics.json").read_text())
+    assert resumed["epochs"] == reference["epochs"] == 3
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2]
+    ckpt = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    ref_ckpt = torch.load(straight / "lightning_logs/cnn/version_0/checkpoints/last.ckpt", map_location="cpu",
+                          weights_only=True)
+    assert ckpt["global_step"] == ref_ckpt["global_step"] and ckpt["epoch"] == ref_ckpt["epoch"]
+    assert abs(resumed["test/acc"] - reference["test/acc"]) <= 0.03
+    # the timing state came back from the checkpoint: images and seconds of the first epoch are counted too
+    timing = next(v for k, v in ckpt["callbacks"].items() if "TimingCallback" in k)
+    ref_timing = next(v for k, v in ref_ckpt["callbacks"].items() if "TimingCallback" in k)
+    assert timing["train_images"] == ref_timing["train_images"] == 3 * 7500
+    assert len(timing["epoch_s"]) == 3
+
+
+def test_nothing_to_resume_is_a_clear_error(tmp_path, synthetic_data):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnist_bench", "fit", "--config", str(ROOT / "configs/cnn.yaml"), "--ckpt_path=last",
+         f"--data.data_dir={synthetic_data}"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "nothing to resume" in proc.stderr
+
+
+@pytest.mark.parametrize("bad", ["--model.init_args.label_smoothing=1.5", "--data.batch_size=0"])
+def test_impossible_values_exit_2(bad, tmp_path, synthetic_data):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnist_bench", "fit", "--config", str(ROOT / "configs/cnn.yaml"), bad,
+         f"--data.data_dir={synthetic_data}"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    key = bad.split("=")[0].removeprefix("--").replace("init_args.", "")
+    assert key in proc.stderr.strip().splitlines()[-1]
