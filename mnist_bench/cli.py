@@ -42,7 +42,11 @@ class MNISTBenchCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max", "checkpoint.save_last": True})
+        # One checkpoint per run, the newest, saved at the end of each training epoch (so it holds the whole epoch,
+        # train metrics too), and last.ckpt linked to it. (With a monitor, Lightning 2.6 refreshes last.ckpt only
+        # when the monitored metric improves, which would resume a killed run from a stale epoch.)
+        parser.set_defaults({"checkpoint.save_top_k": 1, "checkpoint.save_last": "link",
+                             "checkpoint.save_on_train_epoch_end": True})
 
     # --- trainer with our logger and callbacks -------------------------------------------------------------------
     def _config(self) -> Any:

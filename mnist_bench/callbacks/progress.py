@@ -27,8 +27,8 @@ class EpochLine(Callback):
     def _print(self, trainer: Trainer, pl_module: LightningModule, epoch: int) -> None:
         if not trainer.is_global_zero or epoch < 0:
             return
-        m = trainer.callback_metrics
-        parts = [f"{key} {float(m[key]):.4f}" for key in ("train/loss", "val/loss", "val/acc") if key in m]
+        row = next((r for r in pl_module.history if r["epoch"] == epoch), {})
+        parts = [f"{key} {row[key]:.4f}" for key in ("train/loss", "val/loss", "val/acc") if key in row]
         elapsed = time.perf_counter() - self._start if self._start else 0.0
         print(f"[{pl_module.model_name}] epoch {epoch + 1}/{trainer.max_epochs}  {'  '.join(parts)}  ({elapsed:.1f} s)",
               flush=True)

@@ -14,7 +14,6 @@ from mnist_bench.callbacks.timing import TimingCallback
 from mnist_bench.provenance import device_description, git_sha, versions
 from mnist_bench.utils import write_json_atomic
 
-HISTORY_KEYS = ("train/loss", "train/acc", "train/f1", "val/loss", "val/acc", "val/f1")
 TEST_KEYS = ("test/acc", "test/f1", "test/loss")
 
 
@@ -27,7 +26,7 @@ def _scalar(value: Any) -> float | None:
 
 
 class RunReport(Callback):
-    """Collects the history of epoch metrics and, after test (or on a crash), writes ``metrics.json``.
+    """After test (or on a crash) writes ``metrics.json``; logs the final test metrics to TensorBoard's HPARAMS.
 
     ``run_dir`` is a callable so that the version folder is resolved only when the run writes.
     """
@@ -35,29 +34,7 @@ class RunReport(Callback):
     def __init__(self, run_dir: Callable[[], str | Path], info: dict[str, Any]):
         self.run_dir = run_dir
         self.info = info
-        self.history: list[dict[str, float | None]] = []
         self.metrics: dict[str, Any] | None = None
-
-    # history -----------------------------------------------------------------------------------------------------
-    def _record(self, trainer: Trainer, epoch: int) -> None:
-        if epoch < 0 or any(row["epoch"] == epoch for row in self.history):
-            return
-        values = {key: _scalar(trainer.callback_metrics.get(key)) for key in HISTORY_KEYS}
-        if any(v is not None for v in values.values()):
-            self.history.append({"epoch": epoch, **values})
-
-    # epoch-level metrics are computed after the on_train_epoch_end hooks, so an epoch is read when the next starts
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._record(trainer, trainer.current_epoch - 1)
-
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._record(trainer, trainer.current_epoch - 1)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": [dict(row) for row in self.history]}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = [dict(row) for row in state_dict.get("history", [])]
 
     # the record --------------------------------------------------------------------------------------------------
     def build(self, trainer: Trainer, pl_module: LightningModule, status: str, error: str | None) -> dict[str, Any]:
@@ -67,7 +44,7 @@ class RunReport(Callback):
             "status": status,
             "error": error,
             **{key: _scalar(trainer.callback_metrics.get(key)) for key in TEST_KEYS},
-            "epochs": len(self.history),
+            "epochs": len(pl_module.history),
             **(timing.summary() if timing else {}),
             "params": pl_module.num_parameters(),
             "pretrained": bool(getattr(pl_module, "pretrained", False)),
@@ -79,7 +56,7 @@ class RunReport(Callback):
             "versions": versions(),
             "git_sha": git_sha(),
             "run_dir": str(self.run_dir()),
-            "history": self.history,
+            "history": pl_module.history,
             "config": self.info.get("config"),
         }
         metrics.update(pl_module.extra_metrics() if hasattr(pl_module, "extra_metrics") else {})

@@ -91,6 +91,7 @@ class MNISTClassifier(LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
         self.mean_loss = nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in ("train", "val", "test")})
         self.test_confusion = MulticlassConfusionMatrix(num_classes=NUM_CLASSES)
+        self.history: list[dict[str, float]] = []
 
     def setup(self, stage: str) -> None:
         if self.channels_last:
@@ -127,6 +128,22 @@ class MNISTClassifier(LightningModule):
         self.log_dict(values, prog_bar=stage == "val", sync_dist=False)
         metrics.reset()
         self.mean_loss[f"{stage}_loss"].reset()
+        if stage != "test" and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self._record(values)
+
+    def _record(self, values: dict[str, Tensor]) -> None:
+        """Per-epoch history (train and val loss, accuracy, F1), kept in checkpoints so a resumed run has it all."""
+        row = next((r for r in self.history if r["epoch"] == self.current_epoch), None)
+        if row is None:
+            row = {"epoch": self.current_epoch}
+            self.history.append(row)
+        row.update({key: float(value) for key, value in values.items()})  # one host sync per epoch
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["mnist_bench_history"] = [dict(row) for row in self.history]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = [dict(row) for row in checkpoint.get("mnist_bench_history", [])]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._shared_step(batch, "train")
