@@ -35,7 +35,10 @@ class MNISTBenchCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # errors are raised to main() for a one-line message; no abbreviations, so a misspelt key is an error
         no_exit = {"exit_on_error": False, "allow_abbrev": False}
-        kwargs.setdefault("parser_kwargs", {**no_exit, **{cmd: dict(no_exit) for cmd in SUBCOMMANDS}})
+        description = ("Train, validate, test or predict with a model config: mnist-bench fit --config "
+                       "configs/cnn.yaml. Also: 'mnist-bench data [--data_dir data]' fetches and verifies MNIST.")
+        kwargs.setdefault("parser_kwargs", {**no_exit, "prog": "mnist-bench", "description": description,
+                                            **{cmd: dict(no_exit) for cmd in SUBCOMMANDS}})
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", DEFAULT_SEED)
         super().__init__(MNISTClassifier, MNISTDataModule, *args, subclass_mode_model=True, **kwargs)
