@@ -10,6 +10,7 @@ DATA_DIR ?= data
 MODELS ?= all
 SEEDS ?= 1
 ARGS ?=
+RESULTS ?= results
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -17,7 +18,7 @@ PYTEST_ARGS ?=
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: MODELS=cnn,vit SEEDS=3 ARGS=\"--trainer.max_epochs=1\" DATA_DIR=data TORCH_PKGS=..."
+	@echo "  Variables: MODELS=cnn,vit SEEDS=3 ARGS=\"--trainer.max_epochs=1\" RESULTS=results DATA_DIR=data TORCH_PKGS=..."
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,7 +45,7 @@ tensorboard: install ## Open TensorBoard on the runs, at http://127.0.0.1:6006
 	$(BIN)/tensorboard --logdir lightning_logs --host 127.0.0.1 --port 6006
 
 benchmark: install data ## Train MODELS (default: all configs) and write results/benchmark.{md,csv,json} and plots
-	$(BIN)/python -m mnist_bench.benchmark --models $(MODELS) --seeds $(SEEDS) --data_dir $(DATA_DIR) -- $(ARGS)
+	$(BIN)/python -m mnist_bench.benchmark --models $(MODELS) --seeds $(SEEDS) --data_dir $(DATA_DIR) --results $(RESULTS) -- $(ARGS)
 
 bench-overhead: install data ## Time the seed notebook's pipeline, a plain PyTorch loop and Lightning on the same CNN
 	$(BIN)/python -m mnist_bench.benchmark.overhead --data_dir $(DATA_DIR)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from matplotlib.ticker import ScalarFormatter
+
 from mnist_bench.plots import plt, save_figure
 
 
@@ -53,6 +55,9 @@ def tradeoff_figure(summary: list[dict[str, Any]], subtitle: str = ""):
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=7, capsize=3)
         ax.annotate(row["model"], (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("training time (s, log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy versus training time" + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
