@@ -70,3 +70,21 @@ def test_train_time_excludes_validation_and_survives_a_state_round_trip(syntheti
     resumed = TimingCallback()
     resumed.load_state_dict(timing.state_dict())
     assert resumed.train_s == pytest.approx(timing.train_s) and resumed.train_images == 1000
+
+
+class PoisonedCNN(CNN):
+    """Its loss turns NaN from the 3rd optimizer step on (a test-only divergence)."""
+
+    def loss(self, logits, y, stage):
+        loss = super().loss(logits, y, stage)
+        return loss * float("nan") if stage == "train" and self.global_step >= 2 else loss
+
+
+def test_nan_loss_stops_the_run_naming_epoch_and_step(synthetic_data, tmp_path):
+    from mnist_bench.models.base import DivergenceError
+
+    dm = MNISTDataModule(str(synthetic_data), val_size=100, batch_size=50)
+    trainer = Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+    with pytest.raises(DivergenceError, match="epoch 0, step 2"):
+        trainer.fit(PoisonedCNN(), dm)

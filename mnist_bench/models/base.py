@@ -15,7 +15,13 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from mnist_bench.data.constants import IMAGE_SIZE, NUM_CLASSES
-from mnist_bench.errors import ConfigError
+from mnist_bench.errors import ConfigError, UserFacingError
+
+CHECK_EVERY = 50
+
+
+class DivergenceError(UserFacingError):
+    """The training loss stopped being finite; the run is recorded as failed."""
 
 
 class InputAdapter(nn.Module):
@@ -89,7 +95,11 @@ class MNISTClassifier(LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.mean_loss = nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in ("train", "val", "test")})
+        # nan_strategy="disable": a non-finite loss must show, not be averaged away
+        self.mean_loss = nn.ModuleDict({f"{stage}_loss": MeanMetric(nan_strategy="disable")
+                                        for stage in ("train", "val", "test")})
+        # first optimizer step whose loss was not finite (-1: none); kept on the device, read every CHECK_EVERY steps
+        self.register_buffer("first_bad_step", torch.tensor(-1, dtype=torch.long), persistent=False)
         self.test_confusion = MulticlassConfusionMatrix(num_classes=NUM_CLASSES)
         self.history: list[dict[str, float]] = []
 
@@ -146,7 +156,21 @@ class MNISTClassifier(LightningModule):
         self.history = [dict(row) for row in checkpoint.get("mnist_bench_history", [])]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._shared_step(batch, "train")
+        out = self._shared_step(batch, "train")
+        bad = ~torch.isfinite(out["loss"].detach()) & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(bad, torch.full_like(self.first_bad_step, self.global_step),
+                                          self.first_bad_step)
+        if batch_idx % CHECK_EVERY == CHECK_EVERY - 1:
+            self.check_finite()
+        return out
+
+    def check_finite(self) -> None:
+        """Stops the run at the first non-finite training loss (one host sync, every CHECK_EVERY steps)."""
+        step = int(self.first_bad_step)
+        if step >= 0:
+            raise DivergenceError(
+                f"training loss became NaN or infinite at epoch {self.current_epoch}, step {step}: "
+                f"lower model.optimizer.init_args.lr or use --trainer.precision=32-true")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._shared_step(batch, "val")
@@ -157,6 +181,7 @@ class MNISTClassifier(LightningModule):
         return out
 
     def on_train_epoch_end(self) -> None:
+        self.check_finite()
         self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
