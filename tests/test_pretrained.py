@@ -123,9 +123,6 @@ def test_freeze_then_unfreeze(torch_home, synthetic_data):
     before = model.net.features[0].weight.detach().clone()
     seen = []
 
-    class Probe(torch.nn.Module):
-        pass
-
     from lightning.pytorch.callbacks import Callback
 
     class Watch(Callback):

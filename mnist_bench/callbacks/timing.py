@@ -108,8 +108,8 @@ class TimingCallback(Callback):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        # the fit clock is still running when a checkpoint is written; store the total up to now
-        # (checkpoints are written after validation, before this epoch's time is closed: count it in)
+        # The fit clock is still running when a checkpoint is written: store the total up to now. A checkpoint
+        # written before this epoch's training time is closed (after a mid-epoch validation) counts that part in.
         fit_s = self.fit_s + (time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0)
         return {"train_s": self.train_s + self._epoch_train_s, "fit_s": fit_s, "train_images": self.train_images,
                 "epoch_s": [*self.epoch_s, self._epoch_train_s] if self._epoch_train_s else list(self.epoch_s)}

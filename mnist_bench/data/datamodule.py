@@ -11,7 +11,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from mnist_bench.data.constants import IMAGE_SIZE, MNIST_MEAN, MNIST_STD
+from mnist_bench.data.constants import MNIST_MEAN, MNIST_STD
 from mnist_bench.data.idx import DataFileError, check_dataset, raw_dir
 from mnist_bench.errors import ConfigError, UserFacingError
 
@@ -171,7 +171,3 @@ class MNISTDataModule(LightningDataModule):
         if self.augment and self.trainer is not None and self.trainer.training:
             x = random_affine(x, self.max_shift_px, self.max_rotate_deg, self.max_scale)
         return normalize(x), labels
-
-    @property
-    def image_size(self) -> int:
-        return IMAGE_SIZE
