@@ -79,15 +79,15 @@ class MNISTBenchCLI(LightningCLI):
         (plain LightningCLI would look in a fresh, empty version dir and silently start over)."""
         if self.subcommand != "fit" or self._config().get("ckpt_path") != "last":
             return None
-        candidates = [p for p in model_logs.glob("version_*/checkpoints/last.ckpt")
-                      if p.parent.parent.name.removeprefix("version_").isdigit()]
-        if not candidates:
+        versions = {int(v): p for p in model_logs.glob("version_*/checkpoints/last.ckpt")
+                    if (v := p.parent.parent.name.removeprefix("version_")).isdigit()}
+        if not versions:
             raise UserFacingError(f"nothing to resume: no {model_logs}/version_*/checkpoints/last.ckpt. "
                                   f"Fix: start a new run without --ckpt_path last")
-        last = max(candidates, key=lambda p: int(p.parent.parent.name.removeprefix("version_")))
-        self.config_init[self.subcommand]["ckpt_path"] = str(last)
-        print(f"resuming {last}", file=sys.stderr)
-        return int(last.parent.parent.name.removeprefix("version_"))
+        version = max(versions)
+        self.config_init[self.subcommand]["ckpt_path"] = str(versions[version])
+        print(f"resuming {versions[version]}", file=sys.stderr)
+        return version
 
     def _run_callbacks(self, trainer_config: dict[str, Any]) -> list:
         config = self._config()

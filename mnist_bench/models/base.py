@@ -43,7 +43,7 @@ class InputAdapter(nn.Module):
         return x
 
 
-def _class_and_kwargs(factory: Any) -> tuple[type | None, dict[str, Any]]:
+def class_and_kwargs(factory: Any) -> tuple[type | None, dict[str, Any]]:
     """The class that a config's ``class_path`` factory (a ``functools.partial``) builds, and the arguments it has."""
     if inspect.isclass(factory):
         return factory, {}
@@ -206,7 +206,7 @@ class MNISTClassifier(LightningModule):
         optimizer = self.optimizer(self.parameter_groups())
         if self.scheduler is None:
             return optimizer
-        scheduler_cls, given = _class_and_kwargs(self.scheduler)
+        scheduler_cls, given = class_and_kwargs(self.scheduler)
         kwargs = {}
         if scheduler_cls is not None and "total_steps" in inspect.signature(scheduler_cls).parameters:
             if given.get("total_steps") is None:

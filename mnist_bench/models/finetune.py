@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import BaseFinetuning
 
 from mnist_bench.data.constants import NUM_CLASSES
 from mnist_bench.errors import ConfigError
-from mnist_bench.models.base import MNISTClassifier
+from mnist_bench.models.base import MNISTClassifier, class_and_kwargs
 from mnist_bench.models.components.pretrained import ARCHS, TorchvisionBackbone, resolve_weights
 
 
@@ -62,7 +62,7 @@ class FinetunedClassifier(MNISTClassifier):
         self.net = TorchvisionBackbone(self.arch, state_dict, self.adapt.in_chans, hidden, dropout, NUM_CLASSES)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        base_lr = self.optimizer.keywords.get("lr") if hasattr(self.optimizer, "keywords") else None
+        base_lr = class_and_kwargs(self.optimizer)[1].get("lr")
         backbone: dict[str, Any] = {"params": list(self.net.features.parameters()), "name": "backbone"}
         if base_lr is not None:
             backbone["lr"] = base_lr * self.backbone_lr_scale
