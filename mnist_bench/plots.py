@@ -66,6 +66,25 @@ def digit_grid_figure(images: np.ndarray, preds: np.ndarray, targets: np.ndarray
     return fig
 
 
+def boxed_digits(pixels: np.ndarray, boxes: np.ndarray, truth: np.ndarray | None = None,
+                 scale: int = 4) -> np.ndarray:
+    """RGB copies of N×1×H×W digits (pixels in [0, 1]), enlarged ``scale`` times, with the predicted box drawn in
+    red and, when given, the true box in green (``torchvision.utils.draw_bounding_boxes``)."""
+    import torch
+    from torchvision.utils import draw_bounding_boxes
+
+    images = torch.from_numpy(np.asarray(pixels, dtype=np.float32)).clamp(0, 1).mul(255).to(torch.uint8)
+    images = images.repeat_interleave(scale, dim=-1).repeat_interleave(scale, dim=-2)
+    out = []
+    for k, image in enumerate(images):
+        rgb = image.expand(3, -1, -1)
+        if truth is not None:
+            rgb = draw_bounding_boxes(rgb, torch.as_tensor(truth[k : k + 1]) * scale, colors="lime", width=1)
+        rgb = draw_bounding_boxes(rgb, torch.as_tensor(boxes[k : k + 1]) * scale, colors="red", width=2)
+        out.append(rgb.permute(1, 2, 0).numpy())
+    return np.stack(out) if out else np.zeros((0, pixels.shape[-2] * scale, pixels.shape[-1] * scale, 3), np.uint8)
+
+
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Save as PNG atomically (so a reader never sees half a file) and close the figure."""
     path = Path(path)

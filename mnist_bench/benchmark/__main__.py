@@ -13,7 +13,7 @@ import torch
 from mnist_bench.benchmark.aggregate import summarize
 from mnist_bench.benchmark.plots import write_plots
 from mnist_bench.benchmark.runner import available_models, run_one
-from mnist_bench.benchmark.table import csv_text, markdown_table, print_rich_table
+from mnist_bench.benchmark.table import csv_text, loss_note, markdown_table, print_rich_table
 from mnist_bench.provenance import cpu_name, git_sha, versions
 from mnist_bench.utils import write_json_atomic, write_text_atomic
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     write_text_atomic(results / "benchmark.csv", csv_text(rows))
     seeds_note = f"mean ± std over {args.seeds} seeds" if args.seeds > 1 else "one seed"
     write_text_atomic(results / "benchmark.md", f"{head}\n\nTest set: MNIST's 10,000 test digits; {seeds_note}.\n\n"
-                      f"{markdown_table(summary)}\n")
+                      f"{markdown_table(summary)}\n\n{loss_note(summary)}\n")
     write_plots(rows, summary, results, subtitle=head.split(";")[0])
     print_rich_table(summary, title="mnist-bench results")
     print(head)

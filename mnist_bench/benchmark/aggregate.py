@@ -8,9 +8,9 @@ from typing import Any
 
 # numeric columns that get mean ± std over seeds
 NUMERIC = ("test/acc", "test/f1", "test/loss", "time/train_s", "time/fit_s", "throughput/train_img_s",
-           "throughput/infer_img_s")
+           "throughput/infer_img_s", "test/iou", "test/map50", "test/fallback_rate")
 # columns copied from the first ok run of a model (the same for every seed)
-CONSTANT = ("epochs", "params", "image_size", "pretrained", "precision", "device")
+CONSTANT = ("epochs", "params", "image_size", "pretrained", "precision", "device", "loss_kind")
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -37,6 +37,26 @@ COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("pretrained", "pretrained", lambda v: "yes" if v else "no"),
     ("precision", "precision", str),
 ]
+# shown only when some row has them (the detector's localization)
+OPTIONAL_COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("test/iou", "box IoU", _num(".3f")),
+    ("test/map50", "mAP@0.5", _num(".3f")),
+    ("test/fallback_rate", "fallback", _pct),
+]
+
+
+def columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, Callable[[Any], str]]]:
+    extra = [c for c in OPTIONAL_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    return COLUMNS[:5] + extra + COLUMNS[5:] if extra else list(COLUMNS)
+
+
+def loss_note(rows: Sequence[dict[str, Any]]) -> str:
+    """Which loss the test-loss column holds, per model, when models differ."""
+    kinds = {r["model"]: r.get("loss_kind") or "cross-entropy" for r in rows if r.get("status") != "failed"}
+    others = {model: kind for model, kind in kinds.items() if kind != "cross-entropy"}
+    if not others:
+        return "Test loss: cross-entropy."
+    return "Test loss: cross-entropy, except " + "; ".join(f"{m}: {k}" for m, k in others.items()) + "."
 
 
 def _cell(row: dict[str, Any], key: str, fmt: Callable[[Any], str]) -> str:
@@ -50,8 +70,8 @@ def _cell(row: dict[str, Any], key: str, fmt: Callable[[Any], str]) -> str:
     return text
 
 
-def formatted(row: dict[str, Any]) -> list[str]:
-    return [_cell(row, key, fmt) for key, _, fmt in COLUMNS]
+def formatted(row: dict[str, Any], cols: Sequence[tuple[str, str, Callable[[Any], str]]] = COLUMNS) -> list[str]:
+    return [_cell(row, key, fmt) for key, _, fmt in cols]
 
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:
@@ -59,9 +79,10 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
     import csv
     import io
 
-    keys = [key for key, _, _ in COLUMNS]
+    keys = [key for key, _, _ in columns(rows)]
     keys += [f"{k}:std" for k in keys if any(f"{k}:std" in r for r in rows)]
-    keys += [k for k in ("seed", "seeds", "n_ok", "n_runs", "batch_size", "error") if any(k in r for r in rows)]
+    keys += [k for k in ("seed", "seeds", "n_ok", "n_runs", "batch_size", "loss_kind", "error")
+             if any(k in r for r in rows)]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -71,9 +92,10 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    header = "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"
-    rule = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|"
-    body = ["| " + " | ".join(formatted(row)) + " |" for row in rows]
+    cols = columns(rows)
+    header = "| " + " | ".join(h for _, h, _ in cols) + " |"
+    rule = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(cols))) + "|"
+    body = ["| " + " | ".join(formatted(row, cols)) + " |" for row in rows]
     return "\n".join([header, rule, *body])
 
 
@@ -82,8 +104,9 @@ def print_rich_table(rows: Sequence[dict[str, Any]], title: str | None = None) -
     from rich.table import Table
 
     table = Table(title=title)
-    for i, (_, header, _) in enumerate(COLUMNS):
+    cols = columns(rows)
+    for i, (_, header, _) in enumerate(cols):
         table.add_column(header, justify="left" if i < 2 else "right")
     for row in rows:
-        table.add_row(*formatted(row))
+        table.add_row(*formatted(row, cols))
     Console(width=200).print(table)

@@ -11,13 +11,14 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mnist_bench.data.datamodule import denormalize
-from mnist_bench.plots import confusion_matrix_figure, digit_grid_figure, save_figure
+from mnist_bench.plots import boxed_digits, confusion_matrix_figure, digit_grid_figure, save_figure
 
 
 class TestFigures(Callback):
     """Collects the first ``grid_size`` test digits and the first ``grid_size`` misclassified ones, then draws
     ``confusion_matrix.png``, ``predictions.png`` and ``misclassified.png`` in the run dir and logs the first two
-    to TensorBoard as images."""
+    to TensorBoard as images. For a detector (test step outputs with ``boxes``) it also draws ``detections.png``:
+    the same digits with the predicted box in red and the ink box in green."""
 
     def __init__(self, run_dir: Callable[[], str | Path], grid_size: int = 48):
         self.run_dir = run_dir
@@ -27,6 +28,7 @@ class TestFigures(Callback):
     def _reset(self) -> None:
         self.samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.wrong: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.boxes: list[torch.Tensor] = []
         self._n_samples = self._n_wrong = 0
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -41,6 +43,8 @@ class TestFigures(Callback):
         if self._n_samples < self.grid_size:
             k = self.grid_size - self._n_samples
             self.samples.append((x[:k].detach().cpu(), preds[:k].cpu(), y[:k].cpu()))
+            if "boxes" in outputs:
+                self.boxes.append(outputs["boxes"][:k].detach().cpu())
             self._n_samples += len(y[:k])
         if self._n_wrong < self.grid_size:
             mask = preds != y
@@ -56,6 +60,14 @@ class TestFigures(Callback):
         x, p, y = (torch.cat(t) for t in zip(*parts, strict=True))
         return denormalize(x.float()).numpy(), p.numpy(), y.numpy()
 
+    def _detections_figure(self, pl_module: LightningModule) -> Any:
+        pixels, preds, targets = self._cat(self.samples)
+        x, y = (torch.cat(t) for t in list(zip(*self.samples, strict=True))[::2])
+        truth = torch.cat([t["boxes"] for t in pl_module.targets(x.float(), y)])
+        drawn = boxed_digits(pixels, torch.cat(self.boxes).numpy(), truth.numpy())
+        return digit_grid_figure(drawn, preds, targets,
+                                 f"{pl_module.model_name}: predicted box (red), ink box (green), predicted digit")
+
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
@@ -69,6 +81,8 @@ class TestFigures(Callback):
             "misclassified": digit_grid_figure(*self._cat(self.wrong),
                                                f"{name}: misclassified test digits, predicted (true)"),
         }
+        if self.boxes:
+            figures["detections"] = self._detections_figure(pl_module)
         step = trainer.global_step
         for tag, fig in figures.items():
             if tag != "misclassified":

@@ -44,6 +44,7 @@ class RunReport(Callback):
             "status": status,
             "error": error,
             **{key: _scalar(trainer.callback_metrics.get(key)) for key in TEST_KEYS},
+            "loss_kind": getattr(pl_module, "loss_kind", None),
             "epochs": len(pl_module.history),
             **(timing.summary() if timing else {}),
             "params": pl_module.num_parameters(),

@@ -71,6 +71,7 @@ class MNISTClassifier(LightningModule):
     """
 
     model_name: ClassVar[str] = "model"
+    loss_kind: ClassVar[str] = "cross-entropy"
     pretrained: bool = False
 
     def __init__(
@@ -134,7 +135,9 @@ class MNISTClassifier(LightningModule):
 
     def _log_epoch(self, stage: str) -> None:
         metrics = self._metrics(stage)
-        values = {f"{stage}/loss": self.mean_loss[f"{stage}_loss"].compute(), **metrics.compute()}
+        values = {f"{stage}/loss": self.mean_loss[f"{stage}_loss"].compute()}
+        if any(metric.update_called for metric in metrics.values()):  # the detector has no train predictions
+            values.update(metrics.compute())
         self.log_dict(values, prog_bar=stage == "val", sync_dist=False)
         metrics.reset()
         self.mean_loss[f"{stage}_loss"].reset()

@@ -1,0 +1,219 @@
+"""Faster R-CNN as a digit detector: it finds the box around the digit's ink and names the digit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.detection import MeanAveragePrecision
+from torchvision.models.detection.transform import resize_boxes
+
+from mnist_bench.data.constants import MNIST_MEAN, MNIST_STD
+from mnist_bench.errors import ConfigError
+from mnist_bench.models.base import MNISTClassifier
+from mnist_bench.models.components.detection import (
+    LABEL_OFFSET,
+    box_iou_pairs,
+    build_faster_rcnn,
+    digit_to_label,
+    ink_boxes,
+    label_to_digit,
+)
+
+# A pixel is ink when it is brighter than half a grey level (the normalization round trip leaves ~1e-7 on zeros).
+INK_THRESHOLD = 0.5 / 255
+
+
+@contextmanager
+def _training_mode(*modules: nn.Module) -> Iterator[None]:
+    """Puts the RPN and RoI heads (no batch norm or dropout in either) in training mode so they return losses."""
+    before = [m.training for m in modules]
+    for m in modules:
+        m.training = True
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, before, strict=True):
+            m.training = mode
+
+
+@dataclass
+class Detections:
+    """One batch's answer: the top detection per image as a digit, box and score, plus what the metrics need."""
+
+    digits: Tensor  # N, the predicted digit
+    boxes: Tensor  # N×4, the box of that prediction (x1, y1, x2, y2, input pixels)
+    scores: Tensor  # N, its detection score (0 for a fallback)
+    fallback: Tensor  # N, bool: no detection passed the score threshold
+    all: list[dict[str, Tensor]]  # every kept detection, torchvision's format with detector labels
+    losses: dict[str, Tensor]
+
+
+class FasterRCNN(MNISTClassifier):
+    """torchvision's Faster R-CNN on a small stride-2 backbone, trained on the box around each digit's ink.
+
+    * Targets: the tight box around the ink (pixels above half a grey level) of each (augmented) training image,
+      computed on the device; label = digit + 1, 0 being background (``components.detection.digit_to_label``).
+    * Classification: the digit of the highest-scoring detection. With no detection above ``score_threshold``
+      the fallback is the box classifier's best digit for the RPN's top proposal; ``*/fallback_rate`` reports how
+      often that happened.
+    * Losses: ``train/loss``, ``val/loss`` and ``test/loss`` are the detection loss, the sum of torchvision's four
+      (RPN objectness, RPN box regression, RoI classification, RoI box regression), not a cross-entropy.
+    * Localization: ``*/iou`` is the mean IoU of the chosen box with the ink box; ``test/map50`` is COCO-style
+      mAP at IoU 0.5 (torchmetrics, pycocotools backend).
+    """
+
+    model_name = "faster_rcnn"
+    loss_kind = "detection loss (sum of RPN objectness, RPN box, RoI class and RoI box losses)"
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (32, 64, 64),
+        anchor_sizes: Sequence[int] = (8, 12, 16, 20),
+        aspect_ratios: Sequence[float] = (1.0, 2.0, 4.0),
+        roi_output_size: int = 5,
+        representation_size: int = 256,
+        rpn_proposals_train: int = 16,
+        rpn_proposals_test: int = 8,
+        rois_per_image: int = 8,
+        detections_per_image: int = 4,
+        score_threshold: float = 0.05,
+        **kwargs: Any,
+    ):
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ConfigError(f"model.score_threshold must be in [0, 1], got {score_threshold}")
+        for key, value in (("roi_output_size", roi_output_size), ("rois_per_image", rois_per_image),
+                           ("rpn_proposals_train", rpn_proposals_train), ("rpn_proposals_test", rpn_proposals_test),
+                           ("detections_per_image", detections_per_image)):
+            if value < 1:
+                raise ConfigError(f"model.{key} must be at least 1, got {value}")
+        super().__init__(**kwargs)
+        self.save_hyperparameters(logger=False)
+        self.detector = build_faster_rcnn(
+            self.adapt.in_chans, self.image_size, channels, anchor_sizes, aspect_ratios, roi_output_size,
+            representation_size, rpn_proposals_train, rpn_proposals_test, rois_per_image, detections_per_image,
+            score_threshold)
+        self.localization = nn.ModuleDict({f"{stage}_{name}": MeanMetric()
+                                           for stage in ("val", "test") for name in ("iou", "fallback_rate")})
+        self.map50 = MeanAveragePrecision(iou_thresholds=[0.5], backend="pycocotools")
+        self.final: dict[str, float | None] = {}
+
+    # --- detection -----------------------------------------------------------------------------------------------
+    def _inputs(self, x: Tensor) -> list[Tensor]:
+        """The detector's images: the DataModule's normalized batch back to [0, 1] pixels (its transform
+        normalizes them again with the same mean and std, set explicitly for one channel)."""
+        pixels = x * MNIST_STD + MNIST_MEAN
+        return list(pixels.expand(-1, self.adapt.in_chans, -1, -1))
+
+    @staticmethod
+    def targets(x: Tensor, y: Tensor) -> list[dict[str, Tensor]]:
+        boxes = ink_boxes(x * MNIST_STD + MNIST_MEAN, INK_THRESHOLD)
+        labels = digit_to_label(y)
+        return [{"boxes": boxes[i : i + 1], "labels": labels[i : i + 1]} for i in range(len(y))]
+
+    def detect(self, x: Tensor, targets: list[dict[str, Tensor]] | None = None) -> Detections:
+        """Runs the detector in eval mode; with ``targets`` it also returns the detection losses."""
+        det = self.detector
+        pixels = self._inputs(x)
+        original_sizes = [(int(p.shape[-2]), int(p.shape[-1])) for p in pixels]
+        images, resized_targets = det.transform(pixels, targets)
+        features = {"0": det.backbone(images.tensors)}
+        losses: dict[str, Tensor] = {}
+        if resized_targets is not None:
+            with _training_mode(det.rpn, det.roi_heads):
+                proposals, rpn_losses = det.rpn(images, features, resized_targets)
+                _, roi_losses = det.roi_heads(features, proposals, images.image_sizes, resized_targets)
+            losses = {**rpn_losses, **roi_losses}
+        proposals, _ = det.rpn(images, features)
+        found, _ = det.roi_heads(features, proposals, images.image_sizes)
+        found = det.transform.postprocess(found, images.image_sizes, original_sizes)
+
+        n = len(pixels)
+        digits = torch.zeros(n, dtype=torch.long, device=x.device)
+        boxes = torch.zeros(n, 4, device=x.device)
+        scores = torch.zeros(n, device=x.device)
+        fallback = torch.tensor([len(d["labels"]) == 0 for d in found], device=x.device)
+        hit = (~fallback).nonzero().flatten().tolist()
+        if hit:
+            digits[hit] = label_to_digit(torch.stack([found[i]["labels"][0] for i in hit]))
+            boxes[hit] = torch.stack([found[i]["boxes"][0] for i in hit])
+            scores[hit] = torch.stack([found[i]["scores"][0] for i in hit])
+        missed = fallback.nonzero().flatten().tolist()
+        if missed:
+            digits[missed], boxes[missed] = self._fallback(features, proposals, images.image_sizes,
+                                                           original_sizes, missed)
+        return Detections(digits, boxes, scores, fallback, found, losses)
+
+    def _fallback(self, features: dict[str, Tensor], proposals: list[Tensor], image_sizes: list[tuple[int, int]],
+                  original_sizes: list[tuple[int, int]], index: list[int]) -> tuple[Tensor, Tensor]:
+        """For images with no detection: the box classifier's best digit (background excluded) for the RPN's top
+        proposal, or for the whole image when the RPN kept none."""
+        heads = self.detector.roi_heads
+        top = []
+        for i in index:
+            h, w = image_sizes[i]
+            whole = torch.tensor([[0.0, 0.0, w, h]], device=proposals[i].device)
+            top.append(proposals[i][:1] if len(proposals[i]) else whole)
+        pooled = heads.box_roi_pool({k: v[index] for k, v in features.items()}, top, [image_sizes[i] for i in index])
+        class_logits, _ = heads.box_predictor(heads.box_head(pooled))
+        digits = class_logits[:, LABEL_OFFSET:].argmax(dim=1)
+        boxes = torch.cat([resize_boxes(b, image_sizes[i], original_sizes[i]) for b, i in zip(top, index,
+                                                                                              strict=True)])
+        return digits, boxes
+
+    def forward(self, x: Tensor) -> Detections:
+        return self.detect(x)
+
+    # --- steps ---------------------------------------------------------------------------------------------------
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
+        x, y = batch
+        targets = self.targets(x, y)
+        if stage == "train":
+            loss = sum(self.detector(self._inputs(x), targets).values())
+            self.mean_loss["train_loss"].update(loss.detach(), weight=len(y))
+            return {"loss": loss}
+        out = self.detect(x, targets)
+        loss = sum(out.losses.values())
+        truth = torch.cat([t["boxes"] for t in targets])
+        self._metrics(stage).update(out.digits, y)
+        self.mean_loss[f"{stage}_loss"].update(loss, weight=len(y))
+        self.localization[f"{stage}_iou"].update(box_iou_pairs(out.boxes, truth))
+        self.localization[f"{stage}_fallback_rate"].update(out.fallback.float())
+        if stage == "test":
+            self.map50.update(out.all, targets)
+        return {"loss": loss, "preds": out.digits, "boxes": out.boxes}
+
+    def _log_localization(self, stage: str) -> dict[str, float]:
+        values = {f"{stage}/{name}": self.localization[f"{stage}_{name}"].compute()
+                  for name in ("iou", "fallback_rate")}
+        if stage == "test":
+            values["test/map50"] = self.map50.compute()["map_50"]
+            self.map50.reset()
+        for metric in self.localization.values():
+            metric.reset()
+        self.log_dict(values)
+        return {key: float(value) for key, value in values.items()}
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        values = self._log_localization("val")
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self._record(values)
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        self.final = self._log_localization("test")
+
+    def extra_metrics(self) -> dict[str, Any]:
+        """Added to metrics.json by the run report."""
+        return {"test/iou": self.final.get("test/iou"), "test/map50": self.final.get("test/map50"),
+                "test/fallback_rate": self.final.get("test/fallback_rate")}
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Detections:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.detect(x)
