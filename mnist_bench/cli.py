@@ -6,14 +6,18 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import pickle
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, set_parsing_settings
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -27,6 +31,16 @@ from mnist_bench.models.base import MNISTClassifier
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_SEED = 42
+# What a config's class_path (or any other import path given as a value) may name. Everything else, os.system or a
+# module of the user's, is refused at parse time: a config is data, and instantiating a class runs its code.
+IMPORT_ALLOWLIST = ["mnist_bench", "torch.optim", "lightning"]
+# disk full, file too large, read-only file system, permission denied, quota exceeded
+WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+def restrict_config_imports() -> None:
+    """jsonargparse's import-path policy: deny every path, then allow :data:`IMPORT_ALLOWLIST`."""
+    set_parsing_settings(import_path_denylist=["*"], import_path_allowlist=IMPORT_ALLOWLIST)
 
 
 class MNISTBenchCLI(LightningCLI):
@@ -41,6 +55,7 @@ class MNISTBenchCLI(LightningCLI):
                                             **{cmd: dict(no_exit) for cmd in SUBCOMMANDS}})
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", DEFAULT_SEED)
+        restrict_config_imports()
         super().__init__(MNISTClassifier, MNISTDataModule, *args, subclass_mode_model=True, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -50,6 +65,36 @@ class MNISTBenchCLI(LightningCLI):
         # when the monitored metric improves, which would resume a killed run from a stale epoch.)
         parser.set_defaults({"checkpoint.save_top_k": 1, "checkpoint.save_last": "link",
                              "checkpoint.save_on_train_epoch_end": True})
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        # --ckpt_path files are loaded with torch.load(weights_only=True): tensors and plain data, never code
+        if "weights_only" in self._subcommand_method_arguments[subcommand]:
+            parser.set_defaults({"weights_only": True})
+        return parser
+
+    def _parse_ckpt_path(self) -> None:
+        with self._refusing_unsafe_checkpoints():
+            super()._parse_ckpt_path()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        with self._refusing_unsafe_checkpoints():
+            super()._run_subcommand(subcommand)
+
+    @contextmanager
+    def _refusing_unsafe_checkpoints(self) -> Iterator[None]:
+        """A checkpoint that torch.load(weights_only=True) rejects is refused with one line (its payload never
+        runs)."""
+        try:
+            yield
+        except pickle.UnpicklingError as err:
+            reason = _one_line(str(err))
+            reason = reason[reason.find("Unsupported"):].split(". ")[0] if "Unsupported" in reason else reason[:200]
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            raise UserFacingError(f"checkpoint {ckpt_path} refused: it holds more than "
+                                  f"tensors and plain data, and loading it could run code ({reason}). Use a "
+                                  "checkpoint written by mnist-bench, from a source you trust") from err
 
     # --- trainer with our logger and callbacks -------------------------------------------------------------------
     def _config(self) -> Any:
@@ -162,6 +207,11 @@ def main(args: list[str] | None = None) -> None:
             MNISTBenchCLI(args=argv)
     except ArgumentError as err:
         _exit(2, f"config error: {_one_line(err)}", hint=True)
+    except OSError as err:
+        if err.errno not in WRITE_ERRORS:
+            raise
+        _exit(1, f"could not write {err.filename or 'a file'}: {err.strerror}. Free some space (or pick a writable "
+                 "--trainer.default_root_dir) and rerun with --ckpt_path last; the last complete checkpoint is kept")
     except Exception as err:
         # our own errors may arrive wrapped (jsonargparse wraps what a class's __init__ raises)
         cause = _user_error_in(err)

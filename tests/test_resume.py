@@ -79,3 +79,30 @@ def test_impossible_values_exit_2(bad, tmp_path, synthetic_data):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     key = bad.split("=")[0].removeprefix("--").replace("init_args.", "")
     assert key in proc.stderr.strip().splitlines()[-1]
+
+
+class _Payload:
+    """Unpickling this calls open(path, "w"): the file appears if the checkpoint's pickle is ever executed."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "test"])
+def test_checkpoint_with_a_pickle_payload_is_refused(subcommand, synthetic_data, tmp_path):
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.6.0",
+                "hyper_parameters": {"x": _Payload(marker)}}, evil)
+    proc = subprocess.run([sys.executable, "-m", "mnist_bench", subcommand, "--config", str(ROOT / "configs/cnn.yaml"),
+                           f"--data.data_dir={synthetic_data}", "--data.val_size=100",
+                           f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false",
+                           f"--ckpt_path={evil}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith("mnist-bench: checkpoint") and "evil.ckpt refused" in message
+    assert not marker.exists(), "the checkpoint's payload ran"

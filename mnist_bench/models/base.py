@@ -53,6 +53,18 @@ def class_and_kwargs(factory: Any) -> tuple[type | None, dict[str, Any]]:
     return None, {}
 
 
+def check_learning_rates(optimizer: Any, scheduler: Any) -> None:
+    """A learning rate that is not a positive number fails when the model is built, not at the first step."""
+    for where, factory in (("optimizer", optimizer), ("scheduler", scheduler)):
+        _, kwargs = class_and_kwargs(factory)
+        for key in ("lr", "max_lr", "base_lr", "eta_min"):
+            value = kwargs.get(key)
+            if value is None or isinstance(value, Tensor):
+                continue
+            if not isinstance(value, (int, float)) or value != value or value < 0 or (value == 0 and key != "eta_min"):
+                raise ConfigError(f"model.{where}.init_args.{key} must be a positive number, got {value!r}")
+
+
 def metric_collection() -> MetricCollection:
     return MetricCollection(
         {
@@ -86,6 +98,7 @@ class MNISTClassifier(LightningModule):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        check_learning_rates(optimizer, scheduler)
         self.image_size = image_size
         self.adapt = InputAdapter(image_size, in_chans)
         self.optimizer = optimizer

@@ -1,0 +1,77 @@
+"""Bad configs fail before any training, with exit code 2 and one line that names the key (or file)."""
+
+import sys
+
+import pytest
+
+from mnist_bench.cli import main
+
+from .conftest import ROOT
+
+
+def run_main(args: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def config(name: str) -> str:
+    return str(ROOT / "configs" / f"{name}.yaml")
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--config", "no/such/config.yaml"], "no/such/config.yaml"),
+        (["--config", config("cnn"), "--trainer.max_epochs=many"], "max_epochs"),
+        (["--config", config("cnn"), "--trainer.precision=17"], "precision"),
+        (["--config", config("cnn"), "--model.init_args.optimizer.init_args.lr=-0.1"], "lr"),
+        (["--config", config("cnn"), "--model.init_args.optimizer.init_args.lr=fast"], "lr"),
+        (["--config", config("cnn"), "--model.init_args.optimizer.init_args.betas=0.9"], "betas"),
+        (["--config", config("cnn"), "--model.init_args.scheduler.init_args.max_lr=0"], "max_lr"),
+        (["--config", config("cnn"), "--model.init_args.label_smoothing=1.5"], "label_smoothing"),
+        (["--config", config("cnn"), "--data.batch_size=0"], "batch_size"),
+        (["--config", config("cnn"), "--data.val_size=-5"], "val_size"),
+        (["--config", config("cnn"), "--model.init_args.hiden=3"], "hiden"),
+        (["--config", config("vit"), "--model.init_args.patch_size=5"], "patch_size"),
+        (["--config", config("vit"), "--model.init_args.num_heads=3"], "num_heads"),
+        (["--config", config("vgg16"), "--model.init_args.image_size=16"], "image_size"),
+        (["--config", config("alexnet"), "--model.init_args.image_size=32"], "image_size"),
+        (["--config", config("faster_rcnn"), "--model.init_args.rois_per_image=0"], "rois_per_image"),
+        (["--config", config("cnn"), "--model.class_path=NoSuchModel"], "NoSuchModel"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_bad_config_exits_2_naming_the_key(args, named, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main(["fit", *args], capsys)
+    assert code == 2, err
+    assert "Traceback" not in err
+    first = err.strip().splitlines()[0]
+    assert first.startswith("mnist-bench: config error:") and named in first, first
+    assert not (tmp_path / "lightning_logs").exists(), "nothing ran"
+
+
+def test_config_cannot_import_code_outside_the_allowlist(capsys, tmp_path, monkeypatch):
+    """A class_path naming a module that is not the project's, torch.optim or Lightning is refused before the
+    module is imported: its import-time payload would create a file."""
+    marker = tmp_path / "payload-ran"
+    (tmp_path / "evil_optim.py").write_text(
+        "import pathlib, torch\n"
+        f"pathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "class Evil(torch.optim.SGD):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "configs" / "cnn.yaml").read_text().replace("torch.optim.AdamW", "evil_optim.Evil"))
+    code, err = run_main(["fit", "--config", str(bad)], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "evil_optim" in err.splitlines()[0]
+    assert not marker.exists(), "the module was imported"
+    assert "evil_optim" not in sys.modules
+    # standard-library paths that run commands are refused too
+    for path in ("os.system", "subprocess.Popen"):
+        bad.write_text((ROOT / "configs" / "cnn.yaml").read_text().replace("torch.optim.AdamW", path))
+        code, err = run_main(["fit", "--config", str(bad), "--print_config"], capsys)
+        assert code == 2 and path in err.splitlines()[0]
