@@ -88,3 +88,10 @@ def test_nan_loss_stops_the_run_naming_epoch_and_step(synthetic_data, tmp_path):
                       enable_model_summary=False)
     with pytest.raises(DivergenceError, match="epoch 0, step 2"):
         trainer.fit(PoisonedCNN(), dm)
+
+
+def test_epoch_loss_is_weighted_by_batch_size():
+    model = CNN()
+    model.update_loss("test", torch.tensor(1.0), 3)
+    model.update_loss("test", torch.tensor(2.0), 1)
+    assert float(model.mean_loss["test_loss"].compute()) == pytest.approx(1.25)

@@ -69,12 +69,13 @@ class TestFigures(Callback):
                                  f"{pl_module.model_name}: predicted box (red), ink box (green), predicted digit")
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        confusion = pl_module.test_confusion.compute()  # on every rank: under DDP it gathers from all of them
         if not trainer.is_global_zero:
             return
         run_dir = Path(self.run_dir())
         name = pl_module.model_name
         figures = {
-            "confusion_matrix": confusion_matrix_figure(pl_module.test_confusion.compute().cpu().numpy(),
+            "confusion_matrix": confusion_matrix_figure(confusion.cpu().numpy(),
                                                         f"{name}: confusion matrix (test)"),
             "predictions": digit_grid_figure(*self._cat(self.samples),
                                              f"{name}: test predictions (wrong in red, true label given)"),

@@ -21,7 +21,8 @@ def _batch_len(batch: Any) -> int:
 
 class TimingCallback(Callback):
     """Measures ``time/train_s`` (training batches only, validation excluded), ``time/fit_s``, ``time/test_s``
-    and the images seen, with CUDA synchronized before every clock read.
+    and the images seen, with CUDA synchronized before every clock read. Under DDP the ranks meet at a barrier
+    before each clock read and images are counted over all ranks.
 
     Its totals live in the checkpoint, so a resumed run keeps counting from where it stopped.
     """
@@ -41,6 +42,9 @@ class TimingCallback(Callback):
 
     def _now(self, pl_module: LightningModule) -> float:
         _sync(pl_module)
+        trainer = pl_module.trainer
+        if trainer.world_size > 1:
+            trainer.strategy.barrier("timing")  # the clock measures the whole job: every rank got here
         return time.perf_counter()
 
     # fit ---------------------------------------------------------------------------------------------------------
@@ -64,7 +68,7 @@ class TimingCallback(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self.train_images += _batch_len(batch)
+        self.train_images += _batch_len(batch) * trainer.world_size  # ranks get equal training shards
 
     # Validation inside a training epoch stops the training clock; the next training batch restarts it, so the
     # checkpoint written after validation is not counted either.
@@ -96,6 +100,8 @@ class TimingCallback(Callback):
         if self._test_start is not None:
             self.test_s = self._now(pl_module) - self._test_start
             self._test_start = None
+        if trainer.world_size > 1:  # evaluation shards differ by up to one image: count them all
+            self.test_images = int(pl_module.all_gather(torch.tensor(self.test_images)).sum())
 
     # results -----------------------------------------------------------------------------------------------------
     def summary(self) -> dict[str, float]:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mnist_bench.data.constants import MNIST_MEAN, MNIST_STD
 from mnist_bench.data.idx import DataFileError, check_dataset, raw_dir
@@ -38,6 +38,20 @@ class TensorDigits(Dataset):
 
     def to(self, device: torch.device) -> TensorDigits:
         return TensorDigits(self.images.to(device), self.labels.to(device))
+
+
+class ShardSampler(DistributedSampler):
+    """Evaluation under DDP: rank r of n reads items r, r + n, r + 2n, ... Every item is read exactly once over all
+    ranks (``DistributedSampler`` pads with repeated items so that ranks get equal shares, which would skew the
+    metrics). Being a ``DistributedSampler``, Lightning leaves it in place."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self):
+        return iter(range(self.rank, self.total_size, self.num_replicas))
 
 
 def _keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -75,6 +89,9 @@ class MNISTDataModule(LightningDataModule):
 
     The uint8 tensors are loaded once (and moved to the GPU once, when there is one); normalization and the optional
     augmentation run per batch on the device in ``on_after_batch_transfer``. Run ``mnist-bench data`` first.
+
+    Under DDP ``batch_size`` is per device: the global batch is ``batch_size × devices × num_nodes``, and the
+    learning rate is not rescaled (see the README's "Scaling out").
     """
 
     def __init__(
@@ -151,7 +168,14 @@ class MNISTDataModule(LightningDataModule):
         return torch.device("cpu")
 
     def _loader(self, data: TensorDigits, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, collate_fn=_keep_batch, num_workers=0)
+        # Training under DDP gets Lightning's DistributedSampler (shuffled, a distinct shard per rank each epoch);
+        # evaluation gets exact, unpadded shards.
+        trainer = self.trainer
+        sampler = None
+        if not shuffle and trainer is not None and trainer.world_size > 1:
+            sampler = ShardSampler(data, trainer.world_size, trainer.global_rank)
+        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, sampler=sampler, collate_fn=_keep_batch,
+                          num_workers=0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)

@@ -143,15 +143,22 @@ class MNISTClassifier(LightningModule):
         loss = self.loss(logits, y, stage)
         preds = logits.argmax(dim=1)
         self._metrics(stage).update(preds, y)
-        self.mean_loss[f"{stage}_loss"].update(loss.detach(), weight=len(y))
+        self.update_loss(stage, loss, len(y))
         return {"loss": loss, "preds": preds}
+
+    def update_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
+        """Adds a batch's mean loss to the epoch mean, weighted by the batch size. (The loss is repeated once per
+        image instead of passed as ``weight``: with ``nan_strategy="disable"`` torchmetrics 1.9 ignores weights.)"""
+        self.mean_loss[f"{stage}_loss"].update(loss.detach().expand(batch_size))
 
     def _log_epoch(self, stage: str) -> None:
         metrics = self._metrics(stage)
         values = {f"{stage}/loss": self.mean_loss[f"{stage}_loss"].compute()}
         if any(metric.update_called for metric in metrics.values()):  # the detector has no train predictions
             values.update(metrics.compute())
-        self.log_dict(values, prog_bar=stage == "val", sync_dist=False)
+        # the values are already reduced over DDP ranks by torchmetrics; sync_dist averages equal numbers (and
+        # is a no-op on one device)
+        self.log_dict(values, prog_bar=stage == "val", sync_dist=True)
         metrics.reset()
         self.mean_loss[f"{stage}_loss"].reset()
         if stage != "test" and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
@@ -181,8 +188,11 @@ class MNISTClassifier(LightningModule):
         return out
 
     def check_finite(self) -> None:
-        """Stops the run at the first non-finite training loss (one host sync, every CHECK_EVERY steps)."""
-        step = int(self.first_bad_step)
+        """Stops the run at the first non-finite training loss (one host sync, every CHECK_EVERY steps). Under DDP
+        every rank learns of it, so that all stop together."""
+        steps = self.all_gather(self.first_bad_step)  # one per rank (the tensor itself on one device)
+        bad = steps[steps >= 0]
+        step = int(bad.min()) if len(bad) else -1
         if step >= 0:
             raise DivergenceError(
                 f"training loss became NaN or infinite at epoch {self.current_epoch}, step {step}: "

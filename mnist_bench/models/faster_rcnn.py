@@ -175,13 +175,13 @@ class FasterRCNN(MNISTClassifier):
         targets = self.targets(x, y)
         if stage == "train":
             loss = sum(self.detector(self._inputs(x), targets).values())
-            self.mean_loss["train_loss"].update(loss.detach(), weight=len(y))
+            self.update_loss("train", loss, len(y))
             return {"loss": loss}
         out = self.detect(x, targets)
         loss = sum(out.losses.values())
         truth = torch.cat([t["boxes"] for t in targets])
         self._metrics(stage).update(out.digits, y)
-        self.mean_loss[f"{stage}_loss"].update(loss, weight=len(y))
+        self.update_loss(stage, loss, len(y))
         self.localization[f"{stage}_iou"].update(box_iou_pairs(out.boxes, truth))
         self.localization[f"{stage}_fallback_rate"].update(out.fallback.float())
         if stage == "test":
@@ -196,7 +196,7 @@ class FasterRCNN(MNISTClassifier):
             self.map50.reset()
         for metric in self.localization.values():
             metric.reset()
-        self.log_dict(values)
+        self.log_dict(values, sync_dist=True)
         return {key: float(value) for key, value in values.items()}
 
     def on_validation_epoch_end(self) -> None:
