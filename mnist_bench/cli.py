@@ -1,4 +1,5 @@
-"""The command line: ``mnist-bench {fit,validate,test,predict} --config configs/<model>.yaml`` and ``mnist-bench data``.
+"""The command line: ``mnist-bench {fit,validate,test} --config configs/<model>.yaml``, and ``mnist-bench data``,
+``mnist-bench predict`` (image files) and ``mnist-bench export`` (ONNX).
 
 ``fit`` ends with a test pass on the final weights, prints a one-row results table and writes ``metrics.json`` in
 ``lightning_logs/<model>/version_<n>/``.
@@ -7,6 +8,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import logging
 import os
 import pickle
@@ -29,7 +31,9 @@ from mnist_bench.data.datamodule import MNISTDataModule
 from mnist_bench.errors import ConfigError, UserFacingError
 from mnist_bench.models.base import MNISTClassifier
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+SUBCOMMANDS = ("fit", "validate", "test")
+# subcommands of our own, outside LightningCLI (its `predict` on the test set gives way to ours on image files)
+TOOLS = {"data": "mnist_bench.data.fetch", "predict": "mnist_bench.predict", "export": "mnist_bench.export"}
 DEFAULT_SEED = 42
 # What a config's class_path (or any other import path given as a value) may name. Everything else, os.system or a
 # module of the user's, is refused at parse time: a config is data, and instantiating a class runs its code.
@@ -49,8 +53,9 @@ class MNISTBenchCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # errors are raised to main() for a one-line message; no abbreviations, so a misspelt key is an error
         no_exit = {"exit_on_error": False, "allow_abbrev": False}
-        description = ("Train, validate, test or predict with a model config: mnist-bench fit --config "
-                       "configs/cnn.yaml. Also: 'mnist-bench data [--data_dir data]' fetches and verifies MNIST.")
+        description = ("Train, validate or test with a model config: mnist-bench fit --config configs/cnn.yaml. "
+                       "Also: 'mnist-bench data' fetches and verifies MNIST; 'mnist-bench predict --ckpt_path RUN "
+                       "IMAGES...' classifies image files; 'mnist-bench export --ckpt_path RUN --output M.onnx'.")
         kwargs.setdefault("parser_kwargs", {**no_exit, "prog": "mnist-bench", "description": description,
                                             **{cmd: dict(no_exit) for cmd in SUBCOMMANDS}})
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
@@ -65,6 +70,10 @@ class MNISTBenchCLI(LightningCLI):
         # when the monitored metric improves, which would resume a killed run from a stale epoch.)
         parser.set_defaults({"checkpoint.save_top_k": 1, "checkpoint.save_last": "link",
                              "checkpoint.save_on_train_epoch_end": True})
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {name: args for name, args in LightningCLI.subcommands().items() if name in SUBCOMMANDS}
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -195,10 +204,9 @@ def _one_line(message: str) -> str:
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``mnist-bench`` and ``python -m mnist_bench``."""
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] == "data":
-        from mnist_bench.data.fetch import main as data_main
-
-        sys.exit(data_main(argv[1:]))
+    if argv and argv[0] in TOOLS:
+        module = importlib.import_module(TOOLS[argv[0]])
+        sys.exit(module.main(argv[1:]))
     _quiet_lightning()
     try:
         with warnings.catch_warnings():

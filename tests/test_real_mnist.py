@@ -1,8 +1,12 @@
 """Real MNIST runs (marked slow; `make test` runs them after `make data`)."""
 
+import csv
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from mnist_bench.cli import main
 
@@ -20,12 +24,46 @@ def test_real_mnist_is_the_official_one():
     verify_official(REAL_DATA)
 
 
-def test_cnn_one_epoch_on_real_mnist(tmp_path):
+@pytest.fixture(scope="module")
+def cnn_run(tmp_path_factory) -> Path:
+    """A real 1-epoch CNN run on MNIST; its run dir."""
+    root = tmp_path_factory.mktemp("real_cnn")
     main([
         "fit", "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={REAL_DATA}", "--trainer.max_epochs=1",
-        f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
     ])
-    (run,) = (tmp_path / "lightning_logs" / "cnn").glob("version_*")
-    m = json.loads((run / "metrics.json").read_text())
+    (run,) = (root / "lightning_logs" / "cnn").glob("version_*")
+    return run
+
+
+def test_cnn_one_epoch_on_real_mnist(cnn_run):
+    m = json.loads((cnn_run / "metrics.json").read_text())
     assert m["status"] == "ok"
     assert m["test/acc"] >= 0.985, m["test/acc"]
+
+
+def test_test_digits_saved_as_images_round_trip_through_predict(cnn_run, tmp_path):
+    """MNIST test digits saved as PNG (as they are; and dark on white, 4× larger, RGB, in a wide margin) and read
+    back by `mnist-bench predict` get the class the model gives the original tensors."""
+    from torchvision.datasets import MNIST
+
+    from mnist_bench.data.datamodule import normalize
+    from mnist_bench.inference import class_probabilities, load_trained
+    from mnist_bench.predict import main as predict_main
+
+    n = 60
+    test = MNIST(str(REAL_DATA), train=False)
+    model = load_trained(cnn_run)
+    expected = class_probabilities(model, normalize(test.data[:n, None])).argmax(dim=1).tolist()
+    for i in range(n):
+        digit = test.data[i].numpy()
+        Image.fromarray(digit).save(tmp_path / f"{i:03d}_plain.png")
+        paper = Image.fromarray(np.pad(255 - digit, 30, constant_values=255)).resize((352, 352), Image.BICUBIC)
+        paper.convert("RGB").save(tmp_path / f"{i:03d}_paper.png")
+    out = tmp_path / "rows.csv"
+    assert predict_main([str(tmp_path), "--ckpt_path", str(cnn_run), "--csv", str(out)]) == 0
+    rows = {Path(r["file"]).name: int(r["digit"]) for r in csv.DictReader(out.open())}
+    plain = [rows[f"{i:03d}_plain.png"] for i in range(n)]
+    paper = [rows[f"{i:03d}_paper.png"] for i in range(n)]
+    assert plain == expected
+    assert sum(p == e for p, e in zip(paper, expected, strict=True)) >= n - 1

@@ -13,7 +13,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.models.detection.transform import resize_boxes
 
-from mnist_bench.data.constants import MNIST_MEAN, MNIST_STD
+from mnist_bench.data.constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from mnist_bench.errors import ConfigError
 from mnist_bench.models.base import MNISTClassifier
 from mnist_bench.models.components.detection import (
@@ -50,6 +50,7 @@ class Detections:
     boxes: Tensor  # N×4, the box of that prediction (x1, y1, x2, y2, input pixels)
     scores: Tensor  # N, its detection score (0 for a fallback)
     fallback: Tensor  # N, bool: no detection passed the score threshold
+    fallback_probs: Tensor  # fallback images × 10: the box classifier's digit probabilities
     all: list[dict[str, Tensor]]  # every kept detection, torchvision's format with detector labels
     losses: dict[str, Tensor]
 
@@ -144,15 +145,17 @@ class FasterRCNN(MNISTClassifier):
             boxes[hit] = torch.stack([found[i]["boxes"][0] for i in hit])
             scores[hit] = torch.stack([found[i]["scores"][0] for i in hit])
         missed = fallback.nonzero().flatten().tolist()
+        fallback_probs = torch.zeros(len(missed), NUM_CLASSES, device=x.device)
         if missed:
-            digits[missed], boxes[missed] = self._fallback(features, proposals, images.image_sizes,
+            fallback_probs, boxes[missed] = self._fallback(features, proposals, images.image_sizes,
                                                            original_sizes, missed)
-        return Detections(digits, boxes, scores, fallback, found, losses)
+            digits[missed] = fallback_probs.argmax(dim=1)
+        return Detections(digits, boxes, scores, fallback, fallback_probs, found, losses)
 
     def _fallback(self, features: dict[str, Tensor], proposals: list[Tensor], image_sizes: list[tuple[int, int]],
                   original_sizes: list[tuple[int, int]], index: list[int]) -> tuple[Tensor, Tensor]:
-        """For images with no detection: the box classifier's best digit (background excluded) for the RPN's top
-        proposal, or for the whole image when the RPN kept none."""
+        """For images with no detection: the box classifier's digit probabilities (background excluded) for the
+        RPN's top proposal, or for the whole image when the RPN kept none, and that box."""
         heads = self.detector.roi_heads
         top = []
         for i in index:
@@ -161,10 +164,10 @@ class FasterRCNN(MNISTClassifier):
             top.append(proposals[i][:1] if len(proposals[i]) else whole)
         pooled = heads.box_roi_pool({k: v[index] for k, v in features.items()}, top, [image_sizes[i] for i in index])
         class_logits, _ = heads.box_predictor(heads.box_head(pooled))
-        digits = class_logits[:, LABEL_OFFSET:].argmax(dim=1)
+        probs = class_logits[:, LABEL_OFFSET:].float().softmax(dim=1)
         boxes = torch.cat([resize_boxes(b, image_sizes[i], original_sizes[i]) for b, i in zip(top, index,
                                                                                               strict=True)])
-        return digits, boxes
+        return probs, boxes
 
     def forward(self, x: Tensor) -> Detections:
         return self.detect(x)
@@ -214,6 +217,18 @@ class FasterRCNN(MNISTClassifier):
         return {"test/iou": self.final.get("test/iou"), "test/map50": self.final.get("test/map50"),
                 "test/fallback_rate": self.final.get("test/fallback_rate")}
 
-    def predict_step(self, batch: Any, batch_idx: int) -> Detections:
+    @torch.no_grad()
+    def digit_scores(self, x: Tensor) -> Tensor:
+        """N×10: each digit's best detection score; the box classifier's probabilities where nothing was detected.
+        Its argmax is the predicted digit."""
+        out = self.detect(x)
+        scores = torch.zeros(len(x), NUM_CLASSES, device=x.device)
+        for i, found in enumerate(out.all):
+            if len(found["labels"]):
+                scores[i].scatter_reduce_(0, label_to_digit(found["labels"]), found["scores"], reduce="amax")
+        scores[out.fallback] = out.fallback_probs
+        return scores
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.detect(x)
+        return self.digit_scores(x)

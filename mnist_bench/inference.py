@@ -1,0 +1,68 @@
+"""A trained model back from its checkpoint, for prediction and export, and its class probabilities."""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+import mnist_bench.models as models
+from mnist_bench.errors import UserFacingError
+from mnist_bench.models.base import MNISTClassifier
+
+# hyperparameters that only training needs (the optimizer and schedule), or that would fetch ImageNet weights the
+# checkpoint's own weights replace
+TRAINING_ONLY = {"optimizer": None, "scheduler": None, "weights": "none"}
+
+
+class CheckpointError(UserFacingError):
+    """The checkpoint is missing, unsafe, or not an mnist-bench model."""
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A ``.ckpt`` file, or a run dir (``lightning_logs/<model>/version_<n>``) meaning its ``checkpoints/last.ckpt``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found. Fix: pass a .ckpt file or a run dir, e.g. "
+                              f"--ckpt_path lightning_logs/cnn/version_0")
+    return path
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> MNISTClassifier:
+    """Rebuilds the model from the checkpoint's hyperparameters and loads its weights, all with
+    ``torch.load(weights_only=True)``; only the project's own model classes are built."""
+    path = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"checkpoint {path} refused: it holds more than tensors and plain data, and loading "
+                              f"it could run code") from None
+    except (OSError, RuntimeError, EOFError) as err:
+        raise CheckpointError(f"checkpoint {path} is unreadable or truncated ({err})") from None
+    hparams = dict(ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
+    class_name = str(hparams.pop("_class_path", "")).rsplit(".", 1)[-1]
+    hparams.pop("_instantiator", None)
+    cls = getattr(models, class_name, None) if class_name in models.__all__ else None
+    if cls is None or not (inspect.isclass(cls) and issubclass(cls, MNISTClassifier)) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not an mnist-bench model checkpoint (no model class or weights in it)")
+    for key, value in TRAINING_ONLY.items():
+        if key in hparams:
+            hparams[key] = value
+    model = cls(**hparams)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def class_probabilities(model: MNISTClassifier, x: Tensor) -> Tensor:
+    """N×10 class scores for normalized N×1×28×28 digits: the softmax of a classifier's logits; for the detector,
+    each digit's best detection score (the predicted digit is the top detection's), or the box classifier's
+    softmax for an image with no detection."""
+    if hasattr(model, "digit_scores"):
+        return model.digit_scores(x)
+    return model(x).float().softmax(dim=1)

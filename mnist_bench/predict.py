@@ -1,0 +1,133 @@
+"""``mnist-bench predict``: digits in the user's own image files, with any trained checkpoint.
+
+    mnist-bench predict --ckpt_path lightning_logs/cnn/version_0 my_digits/ seven.png [--csv predictions.csv]
+
+Each file is made into an MNIST digit (``mnist_bench.images``) and classified. A file that can't be read gets an
+error row; the others are still predicted. Exit code 0 when every file was predicted, 1 when any failed, 2 for bad
+arguments or checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mnist_bench.data.datamodule import normalize
+from mnist_bench.errors import UserFacingError
+from mnist_bench.images import ImageError, load_digit
+from mnist_bench.inference import class_probabilities, load_trained
+from mnist_bench.utils import write_text_atomic
+
+BATCH = 256
+
+
+@dataclass
+class Prediction:
+    file: str
+    digit: int | None = None
+    confidence: float | None = None
+    top3: list[tuple[int, float]] | None = None
+    error: str | None = None
+
+    def top3_text(self) -> str:
+        return " ".join(f"{d}:{p:.3f}" for d, p in self.top3 or [])
+
+
+def image_files(inputs: list[str]) -> list[Path]:
+    """Files as given, and the image files in given folders (recursively, by Pillow's extensions), sorted."""
+    extensions = {ext.lower() for ext in Image.registered_extensions()}
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        else:
+            files.append(path)  # a missing or unreadable file becomes an error row
+    return files
+
+
+def predict_files(model: torch.nn.Module, files: list[Path], device: torch.device) -> list[Prediction]:
+    rows: list[Prediction] = []
+    ready: list[tuple[Prediction, np.ndarray]] = []
+    for path in files:
+        row = Prediction(str(path))
+        rows.append(row)
+        if not path.is_file():
+            row.error = "no such file"
+            continue
+        try:
+            ready.append((row, load_digit(path)))
+        except ImageError as err:
+            row.error = str(err)
+    for start in range(0, len(ready), BATCH):
+        chunk = ready[start : start + BATCH]
+        pixels = torch.from_numpy(np.stack([digit for _, digit in chunk]))[:, None].to(device)
+        probs = class_probabilities(model, normalize(pixels)).cpu()
+        values, digits = probs.topk(3, dim=1)
+        for (row, _), v, d in zip(chunk, values.tolist(), digits.tolist(), strict=True):
+            row.digit, row.confidence, row.top3 = d[0], v[0], list(zip(d, v, strict=True))
+    return rows
+
+
+def csv_text(rows: list[Prediction]) -> str:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["file", "digit", "confidence", "top3", "error"])
+    for r in rows:
+        writer.writerow([r.file, "" if r.digit is None else r.digit,
+                         "" if r.confidence is None else f"{r.confidence:.4f}", r.top3_text(), r.error or ""])
+    return buf.getvalue()
+
+
+def print_table(rows: list[Prediction], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for name, justify in (("file", "left"), ("digit", "right"), ("confidence", "right"), ("top-3", "left"),
+                          ("error", "left")):
+        table.add_column(name, justify=justify)
+    for r in rows:
+        table.add_row(r.file, "" if r.digit is None else str(r.digit),
+                      "" if r.confidence is None else f"{r.confidence:.3f}", r.top3_text(),
+                      f"[red]{r.error}[/red]" if r.error else "")
+    Console(width=160).print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mnist-bench predict", description=__doc__.splitlines()[0],
+                                     allow_abbrev=False)
+    parser.add_argument("inputs", nargs="+", help="image files and folders")
+    parser.add_argument("--ckpt_path", required=True,
+                        help="a .ckpt file, or a run dir (lightning_logs/<model>/version_<n>) for its last.ckpt")
+    parser.add_argument("--csv", help="also write the rows to this CSV file")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    args = parser.parse_args(argv)
+    try:
+        device = torch.device(args.device)
+        model = load_trained(args.ckpt_path, device)
+    except (UserFacingError, RuntimeError) as err:
+        print(f"mnist-bench predict: {err}", file=sys.stderr)
+        return 2
+    files = image_files(args.inputs)
+    if not files:
+        print(f"mnist-bench predict: no image files in {' '.join(args.inputs)}", file=sys.stderr)
+        return 2
+    rows = predict_files(model, files, device)
+    print_table(rows, f"mnist-bench predict: {model.model_name} ({args.ckpt_path})")
+    if args.csv:
+        write_text_atomic(Path(args.csv), csv_text(rows))
+        print(f"wrote {args.csv}")
+    failed = sum(r.error is not None for r in rows)
+    if failed:
+        print(f"{failed} of {len(rows)} files failed", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,81 @@
+"""`mnist-bench export`: ONNX files that onnxruntime runs to the same outputs as PyTorch, with the contract in the
+metadata."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from mnist_bench.data.datamodule import normalize
+from mnist_bench.export import main as export_main
+from mnist_bench.inference import load_trained
+from mnist_bench.models import CNN, VGG16, AlexNet, FasterRCNN, ViT
+
+TINY = {
+    "cnn": lambda: CNN(channels=(8, 16), hidden=32),
+    "vgg16": lambda: VGG16(weights="none", image_size=32, hidden=32),
+    "alexnet": lambda: AlexNet(weights="none", image_size=63, hidden=32),
+    "vit": lambda: ViT(patch_size=7, dim=32, depth=2, num_heads=2),
+    "faster_rcnn": lambda **kw: FasterRCNN(channels=(8, 16, 16), representation_size=32, **kw),
+}
+
+
+def checkpoint(model, path) -> str:
+    """A checkpoint as LightningCLI writes it, for the parts that inference reads."""
+    hparams = {k: v for k, v in model.hparams.items() if k not in ("optimizer", "scheduler")}
+    class_path = f"mnist_bench.models.{type(model).__name__}"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"_class_path": class_path, **hparams}}, path)
+    return str(path)
+
+
+def digits(n: int) -> torch.Tensor:
+    pixels = torch.zeros(n, 1, 28, 28)
+    for i in range(n):
+        pixels[i, 0, 4 + i : 24, 9 : 13 + 2 * i] = 1.0
+    return normalize(pixels)
+
+
+@pytest.mark.parametrize("name", ["cnn", "vgg16", "alexnet", "vit"])
+def test_classifier_onnx_matches_pytorch_with_a_dynamic_batch(name, tmp_path):
+    torch.manual_seed(0)
+    ckpt = checkpoint(TINY[name](), tmp_path / "model.ckpt")
+    assert export_main(["--ckpt_path", ckpt, "--output", str(tmp_path / "model.onnx")]) == 0
+    model = load_trained(ckpt)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    for n in (1, 5):  # exported with a batch of 2: the batch axis is dynamic
+        x = digits(n)
+        (logits,) = session.run(None, {"digits": x.numpy()})
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert logits.shape == (n, 10)
+        np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
+    assert meta["mnist_bench.model"] == name
+    assert meta["mnist_bench.mean"] == "0.1307" and meta["mnist_bench.std"] == "0.3081"
+    assert "[batch, 1, 28, 28]" in meta["mnist_bench.input"]
+
+
+def test_faster_rcnn_onnx_matches_pytorch(tmp_path):
+    torch.manual_seed(0)
+    ckpt = checkpoint(TINY["faster_rcnn"](score_threshold=0.0), tmp_path / "det.ckpt")
+    assert export_main(["--ckpt_path", ckpt, "--output", str(tmp_path / "det.onnx")]) == 0
+    model = load_trained(ckpt)
+    session = ort.InferenceSession(str(tmp_path / "det.onnx"))
+    x = digits(3)
+    for i in range(3):
+        boxes, classes, scores = session.run(None, {"digits": x[i : i + 1].numpy()})
+        with torch.no_grad():
+            found = model.detect(x[i : i + 1]).all[0]
+        assert len(scores) == len(found["scores"]) > 0
+        np.testing.assert_array_equal(classes, found["labels"].numpy() - 1)
+        np.testing.assert_allclose(boxes, found["boxes"].numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(scores, found["scores"].numpy(), atol=1e-4, rtol=0)
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "det.onnx")).metadata_props}
+    assert meta["mnist_bench.model"] == "faster_rcnn" and "one image per call" in meta["mnist_bench.input"]
+
+
+def test_export_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
+    assert export_main(["--ckpt_path", str(tmp_path / "none.ckpt"), "--output", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not found" in err[0]

@@ -1,0 +1,162 @@
+"""`mnist-bench predict`: the MNIST-style preprocessing of users' images, bad files, the rows and the exit code."""
+
+import csv
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnist_bench.images import BOX, ImageError, load_digit
+from mnist_bench.models import CNN
+from mnist_bench.predict import main as predict_main
+
+
+def drawing(height: int = 300, width: int = 200, dark_on_light: bool = True) -> np.ndarray:
+    """A 'digit': a thick L-shaped stroke, off-centre, on a large canvas (uint8, 255 = white)."""
+    canvas = np.zeros((height, width), dtype=np.uint8)
+    canvas[40:220, 30:60] = 255  # the upright, 180 px tall
+    canvas[190:220, 30:130] = 255  # the foot, 100 px wide
+    return 255 - canvas if dark_on_light else canvas
+
+
+def centre_of_mass(img: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
+    return float((ys * img).sum() / img.sum()), float((xs * img).sum() / img.sum())
+
+
+def save(tmp_path, name: str, img: Image.Image) -> str:
+    path = tmp_path / name
+    img.save(path)
+    return str(path)
+
+
+def test_dark_on_light_is_inverted_scaled_to_20px_and_centred_by_mass(tmp_path):
+    digit = load_digit(save(tmp_path, "paper.png", Image.fromarray(drawing())))
+    assert digit.shape == (28, 28) and digit.dtype == np.float32
+    assert digit[0].max() == 0 and digit[:, 0].max() == 0, "the background is black after inversion"
+    assert digit.max() == pytest.approx(1.0, abs=0.02)
+    rows, cols = np.nonzero(digit > 0.5)
+    height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+    assert height == BOX, "the longer side (the 180-px upright) becomes 20 px"
+    assert width == pytest.approx(BOX * 100 / 180, abs=1), "aspect ratio kept"
+    cy, cx = centre_of_mass(digit)
+    assert abs(cy - 13.5) <= 0.5 and abs(cx - 13.5) <= 0.5
+
+
+def test_light_on_dark_is_not_inverted(tmp_path):
+    paper = load_digit(save(tmp_path, "paper.png", Image.fromarray(drawing(dark_on_light=True))))
+    screen = load_digit(save(tmp_path, "screen.png", Image.fromarray(drawing(dark_on_light=False))))
+    np.testing.assert_allclose(paper, screen, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA-transparent", "P", "I;16", "JPEG", "BMP"])
+def test_any_mode_gives_the_same_digit(mode, tmp_path):
+    gray = drawing()
+    reference = load_digit(save(tmp_path, "ref.png", Image.fromarray(gray)))
+    if mode == "RGBA-transparent":
+        ink = np.zeros((*gray.shape, 4), dtype=np.uint8)  # black ink, fully transparent background
+        ink[..., 3] = 255 - gray
+        img, name = Image.fromarray(ink, "RGBA"), "x.png"
+    elif mode == "I;16":
+        img, name = Image.fromarray(gray.astype(np.uint16) * 257), "x.png"  # 16-bit PNG
+    elif mode == "JPEG":
+        img, name = Image.fromarray(gray).convert("RGB"), "x.jpg"
+    elif mode == "BMP":
+        img, name = Image.fromarray(gray), "x.bmp"
+    else:
+        img, name = Image.fromarray(gray).convert(mode), "x.png"
+    digit = load_digit(save(tmp_path, name, img))
+    assert np.abs(digit - reference).max() < (0.1 if mode == "JPEG" else 1e-3)
+
+
+def _huge_png(width: int, height: int) -> bytes:
+    """A few hundred bytes that claim width × height pixels (a decompression bomb's header)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+            + chunk(b"IEND", b""))
+
+
+def bad_files(tmp_path) -> dict[str, str]:
+    good = tmp_path / "good.png"
+    Image.fromarray(drawing()).save(good)
+    files = {
+        "text.png": b"this is not an image\n",
+        "empty.png": b"",
+        "truncated.png": good.read_bytes()[:200],
+        "bomb.png": _huge_png(60_000, 60_000),
+        "big.png": _huge_png(7_000, 7_000),
+        "blank.png": None,
+    }
+    for name, data in files.items():
+        if data is None:
+            Image.new("L", (50, 50), 255).save(tmp_path / name)
+        else:
+            (tmp_path / name).write_bytes(data)
+    return {
+        "text.png": "not an image", "empty.png": "empty file", "truncated.png": "unreadable",
+        "bomb.png": "decompression bomb", "big.png": "7000×7000 pixels is over", "blank.png": "no ink",
+    }
+
+
+def test_each_bad_file_has_its_reason(tmp_path):
+    for name, reason in bad_files(tmp_path).items():
+        with pytest.raises(ImageError, match=reason):
+            load_digit(tmp_path / name)
+
+
+@pytest.fixture
+def cnn_checkpoint(tmp_path) -> str:
+    torch.manual_seed(0)
+    model = CNN()
+    path = tmp_path / "cnn.ckpt"
+    hparams = {k: v for k, v in model.hparams.items() if k not in ("optimizer", "scheduler")}
+    torch.save({"state_dict": model.state_dict(),
+                "hyper_parameters": {"_class_path": "mnist_bench.models.CNN", **hparams}}, path)
+    return str(path)
+
+
+def test_predict_rows_csv_and_exit_code(cnn_checkpoint, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    reasons = bad_files(folder)
+    Image.fromarray(drawing()).save(folder / "sub_good.jpg")
+    (folder / "notes.txt").write_text("not picked up from a folder: not an image extension")
+    out = tmp_path / "rows.csv"
+    code = predict_main([str(folder), str(tmp_path / "missing.png"), "--ckpt_path", cnn_checkpoint,
+                         "--csv", str(out)])
+    assert code == 1, "some files failed"
+    rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(out.open())}
+    assert set(rows) == {*reasons, "good.png", "sub_good.jpg", "missing.png"}
+    for name in ("good.png", "sub_good.jpg"):
+        assert rows[name]["error"] == "" and 0 <= int(rows[name]["digit"]) <= 9
+        top3 = [item.split(":") for item in rows[name]["top3"].split()]
+        assert len(top3) == 3 and int(top3[0][0]) == int(rows[name]["digit"])
+        assert float(rows[name]["confidence"]) == pytest.approx(float(top3[0][1]), abs=1e-3)
+    for name, reason in reasons.items():
+        assert reason in rows[name]["error"] and rows[name]["digit"] == ""
+    assert rows["missing.png"]["error"] == "no such file"
+    assert predict_main([str(folder / "good.png"), "--ckpt_path", cnn_checkpoint]) == 0
+    assert "good.png" in capsys.readouterr().out
+
+
+def test_predict_refuses_a_bad_checkpoint_with_exit_2(tmp_path, capsys):
+    Image.fromarray(drawing()).save(tmp_path / "good.png")
+    assert predict_main([str(tmp_path / "good.png"), "--ckpt_path", str(tmp_path / "nope.ckpt")]) == 2
+    assert "not found" in capsys.readouterr().err
+    evil = tmp_path / "evil.ckpt"
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"state_dict": {}, "hyper_parameters": {"x": Payload()}}, evil)
+    assert predict_main([str(tmp_path / "good.png"), "--ckpt_path", str(evil)]) == 2
+    assert "refused" in capsys.readouterr().err and not marker.exists()
