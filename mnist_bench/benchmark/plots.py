@@ -25,10 +25,13 @@ def curves_figure(rows: list[dict[str, Any]]):
             acc = [h.get(f"{stage}/acc") for h in history]
             label = f"{row['model']} {stage}"
             ax_loss.plot(epochs, loss, style, color=colour, marker="o", ms=3, label=label)
-            ax_acc.plot(epochs, [100 * a if a is not None else None for a in acc], style, color=colour, marker="o",
-                        ms=3, label=label)
+            if any(a is not None for a in acc):  # the detector has no train accuracy
+                ax_acc.plot(epochs, [100 * a if a is not None else None for a in acc], style, color=colour,
+                            marker="o", ms=3, label=label)
     ax_loss.set_yscale("log")
-    ax_loss.set_title("loss per epoch (log scale)")
+    detection = sorted({r["model"] for r in rows if (r.get("loss_kind") or "cross-entropy") != "cross-entropy"})
+    ax_loss.set_title("loss per epoch (log scale)" + (f"\n{', '.join(detection)}: detection loss, the others "
+                                                      "cross-entropy" if detection else ""), fontsize=10)
     ax_acc.set_title("accuracy per epoch (%)")
     ax_acc.set_ylim(top=100)
     lows = [100 * h[k] for r in rows for h in r.get("history") or [] for k in ("val/acc",) if h.get(k)]
@@ -75,10 +78,10 @@ def write_plots(rows: list[dict[str, Any]], summary: list[dict[str, Any]], out: 
         save_figure(curves_figure(list(first_ok.values())), out / "training_curves.png"),
         save_figure(tradeoff_figure(summary, subtitle), out / "accuracy_vs_time.png"),
     ]
-    # each model's confusion matrix and misclassified digits, drawn by its run (first seed)
+    # each model's confusion matrix and misclassified digits (and the detector's boxes), drawn by its run (first seed)
     for model, row in first_ok.items():
         run_dir = Path(row.get("run_dir", ""))
-        for name in ("confusion_matrix", "misclassified"):
+        for name in ("confusion_matrix", "misclassified", "detections"):
             src = run_dir / f"{name}.png"
             if src.is_file():
                 dst = out / f"{name}_{model}.png"
