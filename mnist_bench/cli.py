@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import pickle
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentError, set_parsing_settings
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -82,28 +84,51 @@ class MNISTBenchCLI(LightningCLI):
             parser.set_defaults({"weights_only": True})
         return parser
 
+    def instantiate_classes(self) -> None:
+        """A value that the model, DataModule or Trainer rejects when it is built is a config error (exit 2)."""
+        try:
+            super().instantiate_classes()
+        except (ConfigError, UserFacingError):
+            raise
+        except (ValueError, TypeError, MisconfigurationException) as err:
+            if _user_error_in(err) is not None:
+                raise
+            raise ConfigError(f"{_one_line(str(err))} (while building the model, data or trainer from the config)") \
+                from err
+
     def _parse_ckpt_path(self) -> None:
-        with self._refusing_unsafe_checkpoints():
+        # LightningCLI reads the --ckpt_path file first (for its hyperparameters): damaged files fail here
+        with self._refusing_unsafe_checkpoints(damaged_too=True):
             super()._parse_ckpt_path()
 
     def _run_subcommand(self, subcommand: str) -> None:
+        ckpt_path = self._config().get("ckpt_path")
+        if ckpt_path not in (None, "last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
+            raise UserFacingError(f"checkpoint {ckpt_path} not found. Fix: give an existing .ckpt file, or "
+                                  "--ckpt_path last to resume the newest run of this model")
         with self._refusing_unsafe_checkpoints():
             super()._run_subcommand(subcommand)
 
     @contextmanager
-    def _refusing_unsafe_checkpoints(self) -> Iterator[None]:
+    def _refusing_unsafe_checkpoints(self, damaged_too: bool = False) -> Iterator[None]:
         """A checkpoint that torch.load(weights_only=True) rejects is refused with one line (its payload never
-        runs)."""
+        runs); with ``damaged_too``, so is a truncated or empty one."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         try:
             yield
         except pickle.UnpicklingError as err:
             reason = _one_line(str(err))
             reason = reason[reason.find("Unsupported"):].split(". ")[0] if "Unsupported" in reason else reason[:200]
-            subcommand = self.config.get("subcommand")
-            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
             raise UserFacingError(f"checkpoint {ckpt_path} refused: it holds more than "
                                   f"tensors and plain data, and loading it could run code ({reason}). Use a "
                                   "checkpoint written by mnist-bench, from a source you trust") from err
+        except (RuntimeError, EOFError, OSError) as err:
+            if not damaged_too:
+                raise
+            reason = _one_line(str(err)).split(". ")[0][:200] or type(err).__name__
+            raise UserFacingError(f"checkpoint {ckpt_path} is damaged or not a checkpoint ({reason}). Fix: use "
+                                  "another one, e.g. --ckpt_path last for the newest complete one") from err
 
     # --- trainer with our logger and callbacks -------------------------------------------------------------------
     def _config(self) -> Any:
@@ -201,6 +226,16 @@ def _one_line(message: str) -> str:
     return " ".join(lines)
 
 
+def _concise(message: str) -> str:
+    """jsonargparse's message for a bad value under a model's init_args repeats every member of the Union it tried;
+    the part that names the key is kept."""
+    outer = re.match(r'Parser key "([^"]+)"', message)
+    inner = re.search(r"Problem with given class_path '([^']+)': (.*?)(?: - Expected a <class 'NoneType'>|$)", message)
+    if outer and inner:
+        return f"{outer.group(1)} ({inner.group(1)}): {inner.group(2).strip()}"
+    return message
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``mnist-bench`` and ``python -m mnist_bench``."""
     argv = list(sys.argv[1:] if args is None else args)
@@ -214,7 +249,7 @@ def main(args: list[str] | None = None) -> None:
             warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
             MNISTBenchCLI(args=argv)
     except ArgumentError as err:
-        _exit(2, f"config error: {_one_line(err)}", hint=True)
+        _exit(2, f"config error: {_concise(_one_line(err))}", hint=True)
     except OSError as err:
         if err.errno not in WRITE_ERRORS:
             raise

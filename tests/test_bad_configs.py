@@ -33,6 +33,10 @@ def config(name: str) -> str:
         (["--config", config("cnn"), "--data.batch_size=0"], "batch_size"),
         (["--config", config("cnn"), "--data.val_size=-5"], "val_size"),
         (["--config", config("cnn"), "--model.init_args.hiden=3"], "hiden"),
+        (["--config", config("cnn"), "--model.init_args.optimizer.init_args.lrr=0.1"], "lrr"),
+        (["--config", config("cnn"), "--model.init_args.dropout=1.5"], "dropout"),
+        (["--config", config("cnn"), "--model.init_args.channels=[32,0]"], "channels"),
+        (["--config", config("cnn"), "--trainer.devices=abc"], "devices"),
         (["--config", config("vit"), "--model.init_args.patch_size=5"], "patch_size"),
         (["--config", config("vit"), "--model.init_args.num_heads=3"], "num_heads"),
         (["--config", config("vgg16"), "--model.init_args.image_size=16"], "image_size"),
@@ -50,6 +54,15 @@ def test_bad_config_exits_2_naming_the_key(args, named, capsys, tmp_path, monkey
     first = err.strip().splitlines()[0]
     assert first.startswith("mnist-bench: config error:") and named in first, first
     assert not (tmp_path / "lightning_logs").exists(), "nothing ran"
+
+
+def test_unparsable_yaml_is_a_config_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model:\n  class_path: CNN\n init_args: [\n")
+    code, err = run_main(["fit", "--config", str(broken)], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("mnist-bench: config error: Problems parsing config")
 
 
 def test_config_cannot_import_code_outside_the_allowlist(capsys, tmp_path, monkeypatch):

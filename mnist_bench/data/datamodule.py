@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -97,15 +98,15 @@ class MNISTDataModule(LightningDataModule):
     def __init__(
         self,
         data_dir: str = "data",
-        batch_size: int = 128,
-        eval_batch_size: int = 1000,
-        val_size: int = 5000,
+        batch_size: PositiveInt = 128,
+        eval_batch_size: PositiveInt = 1000,
+        val_size: NonNegativeInt = 5000,
         split_seed: int = 0,
         augment: bool = False,
-        max_shift_px: float = 2.0,
-        max_rotate_deg: float = 10.0,
-        max_scale: float = 0.1,
-        train_subset: int | None = None,
+        max_shift_px: NonNegativeFloat = 2.0,
+        max_rotate_deg: NonNegativeFloat = 10.0,
+        max_scale: NonNegativeFloat = 0.1,
+        train_subset: PositiveInt | None = None,
     ):
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:

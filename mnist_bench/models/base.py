@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
@@ -53,6 +54,18 @@ def class_and_kwargs(factory: Any) -> tuple[type | None, dict[str, Any]]:
     return None, {}
 
 
+def plain(value: Any) -> Any:
+    """``value`` with subclasses of bool, int, float and str (jsonargparse's typed values) made plain, recursively."""
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value) if type(value) in (list, tuple) else [plain(v) for v in value]
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
+
+
 def check_learning_rates(optimizer: Any, scheduler: Any) -> None:
     """A learning rate that is not a positive number fails when the model is built, not at the first step."""
     for where, factory in (("optimizer", optimizer), ("scheduler", scheduler)):
@@ -88,8 +101,8 @@ class MNISTClassifier(LightningModule):
 
     def __init__(
         self,
-        image_size: int = IMAGE_SIZE,
-        in_chans: int = 1,
+        image_size: PositiveInt = IMAGE_SIZE,
+        in_chans: PositiveInt = 1,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
@@ -174,6 +187,11 @@ class MNISTClassifier(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["mnist_bench_history"] = [dict(row) for row in self.history]
+        # Config values arrive as jsonargparse's typed subclasses (PositiveInt, ...); stored as plain numbers, the
+        # checkpoint stays loadable with torch.load(weights_only=True).
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint:
+                checkpoint[key] = plain(checkpoint[key])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = [dict(row) for row in checkpoint.get("mnist_bench_history", [])]

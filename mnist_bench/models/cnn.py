@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from jsonargparse.typing import ClosedUnitInterval, PositiveInt
+
 from mnist_bench.data.constants import NUM_CLASSES
 from mnist_bench.models.base import MNISTClassifier
 from mnist_bench.models.components.cnn import SmallCNN
@@ -12,7 +16,8 @@ class CNN(MNISTClassifier):
 
     model_name = "cnn"
 
-    def __init__(self, channels: tuple[int, ...] = (32, 64), hidden: int = 128, dropout: float = 0.3, **kwargs):
+    def __init__(self, channels: Sequence[PositiveInt] = (32, 64), hidden: PositiveInt = 128,
+                 dropout: ClosedUnitInterval = 0.3, **kwargs):
         super().__init__(**kwargs)
         self.save_hyperparameters(logger=False)
         self.net = SmallCNN(self.adapt.in_chans, self.image_size, tuple(channels), hidden, dropout, NUM_CLASSES)

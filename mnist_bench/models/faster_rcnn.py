@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.detection import MeanAveragePrecision
@@ -74,16 +75,16 @@ class FasterRCNN(MNISTClassifier):
 
     def __init__(
         self,
-        channels: Sequence[int] = (32, 64, 64),
-        anchor_sizes: Sequence[int] = (8, 12, 16, 20),
-        aspect_ratios: Sequence[float] = (1.0, 2.0, 4.0),
-        roi_output_size: int = 5,
-        representation_size: int = 256,
-        rpn_proposals_train: int = 16,
-        rpn_proposals_test: int = 8,
-        rois_per_image: int = 8,
-        detections_per_image: int = 4,
-        score_threshold: float = 0.05,
+        channels: Sequence[PositiveInt] = (32, 64, 64),
+        anchor_sizes: Sequence[PositiveInt] = (8, 12, 16, 20),
+        aspect_ratios: Sequence[PositiveFloat] = (1.0, 2.0, 4.0),
+        roi_output_size: PositiveInt = 5,
+        representation_size: PositiveInt = 256,
+        rpn_proposals_train: PositiveInt = 16,
+        rpn_proposals_test: PositiveInt = 8,
+        rois_per_image: PositiveInt = 8,
+        detections_per_image: PositiveInt = 4,
+        score_threshold: ClosedUnitInterval = 0.05,
         **kwargs: Any,
     ):
         if not 0.0 <= score_threshold <= 1.0:

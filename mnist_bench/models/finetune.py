@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from lightning.pytorch.callbacks import BaseFinetuning
 
 from mnist_bench.data.constants import NUM_CLASSES
@@ -44,8 +45,9 @@ class FinetunedClassifier(MNISTClassifier):
 
     arch: ClassVar[str]
 
-    def __init__(self, weights: str = "auto", image_size: int = 32, hidden: int = 256, dropout: float = 0.5,
-                 backbone_lr_scale: float = 0.1, freeze_backbone_epochs: int = 0, **kwargs: Any):
+    def __init__(self, weights: str = "auto", image_size: PositiveInt = 32, hidden: PositiveInt = 256,
+                 dropout: ClosedUnitInterval = 0.5, backbone_lr_scale: float = 0.1,
+                 freeze_backbone_epochs: NonNegativeInt = 0, **kwargs: Any):
         min_size = ARCHS[self.arch][2]
         if image_size < min_size:
             raise ConfigError(f"model.image_size={image_size} is too small for {self.arch}: it needs >= {min_size} px")

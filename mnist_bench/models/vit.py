@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jsonargparse.typing import PositiveFloat, PositiveInt
+
 from mnist_bench.data.constants import NUM_CLASSES
 from mnist_bench.errors import ConfigError
 from mnist_bench.models.base import MNISTClassifier
@@ -19,9 +21,9 @@ class ViT(MNISTClassifier):
 
     model_name = "vit"
 
-    def __init__(self, patch_size: int = 4, dim: int = 128, depth: int = 6, num_heads: int = 4,
-                 mlp_ratio: float = 2.0, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.1,
-                 **kwargs: Any):
+    def __init__(self, patch_size: PositiveInt = 4, dim: PositiveInt = 128, depth: PositiveInt = 6,
+                 num_heads: PositiveInt = 4, mlp_ratio: PositiveFloat = 2.0, drop: float = 0.0, attn_drop: float = 0.0,
+                 drop_path: float = 0.1, **kwargs: Any):
         image_size = kwargs.get("image_size", 28)
         if patch_size < 1 or image_size % patch_size:
             raise ConfigError(f"model.patch_size={patch_size} does not divide model.image_size={image_size} "
