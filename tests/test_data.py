@@ -171,3 +171,21 @@ def test_random_affine_is_identity_at_zero_and_moves_pixels_otherwise():
     moved = random_affine(x, 3.0, 15.0)
     assert moved.shape == x.shape and not torch.allclose(moved, x)
     assert normalize(torch.zeros(1, dtype=torch.uint8)).item() < 0
+
+
+def test_official_size_file_with_a_wrong_md5_is_caught_before_training(tmp_path):
+    write_synthetic_mnist(tmp_path, n_train=600, n_test=10_000)  # the official test-set size, other bytes
+    with pytest.raises(DataFileError, match="t10k-images-idx3-ubyte: has the official size but md5"):
+        check_dataset(tmp_path)
+
+
+def test_label_above_9_is_caught(tmp_path):
+    from mnist_bench.data.idx import write_idx
+
+    write_synthetic_mnist(tmp_path, n_train=600, n_test=200)
+    labels = np.zeros(200, dtype=np.uint8)
+    labels[7] = 12
+    write_idx(raw_dir(tmp_path) / "t10k-labels-idx1-ubyte", labels)
+    dm = MNISTDataModule(data_dir=str(tmp_path))
+    with pytest.raises(MissingDataError, match="t10k-labels-idx1-ubyte holds a label above 9"):
+        dm.setup("test")

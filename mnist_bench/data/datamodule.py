@@ -12,7 +12,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mnist_bench.data.constants import MNIST_MEAN, MNIST_STD
+from mnist_bench.data.constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from mnist_bench.data.idx import DataFileError, check_dataset, raw_dir
 from mnist_bench.errors import ConfigError, UserFacingError
 
@@ -145,6 +145,10 @@ class MNISTDataModule(LightningDataModule):
 
         self.check_files()
         ds = MNIST(str(Path(self.data_dir)), train=train, download=False)
+        if len(ds.targets) and int(ds.targets.max()) >= NUM_CLASSES:
+            name = "train-labels-idx1-ubyte" if train else "t10k-labels-idx1-ubyte"
+            raise MissingDataError(f"{raw_dir(self.data_dir) / name} holds a label above 9 (damaged). "
+                                   f"Fix: mnist-bench data --data_dir {self.data_dir} --force")
         return TensorDigits(ds.data.unsqueeze(1).contiguous(), ds.targets.long())
 
     def setup(self, stage: str) -> None:

@@ -90,9 +90,13 @@ def verify_official(data_dir: str | os.PathLike) -> None:
 
 
 def check_dataset(data_dir: str | os.PathLike) -> dict[str, tuple[int, ...]]:
-    """Structural check of the four raw files (no md5, so small synthetic sets pass). Returns their shapes."""
+    """Structural check of the four raw files, and the md5 of any file with the official item count (a flipped byte
+    in the real MNIST is caught; small synthetic sets pass). Returns their shapes."""
     root = raw_dir(data_dir)
     shapes = {name: check_structure(root / name, name) for name in RAW_FILES}
+    for name, (md5, items) in RAW_FILES.items():
+        if shapes[name][0] == items and (got := md5sum(root / name)) != md5:
+            raise DataFileError(f"{root / name}: has the official size but md5 {got}, not {md5} (damaged)")
     for split in ("train", "t10k"):
         n_img = shapes[f"{split}-images-idx3-ubyte"][0]
         n_lab = shapes[f"{split}-labels-idx1-ubyte"][0]
