@@ -108,6 +108,16 @@ class MNISTBenchCLI(LightningCLI):
                                   "--ckpt_path last to resume the newest run of this model")
         with self._refusing_unsafe_checkpoints():
             super()._run_subcommand(subcommand)
+        self._leave_together()
+
+    def _leave_together(self) -> None:
+        """Under DDP the ranks finish together: rank 0 may still be drawing figures when the others are done, and a
+        process that exits while its process group is alive aborts (torchrun then kills the job)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            self.trainer.strategy.barrier("mnist_bench_done")
+            dist.destroy_process_group()
 
     @contextmanager
     def _refusing_unsafe_checkpoints(self, damaged_too: bool = False) -> Iterator[None]:

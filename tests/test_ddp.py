@@ -39,6 +39,7 @@ def _run(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.Compl
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "terminate called" not in proc.stderr, "a rank aborted on exit"
     return proc
 
 
@@ -96,4 +97,5 @@ def test_two_nodes_on_loopback(ddp_data, tmp_path):
         for node in nodes:
             node.kill()
     assert [node.returncode for node in nodes] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    assert not any("terminate called" in e for e in errors), "a node aborted on exit"
     _check_run(tmp_path, ddp_data)
