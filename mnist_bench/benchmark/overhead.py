@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="configs/cnn.yaml")
     parser.add_argument("--seed_epochs", type=int, default=5, help="epochs of the seed pipeline (the notebook: 5)")
     parser.add_argument("--skip_seed", action="store_true", help="skip the (slow) seed pipeline")
-    parser.add_argument("--repeats", type=int, default=2,
+    parser.add_argument("--repeats", type=int, default=3,
                         help="alternate Lightning and the plain loop this many times; the fastest of each counts")
     parser.add_argument("--output", default="results/overhead.json")
     args = parser.parse_args(argv)
