@@ -66,7 +66,7 @@ class DetectorForExport(nn.Module):
         self.model = model
 
     def forward(self, digits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        found = self.model.detector(self.model._inputs(digits))[0]
+        found = self.model.detector(self.model.images(digits))[0]
         return found["boxes"], label_to_digit(found["labels"]), found["scores"]
 
 

@@ -62,8 +62,9 @@ class TestFigures(Callback):
 
     def _detections_figure(self, pl_module: LightningModule) -> Any:
         pixels, preds, targets = self._cat(self.samples)
-        x, y = (torch.cat(t) for t in list(zip(*self.samples, strict=True))[::2])
-        truth = torch.cat([t["boxes"] for t in pl_module.targets(x.float(), y)])
+        x = torch.cat([x for x, _, _ in self.samples]).float()
+        y = torch.cat([y for _, _, y in self.samples])
+        truth = torch.cat([t["boxes"] for t in pl_module.targets(x, y)])
         drawn = boxed_digits(pixels, torch.cat(self.boxes).numpy(), truth.numpy())
         return digit_grid_figure(drawn, preds, targets,
                                  f"{pl_module.model_name}: predicted box (red), ink box (green), predicted digit")

@@ -14,7 +14,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.models.detection.transform import resize_boxes
 
-from mnist_bench.data.constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from mnist_bench.data.constants import NUM_CLASSES
+from mnist_bench.data.datamodule import denormalize
 from mnist_bench.errors import ConfigError
 from mnist_bench.models.base import MNISTClassifier
 from mnist_bench.models.components.detection import (
@@ -106,22 +107,22 @@ class FasterRCNN(MNISTClassifier):
         self.final: dict[str, float | None] = {}
 
     # --- detection -----------------------------------------------------------------------------------------------
-    def _inputs(self, x: Tensor) -> list[Tensor]:
+    def images(self, x: Tensor) -> list[Tensor]:
         """The detector's images: the DataModule's normalized batch back to [0, 1] pixels (its transform
         normalizes them again with the same mean and std, set explicitly for one channel)."""
-        pixels = x * MNIST_STD + MNIST_MEAN
+        pixels = denormalize(x)
         return list(pixels.expand(-1, self.adapt.in_chans, -1, -1))
 
     @staticmethod
     def targets(x: Tensor, y: Tensor) -> list[dict[str, Tensor]]:
-        boxes = ink_boxes(x * MNIST_STD + MNIST_MEAN, INK_THRESHOLD)
+        boxes = ink_boxes(denormalize(x), INK_THRESHOLD)
         labels = digit_to_label(y)
         return [{"boxes": boxes[i : i + 1], "labels": labels[i : i + 1]} for i in range(len(y))]
 
     def detect(self, x: Tensor, targets: list[dict[str, Tensor]] | None = None) -> Detections:
         """Runs the detector in eval mode; with ``targets`` it also returns the detection losses."""
         det = self.detector
-        pixels = self._inputs(x)
+        pixels = self.images(x)
         original_sizes = [(int(p.shape[-2]), int(p.shape[-1])) for p in pixels]
         images, resized_targets = det.transform(pixels, targets)
         features = {"0": det.backbone(images.tensors)}
@@ -178,7 +179,7 @@ class FasterRCNN(MNISTClassifier):
         x, y = batch
         targets = self.targets(x, y)
         if stage == "train":
-            loss = sum(self.detector(self._inputs(x), targets).values())
+            loss = sum(self.detector(self.images(x), targets).values())
             self.update_loss("train", loss, len(y))
             return {"loss": loss}
         out = self.detect(x, targets)
