@@ -127,10 +127,15 @@ class MNISTDataModule(LightningDataModule):
         self.train_set: TensorDigits | None = None
         self.val_set: TensorDigits | None = None
         self.test_set: TensorDigits | None = None
+        self._files_checked = False
 
     def check_files(self) -> None:
+        """Checks the four files once per DataModule (prepare_data runs on one process per node, setup on all)."""
+        if self._files_checked:
+            return
         try:
             check_dataset(self.data_dir)
+            self._files_checked = True
         except (DataFileError, OSError) as err:
             raise MissingDataError(
                 f"MNIST data in {raw_dir(self.data_dir)} is missing or damaged ({err}). "
