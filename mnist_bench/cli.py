@@ -31,6 +31,7 @@ from mnist_bench.benchmark.table import print_rich_table
 from mnist_bench.callbacks import EpochLine, RunReport, TestFigures, TimingCallback
 from mnist_bench.data.datamodule import MNISTDataModule
 from mnist_bench.errors import ConfigError, UserFacingError
+from mnist_bench.inference import load_failure
 from mnist_bench.models.base import MNISTClassifier
 
 SUBCOMMANDS = ("fit", "validate", "test")
@@ -128,17 +129,11 @@ class MNISTBenchCLI(LightningCLI):
         try:
             yield
         except pickle.UnpicklingError as err:
-            reason = _one_line(str(err))
-            reason = reason[reason.find("Unsupported"):].split(". ")[0] if "Unsupported" in reason else reason[:200]
-            raise UserFacingError(f"checkpoint {ckpt_path} refused: it holds more than "
-                                  f"tensors and plain data, and loading it could run code ({reason}). Use a "
-                                  "checkpoint written by mnist-bench, from a source you trust") from err
+            raise UserFacingError(load_failure(ckpt_path, err)) from err
         except (RuntimeError, EOFError, OSError) as err:
             if not damaged_too:
                 raise
-            reason = _one_line(str(err)).split(". ")[0][:200] or type(err).__name__
-            raise UserFacingError(f"checkpoint {ckpt_path} is damaged or not a checkpoint ({reason}). Fix: use "
-                                  "another one, e.g. --ckpt_path last for the newest complete one") from err
+            raise UserFacingError(load_failure(ckpt_path, err)) from err
 
     # --- trainer with our logger and callbacks -------------------------------------------------------------------
     def _config(self) -> Any:

@@ -22,6 +22,18 @@ class CheckpointError(UserFacingError):
     """The checkpoint is missing, unsafe, or not an mnist-bench model."""
 
 
+def load_failure(path: str | Path, err: BaseException) -> str:
+    """One line for a checkpoint that ``torch.load(weights_only=True)`` would not read: refused, when it carries
+    pickled code (which never runs), or damaged."""
+    text = " ".join(str(err).split())
+    if isinstance(err, pickle.UnpicklingError):
+        reason = text[text.find("Unsupported"):].split(". ")[0] if "Unsupported" in text else text[:200]
+        return (f"checkpoint {path} refused: it holds more than tensors and plain data, and loading it could run "
+                f"code ({reason}). Use a checkpoint written by mnist-bench, from a source you trust")
+    reason = text.split(". ")[0][:200] or type(err).__name__
+    return f"checkpoint {path} is damaged or not a checkpoint ({reason}). Fix: use another one, e.g. the run's last.ckpt"
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A ``.ckpt`` file, or a run dir (``lightning_logs/<model>/version_<n>``) meaning its ``checkpoints/last.ckpt``."""
     path = Path(path)
@@ -39,11 +51,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> MNISTC
     path = resolve_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"checkpoint {path} refused: it holds more than tensors and plain data, and loading "
-                              f"it could run code") from None
-    except (OSError, RuntimeError, EOFError) as err:
-        raise CheckpointError(f"checkpoint {path} is unreadable or truncated ({err})") from None
+    except (pickle.UnpicklingError, OSError, RuntimeError, EOFError) as err:
+        raise CheckpointError(load_failure(path, err)) from None
     hparams = dict(ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
     class_name = str(hparams.pop("_class_path", "")).rsplit(".", 1)[-1]
     hparams.pop("_instantiator", None)
