@@ -33,6 +33,7 @@ from mnist_bench.data.datamodule import MNISTDataModule
 from mnist_bench.errors import ConfigError, UserFacingError
 from mnist_bench.inference import load_failure
 from mnist_bench.models.base import MNISTClassifier
+from mnist_bench.profiling import NoProfiler
 
 SUBCOMMANDS = ("fit", "validate", "test")
 # subcommands of our own, outside LightningCLI (its `predict` on the test set gives way to ours on image files)
@@ -154,6 +155,8 @@ class MNISTBenchCLI(LightningCLI):
             self._logger = TensorBoardLogger(save_dir=str(log_root), name=self.model.model_name, version=version,
                                              default_hp_metric=False)
             trainer_config["logger"] = self._logger
+        if trainer_config.get("profiler") is None:
+            trainer_config["profiler"] = NoProfiler()
         callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         callbacks += self._run_callbacks(trainer_config)
         return self._instantiate_trainer(trainer_config, callbacks)
@@ -183,7 +186,9 @@ class MNISTBenchCLI(LightningCLI):
             "lr": lr,
             "config": self._config_dict(),
         }
-        callbacks: list = [TimingCallback(), RunReport(self.run_dir, info), TestFigures(self.run_dir)]
+        callbacks: list = [TimingCallback(), RunReport(self.run_dir, info)]
+        if self.subcommand == "test":  # fit gets it for its closing test pass (after_fit)
+            callbacks.append(TestFigures(self.run_dir))
         given = trainer_config.get("callbacks") or []
         given = given if isinstance(given, list) else [given]
         if trainer_config.get("enable_progress_bar") is False:
@@ -202,6 +207,9 @@ class MNISTBenchCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.trainer.interrupted:
             return
+        # The pictures come from the test pass; attached only now, the callback is not called at every training
+        # step (Lightning calls each callback at about six hooks a step, whether it implements them or not).
+        self.trainer.callbacks.append(TestFigures(self.run_dir))
         self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
         self._print_result()
 

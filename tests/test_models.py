@@ -95,3 +95,24 @@ def test_epoch_loss_is_weighted_by_batch_size():
     model.update_loss("test", torch.tensor(1.0), 3)
     model.update_loss("test", torch.tensor(2.0), 1)
     assert float(model.mean_loss["test_loss"].compute()) == pytest.approx(1.25)
+
+
+def test_training_loss_window_weights_by_batch_size_and_finds_the_first_bad_step():
+    from mnist_bench.models.training_loss import TrainingLossWindow
+
+    window = TrainingLossWindow(size=3)
+    for step, (loss, n) in enumerate([(1.0, 4), (2.0, 4), (4.0, 2), (0.5, 6)]):
+        window.add(torch.tensor(loss), n, step)
+        if window.full:
+            assert int(window.fold()) == -1
+    assert not window.full
+    assert float(window.mean()) == pytest.approx((4 + 8 + 8 + 3) / 16)
+    window.reset()
+    assert float(window.mean()) == 0.0
+    found = []
+    for step, loss in enumerate([1.0, 1.0, 1.0, 1.0, float("inf"), float("nan"), 1.0], start=100):
+        window.add(torch.tensor(loss), 10, step)
+        if window.full:
+            found.append(int(window.fold()))
+    found.append(int(window.fold()))  # the part-filled last window (step 106)
+    assert found == [-1, 104, -1]  # steps 100-102 clean; inf at 104 comes before the NaN at 105

@@ -15,10 +15,14 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from mnist_bench.cuda_probe import skip_nvml_probe_without_nvml
 from mnist_bench.data.constants import IMAGE_SIZE, NUM_CLASSES
 from mnist_bench.errors import ConfigError, UserFacingError
+from mnist_bench.models.training_loss import TrainingLossWindow
 
-CHECK_EVERY = 50
+skip_nvml_probe_without_nvml()  # lightning (imported above) has just turned the NVML probe on
+
+CHECK_EVERY = 50  # training steps between two checks for a non-finite loss (one host sync each)
 
 
 class DivergenceError(UserFacingError):
@@ -124,11 +128,19 @@ class MNISTClassifier(LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
         # nan_strategy="disable": a non-finite loss must show, not be averaged away
         self.mean_loss = nn.ModuleDict({f"{stage}_loss": MeanMetric(nan_strategy="disable")
-                                        for stage in ("train", "val", "test")})
-        # first optimizer step whose loss was not finite (-1: none); kept on the device, read every CHECK_EVERY steps
-        self.register_buffer("first_bad_step", torch.tensor(-1, dtype=torch.long), persistent=False)
+                                        for stage in ("val", "test")})
+        self.train_loss = TrainingLossWindow(CHECK_EVERY)
         self.test_confusion = MulticlassConfusionMatrix(num_classes=NUM_CLASSES)
         self.history: list[dict[str, float]] = []
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets _current_fx_name before and after every hook call, about 60 times a training step, and
+        # nn.Module.__setattr__ first checks each value against parameters, modules and buffers (through Python
+        # isinstance hooks): about 1% of the CNN's step on a 2-core CPU. A name or None is none of those.
+        if name == "_current_fx_name" and (value is None or isinstance(value, str)):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def setup(self, stage: str) -> None:
         if self.channels_last:
@@ -160,20 +172,35 @@ class MNISTClassifier(LightningModule):
         return {"loss": loss, "preds": preds}
 
     def update_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
-        """Adds a batch's mean loss to the epoch mean, weighted by the batch size. (The loss is repeated once per
-        image instead of passed as ``weight``: with ``nan_strategy="disable"`` torchmetrics 1.9 ignores weights.)"""
-        self.mean_loss[f"{stage}_loss"].update(loss.detach().expand(batch_size))
+        """Adds a batch's mean loss to the epoch mean, weighted by the batch size. (For validation and test the
+        loss is repeated once per image instead of passed as ``weight``: with ``nan_strategy="disable"``
+        torchmetrics 1.9 ignores weights.)"""
+        if stage == "train":
+            self.train_loss.add(loss, batch_size, self.global_step)
+        else:
+            self.mean_loss[f"{stage}_loss"].update(loss.detach().expand(batch_size))
+
+    def _epoch_loss(self, stage: str) -> Tensor:
+        if stage == "train":  # the rank's own mean (ranks train on equal shares); sync_dist averages the ranks
+            return self.train_loss.mean()
+        return self.mean_loss[f"{stage}_loss"].compute()  # reduced over ranks by torchmetrics
+
+    def _reset_epoch_loss(self, stage: str) -> None:
+        if stage == "train":
+            self.train_loss.reset()
+        else:
+            self.mean_loss[f"{stage}_loss"].reset()
 
     def _log_epoch(self, stage: str) -> None:
         metrics = self._metrics(stage)
-        values = {f"{stage}/loss": self.mean_loss[f"{stage}_loss"].compute()}
+        values = {f"{stage}/loss": self._epoch_loss(stage)}
         if any(metric.update_called for metric in metrics.values()):  # the detector has no train predictions
             values.update(metrics.compute())
-        # the values are already reduced over DDP ranks by torchmetrics; sync_dist averages equal numbers (and
-        # is a no-op on one device)
+        # torchmetrics has reduced the metrics over DDP ranks already (sync_dist averages equal numbers); the
+        # training loss is averaged here. On one device sync_dist is a no-op.
         self.log_dict(values, prog_bar=stage == "val", sync_dist=True)
         metrics.reset()
-        self.mean_loss[f"{stage}_loss"].reset()
+        self._reset_epoch_loss(stage)
         if stage != "test" and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
             self._record(values)
 
@@ -196,19 +223,16 @@ class MNISTClassifier(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = [dict(row) for row in checkpoint.get("mnist_bench_history", [])]
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        out = self._shared_step(batch, "train")
-        bad = ~torch.isfinite(out["loss"].detach()) & (self.first_bad_step < 0)
-        self.first_bad_step = torch.where(bad, torch.full_like(self.first_bad_step, self.global_step),
-                                          self.first_bad_step)
-        if batch_idx % CHECK_EVERY == CHECK_EVERY - 1:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._shared_step(batch, "train")["loss"]
+        if self.train_loss.full:
             self.check_finite()
-        return out
+        return loss
 
     def check_finite(self) -> None:
         """Stops the run at the first non-finite training loss (one host sync, every CHECK_EVERY steps). Under DDP
         every rank learns of it, so that all stop together."""
-        steps = self.all_gather(self.first_bad_step)  # one per rank (the tensor itself on one device)
+        steps = self.all_gather(self.train_loss.fold())  # one per rank (the tensor itself on one device)
         bad = steps[steps >= 0]
         step = int(bad.min()) if len(bad) else -1
         if step >= 0:
