@@ -12,6 +12,8 @@ from mnist_bench.data.constants import RAW_FILES
 from mnist_bench.data.datamodule import (
     MissingDataError,
     MNISTDataModule,
+    ShuffledBatches,
+    _keep_batch,
     denormalize,
     normalize,
     random_affine,
@@ -189,3 +191,40 @@ def test_label_above_9_is_caught(tmp_path):
     dm = MNISTDataModule(data_dir=str(tmp_path))
     with pytest.raises(MissingDataError, match="t10k-labels-idx1-ubyte holds a label above 9"):
         dm.setup("test")
+
+
+def test_shuffled_batches_match_a_shuffling_dataloader_draw_for_draw(synthetic_data):
+    from torch.utils.data import DataLoader
+
+    dm = MNISTDataModule(str(synthetic_data), val_size=100, batch_size=64)
+    dm.setup("fit")
+
+    def two_epochs(make_loader):
+        torch.manual_seed(7)
+        epochs = [[(x.clone(), y.clone()) for x, y in make_loader()] for _ in range(2)]
+        return epochs, torch.rand(3)  # the generator's state afterwards
+
+    ours, after_ours = two_epochs(lambda: ShuffledBatches(dm.train_set, 64))
+    theirs, after_theirs = two_epochs(lambda: DataLoader(dm.train_set, batch_size=64, shuffle=True,
+                                                         collate_fn=_keep_batch))
+    assert len(ours[0]) == len(ShuffledBatches(dm.train_set, 64)) == 8
+    assert [len(y) for _, y in ours[0]] == [64] * 7 + [52]
+    for epoch_ours, epoch_theirs in zip(ours, theirs, strict=True):
+        for (x1, y1), (x2, y2) in zip(epoch_ours, epoch_theirs, strict=True):
+            assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not torch.equal(ours[0][0][1], ours[1][0][1])  # a new order each epoch
+    assert torch.equal(after_ours, after_theirs)
+    seen = torch.cat([y for _, y in ours[0]])
+    assert torch.equal(seen.sort().values, dm.train_set.labels.sort().values)  # every image once
+
+
+def test_train_loader_is_tensor_slices_on_one_device_and_a_dataloader_for_overfit_batches(synthetic_data):
+    from lightning.pytorch import Trainer
+    from torch.utils.data import DataLoader
+
+    dm = MNISTDataModule(str(synthetic_data), val_size=100, batch_size=64)
+    dm.setup("fit")
+    dm.trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    assert isinstance(dm.train_dataloader(), ShuffledBatches)
+    dm.trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, overfit_batches=2)
+    assert isinstance(dm.train_dataloader(), DataLoader)  # Lightning swaps in a sequential sampler there
