@@ -98,3 +98,30 @@ def test_benchmark_failed_model_is_a_failed_row(synthetic_data, tmp_path):
 def test_unknown_model_is_refused(capsys):
     assert benchmark_main(["--models", "resnet", "--config_dir", str(ROOT / "configs")]) == 2
     assert "no config for resnet" in capsys.readouterr().err
+
+
+def test_overhead_benchmark_pairs_lightning_with_the_plain_loop(synthetic_data, tmp_path, capsys):
+    import statistics
+
+    import yaml
+
+    from mnist_bench.benchmark.overhead import main as overhead_main
+
+    config = yaml.safe_load((ROOT / "configs" / "cnn.yaml").read_text())
+    config["trainer"].update(max_epochs=1, default_root_dir=str(tmp_path), enable_model_summary=False)
+    config["data"].update(val_size=100, eval_batch_size=100, batch_size=50)
+    tiny = tmp_path / "tiny_cnn.yaml"
+    tiny.write_text(yaml.safe_dump(config))
+    out = tmp_path / "overhead.json"
+    assert overhead_main(["--data_dir", str(synthetic_data), "--config", str(tiny), "--repeats", "2",
+                          "--seed_epochs", "1", "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    pairs = result["ratio/lightning_over_plain_pairs"]
+    assert len(pairs) == len(result["lightning/train_s_all"]) == len(result["plain_loop/train_s_all"]) == 2
+    # each pair is a Lightning run and the plain-loop run right after it (the times are stored rounded)
+    assert pairs == pytest.approx([lt / p for lt, p in zip(result["lightning/train_s_all"],
+                                                           result["plain_loop/train_s_all"], strict=True)], rel=1e-2)
+    assert result["ratio/lightning_over_plain"] == pytest.approx(statistics.median(pairs), abs=1e-4)
+    assert result["seed_pipeline/train_s"] > 0 and result["seed_pipeline/epochs"] == 1
+    assert 0 <= result["lightning/test_acc"] <= 1
+    assert "Lightning overhead over the plain loop" in capsys.readouterr().out
