@@ -88,3 +88,14 @@ def test_config_cannot_import_code_outside_the_allowlist(capsys, tmp_path, monke
         bad.write_text((ROOT / "configs" / "cnn.yaml").read_text().replace("torch.optim.AdamW", path))
         code, err = run_main(["fit", "--config", str(bad), "--print_config"], capsys)
         assert code == 2 and path in err.splitlines()[0]
+
+
+def test_a_schedule_that_cannot_fit_the_run_is_a_config_error(tiny_fit_args, capsys):
+    # 500 training images in batches of 100, one epoch: OneCycleLR's warm-up (pct_start 0.2) is exactly one step,
+    # which torch divides by zero on
+    code, err = run_main(["fit", "--config", config("cnn"), *tiny_fit_args, "--data.batch_size=100",
+                          "--trainer.max_epochs=1"], capsys)
+    assert code == 2, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mnist-bench: config error: model.scheduler: OneCycleLR") and "5 training steps" in last

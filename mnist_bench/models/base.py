@@ -279,7 +279,13 @@ class MNISTClassifier(LightningModule):
         if scheduler_cls is not None and "total_steps" in inspect.signature(scheduler_cls).parameters:
             if given.get("total_steps") is None:
                 kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
-        scheduler = self.scheduler(optimizer, **kwargs)
+        try:
+            scheduler = self.scheduler(optimizer, **kwargs)
+        except (ZeroDivisionError, ValueError) as err:  # e.g. OneCycleLR when pct_start × total_steps is exactly 1
+            name = scheduler_cls.__name__ if scheduler_cls is not None else "the scheduler"
+            steps = f" over {kwargs['total_steps']} training steps" if "total_steps" in kwargs else ""
+            raise ConfigError(f"model.scheduler: {name} cannot schedule this run{steps} ({err or type(err).__name__}). "
+                              "Fix: train for more steps or change the scheduler's init_args") from err
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def num_parameters(self) -> int:
