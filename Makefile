@@ -12,9 +12,16 @@ SEEDS ?= 1
 ARGS ?=
 RESULTS ?= results
 PYTEST_ARGS ?=
+OVERHEAD_ARGS ?=
+BENCH_ARGS ?=
+# The Python that runs the benchmarks, and what must be done before: scripts/gpu_check.sh runs them with the GPU
+# machine's own python (PY=python3 SETUP=) after installing from gpu-bundle/.
+PY ?= $(BIN)/python
+SETUP ?= install data
+GPU_BUNDLE ?= gpu-bundle
 
 .DEFAULT_GOAL := help
-.PHONY: help install data test test-fast lint tensorboard benchmark bench-overhead clean
+.PHONY: help install data test test-fast lint tensorboard benchmark bench-overhead gpu-bundle clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,11 +51,14 @@ lint: install ## Lint with ruff
 tensorboard: install ## Open TensorBoard on the runs, at http://127.0.0.1:6006
 	$(BIN)/tensorboard --logdir lightning_logs --host 127.0.0.1 --port 6006
 
-benchmark: install data ## Train MODELS (default: all configs) and write results/benchmark.{md,csv,json} and plots
-	$(BIN)/python -m mnist_bench.benchmark --models $(MODELS) --seeds $(SEEDS) --data_dir $(DATA_DIR) --results $(RESULTS) -- $(ARGS)
+benchmark: $(SETUP) ## Train MODELS (default: all configs) and write results/benchmark.{md,csv,json} and plots
+	$(PY) -m mnist_bench.benchmark --models $(MODELS) --seeds $(SEEDS) --data_dir $(DATA_DIR) --results $(RESULTS) $(BENCH_ARGS) -- $(ARGS)
 
-bench-overhead: install data ## Time the seed notebook's pipeline, a plain PyTorch loop and Lightning on the same CNN
-	$(BIN)/python -m mnist_bench.benchmark.overhead --data_dir $(DATA_DIR)
+bench-overhead: $(SETUP) ## Time the seed notebook's pipeline, a plain PyTorch loop and Lightning on the same CNN
+	$(PY) -m mnist_bench.benchmark.overhead --data_dir $(DATA_DIR) --output $(RESULTS)/overhead.json $(OVERHEAD_ARGS)
+
+gpu-bundle: install ## Gather into gpu-bundle/ what a GPU machine without internet needs (see scripts/gpu_check.sh)
+	$(BIN)/python scripts/gpu_bundle.py $(GPU_BUNDLE)
 
 clean: ## Remove run output and caches (keeps .venv, data and results)
 	rm -rf lightning_logs .pytest_cache .ruff_cache build *.egg-info

@@ -25,6 +25,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 import mnist_bench.models  # noqa: F401  (registers the models for short class paths)
 from mnist_bench.benchmark.table import print_rich_table
@@ -33,6 +34,7 @@ from mnist_bench.data.datamodule import MNISTDataModule
 from mnist_bench.errors import ConfigError, UserFacingError
 from mnist_bench.inference import load_failure
 from mnist_bench.models.base import MNISTClassifier
+from mnist_bench.precision import detect, resolve
 from mnist_bench.profiling import NoProfiler
 
 SUBCOMMANDS = ("fit", "validate", "test")
@@ -157,6 +159,10 @@ class MNISTBenchCLI(LightningCLI):
             trainer_config["logger"] = self._logger
         if trainer_config.get("profiler") is None:
             trainer_config["profiler"] = NoProfiler()
+        self._hardware = detect(trainer_config.get("accelerator") or "auto")
+        trainer_config["precision"], reason = resolve(trainer_config.get("precision"), self._hardware,
+                                                      self.model.bf16_on_cpu, self.model.mixed_precision)
+        rank_zero_info(f"mnist-bench: {reason}")  # beside Lightning's own "GPU available: ..." lines
         callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         callbacks += self._run_callbacks(trainer_config)
         return self._instantiate_trainer(trainer_config, callbacks)
@@ -184,6 +190,7 @@ class MNISTBenchCLI(LightningCLI):
             "seed": config.get("seed_everything"),
             "batch_size": config.data.get("batch_size") if config.get("data") else None,
             "lr": lr,
+            "hardware": self._hardware.name,
             "config": self._config_dict(),
         }
         callbacks: list = [TimingCallback(), RunReport(self.run_dir, info)]

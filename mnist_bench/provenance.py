@@ -44,14 +44,20 @@ def device_description(device: torch.device | str) -> str:
     return f"{device.type}: {cpu_name()} ({cores} cores, {torch.get_num_threads()} threads)"
 
 
+# A copy of the tree without .git (as scripts/gpu_check.sh runs on a GPU machine) names its commit here
+GIT_SHA_VARIABLE = "MNIST_BENCH_GIT_SHA"
+
+
 def git_sha(cwd: str | Path | None = None) -> str | None:
-    """The commit of the working tree, with '-dirty' when it has uncommitted changes; None outside git."""
+    """The commit of the working tree, with '-dirty' when it has uncommitted changes; outside git, the value of
+    ``$MNIST_BENCH_GIT_SHA`` or None."""
+    fallback = os.environ.get(GIT_SHA_VARIABLE) or None
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=cwd, timeout=10)
         if sha.returncode != 0:
-            return None
+            return fallback
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, cwd=cwd, timeout=10)
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
-        return None
+        return fallback

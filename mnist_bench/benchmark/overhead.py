@@ -38,8 +38,27 @@ def seed_notebook_cnn() -> nn.Module:
     )
 
 
-def time_seed_pipeline(data_dir: str, epochs: int) -> float:
-    """The seed notebook's training loop; returns its training seconds."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def cnn_precision(config: dict, device: torch.device) -> str:
+    """The precision ``mnist-bench fit`` resolves for this config on this device."""
+    from mnist_bench.models import CNN
+    from mnist_bench.precision import detect, resolve
+
+    hardware = detect("cuda" if device.type == "cuda" else "cpu")
+    return resolve(config.get("trainer", {}).get("precision"), hardware, CNN.bf16_on_cpu, CNN.mixed_precision)[0]
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+
+
+def time_seed_pipeline(data_dir: str, epochs: int, device: torch.device) -> float:
+    """The seed notebook's training loop (batches moved to the device one by one, as there); returns its training
+    seconds."""
     from torch.utils.data import DataLoader
     from torchvision import transforms
     from torchvision.datasets import MNIST
@@ -47,30 +66,36 @@ def time_seed_pipeline(data_dir: str, epochs: int) -> float:
     torch.manual_seed(0)
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
     loader = DataLoader(MNIST(data_dir, train=True, download=False, transform=tf), batch_size=64, shuffle=True)
-    model = seed_notebook_cnn()
+    model = seed_notebook_cnn().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
+    _sync(device)
     start = time.perf_counter()
     for epoch in range(epochs):
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             opt.zero_grad()
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
+        _sync(device)
         print(f"  seed pipeline: epoch {epoch + 1}/{epochs} done at {time.perf_counter() - start:.1f} s", flush=True)
     return time.perf_counter() - start
 
 
-def time_plain_loop(config: dict, data_dir: str) -> float:
-    """configs/cnn.yaml's network, optimizer, schedule, augmentation and precision in a hand-written loop."""
+def time_plain_loop(config: dict, data_dir: str, device: torch.device) -> float:
+    """configs/cnn.yaml's network, optimizer, schedule, augmentation and precision in a hand-written loop, with the
+    data on the device as the DataModule keeps it."""
     model_args = config["model"]["init_args"]
     data_args = config.get("data", {})
     epochs = config["trainer"]["max_epochs"]
-    bf16 = config["trainer"].get("precision") == "bf16-mixed"
+    dtype = autocast_dtype(cnn_precision(config, device))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     torch.manual_seed(config.get("seed_everything", 0))
     dm = MNISTDataModule(data_dir=data_dir, **{k: v for k, v in data_args.items() if k != "data_dir"})
     dm.setup("fit")
-    net = SmallCNN(1, 28, tuple(model_args["channels"]), model_args["hidden"], model_args["dropout"])
+    dm.train_set, dm.val_set = dm.train_set.to(device), dm.val_set.to(device)
+    net = SmallCNN(1, 28, tuple(model_args["channels"]), model_args["hidden"], model_args["dropout"]).to(device)
     channels_last = model_args.get("channels_last", False)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -80,13 +105,14 @@ def time_plain_loop(config: dict, data_dir: str) -> float:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, total_steps=epochs * len(batches),
                                                 **model_args["scheduler"]["init_args"])
     # the Lightning module updates train accuracy and F1 each step too, and sums the training loss on the device
-    metrics = metric_collection()
+    metrics = metric_collection().to(device)
     smoothing = model_args.get("label_smoothing", 0.0)
     train_s = 0.0
     for epoch in range(epochs):
         net.train()
+        _sync(device)
         start = time.perf_counter()
-        loss_sum = torch.zeros(())
+        loss_sum = torch.zeros((), device=device)
         for images, y in batches:
             x = images.float() / 255.0
             if dm.augment:
@@ -94,34 +120,36 @@ def time_plain_loop(config: dict, data_dir: str) -> float:
             x = normalize(x)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = net(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             metrics.update(logits.argmax(1), y)
             loss_sum += loss.detach() * len(y)
         train_acc = float(metrics.compute()["acc"])
         metrics.reset()
         train_loss = float(loss_sum) / len(dm.train_set)
+        _sync(device)
         train_s += time.perf_counter() - start
-        val_acc = validate(net, dm, bf16, channels_last)  # as Lightning does between epochs; not timed, as there
+        val_acc = validate(net, dm, dtype, channels_last)  # as Lightning does between epochs; not timed, as there
         print(f"  plain loop: epoch {epoch + 1}/{epochs}  train/loss {train_loss:.4f}  train/acc {train_acc:.4f}  "
               f"val/acc {val_acc:.4f}  ({train_s:.1f} s of training so far)", flush=True)
     return train_s
 
 
 @torch.no_grad()
-def validate(net: nn.Module, dm: MNISTDataModule, bf16: bool, channels_last: bool) -> float:
+def validate(net: nn.Module, dm: MNISTDataModule, dtype: torch.dtype | None, channels_last: bool) -> float:
     net.eval()
     correct = 0
     for i in range(0, len(dm.val_set), dm.eval_batch_size):
         x = normalize(dm.val_set.images[i : i + dm.eval_batch_size])
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
             correct += (net(x).argmax(1) == dm.val_set.labels[i : i + dm.eval_batch_size]).sum().item()
     return correct / len(dm.val_set)
 
@@ -144,21 +172,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5,
                         help="alternate Lightning and the plain loop this many times (the median ratio counts)")
     parser.add_argument("--output", default="results/overhead.json")
+    parser.add_argument("--root", help="the Lightning runs go to <root>/lightning_logs/cnn/ (default: the config's "
+                        "trainer.default_root_dir, else the current folder)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: the GPU when there is one, as mnist-bench fit does")
     args = parser.parse_args(argv)
     config = yaml.safe_load(Path(args.config).read_text())
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if cuda else "cpu")
+    fit_args = ["--trainer.enable_progress_bar=false", f"--trainer.accelerator={'gpu' if cuda else 'cpu'}"]
+    if args.root:
+        fit_args.append(f"--trainer.default_root_dir={args.root}")
 
     # The machine is shared and its speed drifts over minutes: the two run back to back, alternately, and each
     # pair gives a ratio; the median ratio counts. (The fastest of each is reported too, as timeit would.)
     lightning_runs, plain_runs = [], []
     for k in range(args.repeats):
         print(f"[{k + 1}/{args.repeats}] Lightning: mnist-bench fit --config {args.config}", flush=True)
-        lightning_runs.append(time_lightning(args.config, args.data_dir, ["--trainer.enable_progress_bar=false"]))
+        lightning_runs.append(time_lightning(args.config, args.data_dir, fit_args))
         print(f"[{k + 1}/{args.repeats}] plain PyTorch loop, same network and settings", flush=True)
-        plain_runs.append(time_plain_loop(config, args.data_dir))
+        plain_runs.append(time_plain_loop(config, args.data_dir, device))
     seed_s = None
     if not args.skip_seed:
         print(f"seed notebook pipeline ({args.seed_epochs} epochs)", flush=True)
-        seed_s = time_seed_pipeline(args.data_dir, args.seed_epochs)
+        seed_s = time_seed_pipeline(args.data_dir, args.seed_epochs, device)
 
     lightning = min(lightning_runs, key=lambda m: m["time/train_s"])
     plain_s = min(plain_runs)
@@ -166,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     pair_ratios = [m["time/train_s"] / p for m, p in zip(lightning_runs, plain_runs, strict=True)]
     overhead = statistics.median(pair_ratios)
     result = {
-        "device": device_description("cpu"),
+        "device": device_description(device),
+        "precision": lightning["precision"],
+        "hardware": lightning.get("hardware"),
         "versions": versions(),
         "git_sha": git_sha(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),

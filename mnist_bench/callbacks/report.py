@@ -53,6 +53,7 @@ class RunReport(Callback):
             "batch_size": self.info.get("batch_size"),
             "seed": self.info.get("seed"),
             "precision": str(trainer.precision),
+            "hardware": self.info.get("hardware"),
             "device": device_description(pl_module.device),
             "versions": versions(),
             "git_sha": git_sha(),
