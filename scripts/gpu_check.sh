@@ -10,7 +10,7 @@
 # data/ from the bundled wheel, runs `make benchmark` (precision chosen from the card) and `make bench-overhead`,
 # and leaves in OUT_DIR: results/ (table, plots, overhead.json), lightning_logs/ (run dirs) and gpu_check.log.
 # MODELS defaults to all; extra fit args go to every run. OVERHEAD_ARGS (default "--repeats 3") goes to
-# bench-overhead; SKIP_OVERHEAD=1 skips it. GPU_CHECK_ALLOW_CPU=1 lets the whole path be smoke-tested on a CPU.
+# bench-overhead; SKIP_OVERHEAD=1 skips it; MODEL_TIMEOUT_S stops a model's run after that long (a failed row). GPU_CHECK_ALLOW_CPU=1 lets the whole path be smoke-tested on a CPU.
 set -euo pipefail
 out=${1:?usage: scripts/gpu_check.sh OUT_DIR [MODELS] [extra fit args...]}
 models=${2:-all}
@@ -49,7 +49,7 @@ run_make() {  # make where there is one; else the same command it runs
   if command -v make >/dev/null; then
     make "$1" PY="$python" SETUP= DATA_DIR=data RESULTS="$out/results" "${@:2}"
   elif [ "$1" = benchmark ]; then
-    "$python" -m mnist_bench.benchmark --models "$models" --data_dir data --results "$out/results" --root "$out" -- "$fit_args"
+    "$python" -m mnist_bench.benchmark --models "$models" --data_dir data --results "$out/results" $bench_args -- "$fit_args"
   else
     "$python" -m mnist_bench.benchmark.overhead --data_dir data --output "$out/results/overhead.json" $OVERHEAD_ARGS
   fi
@@ -57,7 +57,8 @@ run_make() {  # make where there is one; else the same command it runs
 fit_args="$*"
 OVERHEAD_ARGS="${OVERHEAD_ARGS:---repeats 3} --root $out"
 status=0
-run_make benchmark MODELS="$models" ARGS="$fit_args" BENCH_ARGS="--root $out" || status=$?
+bench_args="--root $out${MODEL_TIMEOUT_S:+ --timeout_s $MODEL_TIMEOUT_S}"
+run_make benchmark MODELS="$models" ARGS="$fit_args" BENCH_ARGS="$bench_args" || status=$?
 if [ "${SKIP_OVERHEAD:-0}" != 1 ]; then
   run_make bench-overhead OVERHEAD_ARGS="$OVERHEAD_ARGS" || status=$?
 fi
