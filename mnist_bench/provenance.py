@@ -44,14 +44,17 @@ def device_description(device: torch.device | str) -> str:
     return f"{device.type}: {cpu_name()} ({cores} cores, {torch.get_num_threads()} threads)"
 
 
-# A copy of the tree without .git (as scripts/gpu_check.sh runs on a GPU machine) names its commit here
+# A copy of the tree sent elsewhere (scripts/gpu_check.sh on a GPU machine) names the commit it was made from here:
+# such a copy may carry no .git, or a stale one.
 GIT_SHA_VARIABLE = "MNIST_BENCH_GIT_SHA"
 
 
 def git_sha(cwd: str | Path | None = None) -> str | None:
-    """The commit of the working tree, with '-dirty' when it has uncommitted changes; outside git, the value of
-    ``$MNIST_BENCH_GIT_SHA`` or None."""
+    """``$MNIST_BENCH_GIT_SHA`` when set; else the commit of the working tree, with '-dirty' when it has uncommitted
+    changes; None outside git."""
     fallback = os.environ.get(GIT_SHA_VARIABLE) or None
+    if fallback:
+        return fallback
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=cwd, timeout=10)
         if sha.returncode != 0:

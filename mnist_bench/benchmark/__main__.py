@@ -10,10 +10,11 @@ from pathlib import Path
 
 import torch
 
-from mnist_bench.benchmark.aggregate import summarize
+from mnist_bench.benchmark.aggregate import rows_from_run_dirs, summarize
 from mnist_bench.benchmark.plots import write_plots
 from mnist_bench.benchmark.runner import available_models, run_one
 from mnist_bench.benchmark.table import csv_text, loss_note, markdown_table, print_rich_table
+from mnist_bench.precision import cpu_capability
 from mnist_bench.provenance import cpu_name, git_sha, versions
 from mnist_bench.utils import write_json_atomic, write_text_atomic
 
@@ -27,19 +28,78 @@ def environment() -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "cpu": cpu_name(),
         "cpu_cores": cores,
+        "cpu_capability": cpu_capability(),
         "gpus": [torch.cuda.get_device_name(i) for i in range(gpus)],
         "versions": versions(),
         "git_sha": git_sha(),
     }
 
 
-def header(env: dict, wall_s: float) -> str:
-    where = f"GPU: {', '.join(env['gpus'])}" if env["gpus"] else f"CPU only: {env['cpu']}, {env['cpu_cores']} cores"
+def header(env: dict, wall_s: float | None, seed_unit_s: float | None) -> str:
+    if env.get("gpus"):
+        where = f"GPU: {', '.join(env['gpus'])}"
+    else:
+        where = f"CPU only: {env['cpu']} ({env.get('cpu_capability', 'unknown')}), {env['cpu_cores']} cores"
     v = env["versions"]
-    return (
-        f"Ran on {where}; torch {v['torch']}, torchvision {v['torchvision']}, lightning {v['lightning']}; "
-        f"git {env['git_sha'] or 'unknown'}; {env['date']}; benchmark wall time {wall_s / 60:.1f} min."
-    )
+    text = (f"Ran on {where}; torch {v['torch']}, torchvision {v['torchvision']}, lightning {v['lightning']}; "
+            f"git {env['git_sha'] or 'unknown'}; {env['date']}")
+    if wall_s is not None:
+        text += f"; benchmark wall time {wall_s / 60:.1f} min" + (f" ({wall_s / seed_unit_s:.1f} su)" if seed_unit_s
+                                                                  else "")
+    text += "."
+    if seed_unit_s:
+        text += (f" 1 su (seed unit) = {seed_unit_s:.1f} s, the seed notebook's 5-epoch CNN training on this "
+                 "machine, measured in the same run.")
+    return text
+
+
+def measure_seed_unit(data_dir: str) -> float:
+    """The seed notebook's 5-epoch CNN training time here, on the device a run would use: 1 su."""
+    from mnist_bench.benchmark.overhead import SEED_EPOCHS, time_seed_pipeline
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"== seed unit: the seed notebook's pipeline, {SEED_EPOCHS} epochs on {device} ==", flush=True)
+    return time_seed_pipeline(data_dir, SEED_EPOCHS, device)
+
+
+def with_seed_units(row: dict, seed_unit_s: float | None) -> dict:
+    fit_s = row.get("time/fit_s")
+    row["time/fit_su"] = round(fit_s / seed_unit_s, 3) if seed_unit_s and isinstance(fit_s, (int, float)) else None
+    return row
+
+
+def write_results(results: Path, env: dict, rows: list[dict], wall_s: float | None, seed_unit_s: float | None,
+                  extra: list[str]) -> list[dict]:
+    """benchmark.{json,csv,md} and the plots from per-run rows; returns the summary table."""
+    summary = summarize(rows)
+    head = header(env, wall_s, seed_unit_s)
+    write_json_atomic(results / "benchmark.json", {"environment": env, "wall_s": round(wall_s, 1) if wall_s else None,
+                                                   "seed_unit_s": round(seed_unit_s, 3) if seed_unit_s else None,
+                                                   "extra_args": extra, "rows": rows, "summary": summary})
+    write_text_atomic(results / "benchmark.csv", csv_text(rows))
+    seeds = {r.get("seed") for r in rows if r.get("seed") is not None}
+    seeds_note = f"mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
+    write_text_atomic(results / "benchmark.md", f"{head}\n\nTest set: MNIST's 10,000 test digits; {seeds_note}.\n\n"
+                      f"{markdown_table(summary)}\n\n{loss_note(summary)}\n")
+    write_plots(rows, summary, results, subtitle=head.split(";")[0])
+    print_rich_table(summary, title="mnist-bench results")
+    print(head)
+    print(f"wrote {results}/benchmark.{{json,csv,md}} and plots")
+    return summary
+
+
+def from_runs(run_dirs: list[Path], results: Path) -> int:
+    """The results of finished (or failed) runs, without training: a run dir without metrics.json is a failed row."""
+    rows = rows_from_run_dirs(run_dirs)
+    if not rows:
+        print("benchmark: error: no run dirs given (lightning_logs/<model>/version_<n>)", file=sys.stderr)
+        return 2
+    first = rows[0]
+    env = {"date": "from run dirs", "cpu": first.get("device"), "cpu_cores": "?", "cpu_capability": first.get("hardware"),
+           "gpus": [first["device"].removeprefix("cuda: ")] if str(first.get("device")).startswith("cuda") else [],
+           "versions": first.get("versions") or versions(), "git_sha": first.get("git_sha")}
+    write_results(results, env, rows, None, None, [])
+    return 0 if all(r.get("status") == "ok" for r in rows) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=".", help="runs go to <root>/lightning_logs/<model>/version_<n>")
     parser.add_argument("--results", default="results")
     parser.add_argument("--timeout_s", type=float, default=None, help="kill a model's run after this long")
+    parser.add_argument("--seed_unit", choices=["measure", "skip"], default="measure",
+                        help="measure: time the seed notebook's pipeline first and report times in su too (default)")
+    parser.add_argument("--from_runs", nargs="+", type=Path, metavar="RUN_DIR",
+                        help="train nothing: build the results from these run dirs")
     args = parser.parse_args(argv)
     extra = [a for arg in extra for a in arg.split()]  # ARGS="--a=1 --b=2" arrives as one word
+    if args.from_runs:
+        return from_runs(args.from_runs, Path(args.results))
 
     config_dir = Path(args.config_dir)
     known = available_models(config_dir)
@@ -75,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     rows = []
     start = time.perf_counter()
+    seed_unit_s = measure_seed_unit(args.data_dir) if args.seed_unit == "measure" else None
     for model in models:
         for k in range(args.seeds):
             seed = DEFAULT_SEED + k
@@ -84,20 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                           args.timeout_s)
             print(f"   -> {row['status']}" + (f": {row['error']}" if row.get("error") else
                                               f", test acc {100 * row['test/acc']:.2f}%"), flush=True)
-            rows.append(row)
+            rows.append(with_seed_units(row, seed_unit_s))
     wall_s = time.perf_counter() - start
-    summary = summarize(rows)
-    head = header(env, wall_s)
-    write_json_atomic(results / "benchmark.json", {"environment": env, "wall_s": round(wall_s, 1),
-                                                   "extra_args": extra, "rows": rows, "summary": summary})
-    write_text_atomic(results / "benchmark.csv", csv_text(rows))
-    seeds_note = f"mean ± std over {args.seeds} seeds" if args.seeds > 1 else "one seed"
-    write_text_atomic(results / "benchmark.md", f"{head}\n\nTest set: MNIST's 10,000 test digits; {seeds_note}.\n\n"
-                      f"{markdown_table(summary)}\n\n{loss_note(summary)}\n")
-    write_plots(rows, summary, results, subtitle=head.split(";")[0])
-    print_rich_table(summary, title="mnist-bench results")
-    print(head)
-    print(f"wrote {results}/benchmark.{{json,csv,md}} and plots")
+    write_results(results, env, rows, wall_s, seed_unit_s, extra)
     return 0 if all(r.get("status") == "ok" for r in rows) else 1
 
 

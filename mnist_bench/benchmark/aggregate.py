@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
+from mnist_bench.utils import read_json
+
 # numeric columns that get mean ± std over seeds
-NUMERIC = ("test/acc", "test/f1", "test/loss", "time/train_s", "time/fit_s", "throughput/train_img_s",
+NUMERIC = ("test/acc", "test/f1", "test/loss", "time/train_s", "time/fit_s", "time/fit_su", "throughput/train_img_s",
            "throughput/infer_img_s", "test/iou", "test/map50", "test/fallback_rate")
 # columns copied from the first ok run of a model (the same for every seed)
-CONSTANT = ("epochs", "params", "image_size", "pretrained", "precision", "device", "loss_kind")
+CONSTANT = ("epochs", "params", "image_size", "pretrained", "precision", "hardware", "device", "loss_kind")
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -38,3 +41,20 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         summary["error"] = errors[0] if errors else None
         table.append(summary)
     return table
+
+
+def rows_from_run_dirs(run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """One row per run dir (``lightning_logs/<model>/version_<n>``), from its metrics.json; a run dir without one
+    (killed before its test pass) is a failed row. ``run_dir`` is the folder as found here."""
+    rows = []
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "metrics.json"
+        if path.is_file():
+            rows.append({**read_json(path), "run_dir": str(run_dir)})
+        else:
+            from mnist_bench.benchmark.runner import failed_row
+
+            model = Path(run_dir).parent.name
+            rows.append({**failed_row(model, None, f"no metrics.json in {run_dir}: the run stopped before its "
+                                                   "test pass"), "run_dir": str(run_dir)})
+    return rows

@@ -29,6 +29,7 @@ COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("test/loss", "test loss", _num(".4f")),
     ("time/train_s", "train s", _num(".1f")),
     ("time/fit_s", "fit s", _num(".1f")),
+    ("time/fit_su", "fit su", _num(".2f")),
     ("epochs", "epochs", _num("d")),
     ("params", "params", _params),
     ("throughput/train_img_s", "train img/s", _num(",.0f")),
@@ -36,6 +37,7 @@ COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("image_size", "px", _num("d")),
     ("pretrained", "pretrained", lambda v: "yes" if v else "no"),
     ("precision", "precision", str),
+    ("hardware", "hardware", lambda v: str(v) if v else "—"),
 ]
 # shown only when some row has them (the detector's localization)
 OPTIONAL_COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
@@ -45,9 +47,14 @@ OPTIONAL_COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
 ]
 
 
+# shown only when some row has them (seed units are measured by the benchmark, not by a single run)
+SOMETIMES = {"time/fit_su", "hardware"}
+
+
 def columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, Callable[[Any], str]]]:
     extra = [c for c in OPTIONAL_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
-    return COLUMNS[:5] + extra + COLUMNS[5:] if extra else list(COLUMNS)
+    cols = [c for c in COLUMNS if c[0] not in SOMETIMES or any(r.get(c[0]) is not None for r in rows)]
+    return cols[:5] + extra + cols[5:]
 
 
 def loss_note(rows: Sequence[dict[str, Any]]) -> str:
