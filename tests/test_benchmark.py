@@ -125,3 +125,41 @@ def test_overhead_benchmark_pairs_lightning_with_the_plain_loop(synthetic_data, 
     assert result["seed_pipeline/train_s"] > 0 and result["seed_pipeline/epochs"] == 1
     assert 0 <= result["lightning/test_acc"] <= 1
     assert "Lightning overhead over the plain loop" in capsys.readouterr().out
+
+
+def test_benchmark_reports_seed_units_measured_in_the_same_run(synthetic_data, tmp_path):
+    results = tmp_path / "results"
+    assert benchmark_main([
+        "--models", "cnn", "--data_dir", str(synthetic_data), "--config_dir", str(ROOT / "configs"),
+        "--root", str(tmp_path), "--results", str(results), "--",
+        "--trainer.fast_dev_run=true --data.val_size=100 --data.eval_batch_size=100",
+    ]) == 0
+    data = json.loads((results / "benchmark.json").read_text())
+    su = data["seed_unit_s"]
+    assert su > 0
+    (only,) = data["rows"]
+    assert only["time/fit_su"] == pytest.approx(only["time/fit_s"] / su, rel=1e-2)
+    md = (results / "benchmark.md").read_text()
+    assert "| fit su |" in md and f"1 su (seed unit) = {su:.1f} s" in md and " su)" in md
+    assert only["hardware"] in md
+
+
+def test_results_from_run_dirs_without_training(synthetic_data, tmp_path):
+    first = tmp_path / "first"
+    assert benchmark_main([
+        "--models", "cnn", "--seed_unit", "skip", "--data_dir", str(synthetic_data), "--config_dir",
+        str(ROOT / "configs"), "--root", str(tmp_path), "--results", str(first), "--",
+        "--trainer.fast_dev_run=true --data.val_size=100 --data.eval_batch_size=100",
+    ]) == 0
+    run = next((tmp_path / "lightning_logs" / "cnn").glob("version_*"))
+    killed = tmp_path / "lightning_logs" / "vit" / "version_0"
+    killed.mkdir(parents=True)
+    again = tmp_path / "again"
+    assert benchmark_main(["--from_runs", str(run), str(killed), "--results", str(again)]) == 1  # one failed row
+    rows = json.loads((again / "benchmark.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["cnn", "vit"]
+    assert rows[0] == {**json.loads((run / "metrics.json").read_text()), "run_dir": str(run)}
+    assert rows[1]["status"] == "failed" and "no metrics.json" in rows[1]["error"]
+    assert (again / "confusion_matrix_cnn.png").is_file()
+    md = (again / "benchmark.md").read_text()
+    assert "| vit | failed |" in md and "one seed" in md

@@ -53,13 +53,18 @@ def header(env: dict, wall_s: float | None, seed_unit_s: float | None) -> str:
     return text
 
 
-def measure_seed_unit(data_dir: str) -> float:
-    """The seed notebook's 5-epoch CNN training time here, on the device a run would use: 1 su."""
+def measure_seed_unit(data_dir: str) -> float | None:
+    """The seed notebook's 5-epoch CNN training time here, on the device a run would use: 1 su. None (with the
+    reason) when it cannot run; the models' runs then say what is wrong with the data."""
     from mnist_bench.benchmark.overhead import SEED_EPOCHS, time_seed_pipeline
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"== seed unit: the seed notebook's pipeline, {SEED_EPOCHS} epochs on {device} ==", flush=True)
-    return time_seed_pipeline(data_dir, SEED_EPOCHS, device)
+    try:
+        return time_seed_pipeline(data_dir, SEED_EPOCHS, device)
+    except (RuntimeError, OSError) as err:
+        print(f"   -> no seed unit: {str(err).splitlines()[0]}", flush=True)
+        return None
 
 
 def with_seed_units(row: dict, seed_unit_s: float | None) -> dict:
