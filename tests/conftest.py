@@ -11,6 +11,15 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 REAL_DATA = Path(os.environ.get("MNIST_BENCH_DATA", ROOT / "data"))
 
 
+@pytest.fixture(autouse=True)
+def no_weight_downloads(monkeypatch):
+    """Tests never download: ImageNet weights come from a closed port on this machine (connection refused),
+    unless a test serves them itself."""
+    from mnist_bench.models.components.pretrained import WEIGHTS_URL_VARIABLE
+
+    monkeypatch.setenv(WEIGHTS_URL_VARIABLE, "http://127.0.0.1:9/models")
+
+
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
     """A tiny MNIST-shaped dataset (600 train, 200 test) in torchvision's raw layout."""

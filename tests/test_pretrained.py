@@ -145,3 +145,90 @@ def test_too_small_image_is_a_config_error(tmp_path):
                            "--model.init_args.image_size=32"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "image_size" in proc.stderr and "63" in proc.stderr
+
+
+# --- download into torch.hub's cache, from a throwaway server on 127.0.0.1 -------------------------------------------
+@pytest.fixture
+def weights_server(tmp_path, monkeypatch):
+    """Serves tmp_path/served over HTTP on 127.0.0.1 and points the weights URL at it; yields the folder."""
+    import functools
+    import http.server
+    import threading
+
+    from mnist_bench.models.components import pretrained
+
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv(pretrained.WEIGHTS_URL_VARIABLE, f"http://127.0.0.1:{server.server_port}/models")
+    (served / "models").mkdir()
+    yield served / "models"
+    server.shutdown()
+    server.server_close()
+
+
+def serve_alexnet(folder) -> tuple[dict[str, torch.Tensor], str]:
+    """AlexNet's features with random values, under torchvision's file name; returns them and their sha256."""
+    import hashlib
+
+    torch.manual_seed(7)
+    state = {k: torch.randn_like(v) for k, v in tvm.alexnet(weights=None).features.state_dict().items()}
+    path = folder / "alexnet-owt-7be5be79.pth"
+    torch.save({f"features.{k}": v for k, v in state.items()}, path)
+    return state, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_auto_downloads_the_weights_into_the_cache_with_the_hash_check(torch_home, weights_server, monkeypatch):
+    from mnist_bench.models.components import pretrained
+
+    state, sha = serve_alexnet(weights_server)
+    # torchvision's file names carry the first hex digits of the real file's sha256; the planted file has its own
+    monkeypatch.setattr(pretrained, "expected_hash_prefix", lambda path: sha[:8])
+    model = AlexNet(weights="auto", image_size=64)
+    assert model.pretrained is True
+    cached = imagenet_weights_path("alexnet")
+    assert cached.is_file() and cached.read_bytes() == (weights_server / cached.name).read_bytes()
+    torch.testing.assert_close(model.net.features[0].weight, state["0.weight"].sum(dim=1, keepdim=True))
+    assert [p.name for p in cached.parent.iterdir()] == [cached.name]  # no partial file left
+
+
+@pytest.mark.parametrize("weights", ["auto", "imagenet"])
+def test_a_download_with_the_wrong_hash_is_refused_and_not_kept(torch_home, weights_server, weights):
+    serve_alexnet(weights_server)  # its sha256 does not start with 7be5be79
+    with pytest.raises(WeightsError, match="sha256 .* does not start with 7be5be79"):
+        AlexNet(weights=weights, image_size=64)
+    cached = imagenet_weights_path("alexnet")
+    assert not cached.exists() and not list(cached.parent.iterdir())
+
+
+def test_offline_auto_trains_from_scratch_and_imagenet_stops(torch_home):
+    # conftest points the URL at a closed port on 127.0.0.1: the connection is refused at once
+    with pytest.warns(UserWarning, match="download failed .*TRAINING FROM SCRATCH"):
+        model = AlexNet(weights="auto", image_size=64)
+    assert model.pretrained is False
+    with pytest.raises(WeightsError) as err:
+        AlexNet(weights="imagenet", image_size=64)
+    message = str(err.value)
+    assert "refused" in message.lower() and "127.0.0.1:9/models/alexnet-owt-7be5be79.pth" in message
+    assert "\n" not in message and not imagenet_weights_path("alexnet").exists()
+
+
+def test_a_server_that_never_answers_times_out(torch_home, monkeypatch):
+    import socket
+
+    from mnist_bench.models.components import pretrained
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # accepts the connection (in the backlog) and never sends a byte
+    monkeypatch.setenv(pretrained.WEIGHTS_URL_VARIABLE, f"http://127.0.0.1:{silent.getsockname()[1]}/m")
+    monkeypatch.setattr(pretrained, "CONNECT_TIMEOUT_S", 0.5)
+    try:
+        with pytest.raises(WeightsError, match="timed out"):
+            AlexNet(weights="imagenet", image_size=64)
+    finally:
+        silent.close()

@@ -29,7 +29,6 @@ from mnist_bench.models.components.cnn import SmallCNN
 from mnist_bench.provenance import device_description, git_sha, versions
 from mnist_bench.utils import write_json_atomic
 
-
 SEED_EPOCHS = 5  # the notebook's; this pipeline's 5-epoch training time on a machine is its seed unit (su)
 
 

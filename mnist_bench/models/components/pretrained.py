@@ -1,12 +1,20 @@
 """torchvision ImageNet backbones (VGG16, AlexNet) with a 1-channel stem and a slim 10-class head.
 
-No download ever happens here: ImageNet weights are read from torch.hub's cache
-(``$TORCH_HOME/hub/checkpoints/<file>``, default ``~/.cache/torch``) or from a path, with ``weights_only=True``.
+ImageNet weights are read from torch.hub's cache (``$TORCH_HOME/hub/checkpoints/<file>``, default
+``~/.cache/torch``) or from a path, with ``weights_only=True``. When the cache lacks them, ``imagenet`` and ``auto``
+fetch torchvision's file into it first, checked against the sha256 prefix in its name as torch.hub does; offline,
+that fails at once and ``auto`` trains from scratch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import sys
+import tempfile
+import urllib.error
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -23,6 +31,9 @@ ARCHS = {
     "alexnet": (tvm.alexnet, tvm.AlexNet_Weights.IMAGENET1K_V1, 63),
 }
 STEM_KEY = "features.0.weight"  # the first conv of both VGG16 and AlexNet
+# A base URL that replaces torchvision's (a mirror; the tests' server on 127.0.0.1)
+WEIGHTS_URL_VARIABLE = "MNIST_BENCH_WEIGHTS_URL"
+CONNECT_TIMEOUT_S = 10.0
 
 
 class WeightsError(UserFacingError):
@@ -32,6 +43,41 @@ class WeightsError(UserFacingError):
 def imagenet_weights_path(arch: str) -> Path:
     """Where torchvision would cache the ImageNet weights, e.g. ``~/.cache/torch/hub/checkpoints/vgg16-397923af.pth``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(ARCHS[arch][1].url)
+
+
+def weights_url(arch: str) -> str:
+    url = ARCHS[arch][1].url
+    base = os.environ.get(WEIGHTS_URL_VARIABLE)
+    return f"{base.rstrip('/')}/{os.path.basename(url)}" if base else url
+
+
+def expected_hash_prefix(path: Path) -> str:
+    """The sha256 prefix in a torchvision weights file's name (``vgg16-397923af.pth`` -> ``397923af``)."""
+    match = re.search(r"-([a-f0-9]+)\.", path.name)
+    return match.group(1) if match else ""
+
+
+def download_weights(url: str, path: Path, timeout_s: float | None = None) -> None:
+    """Fetches ``url`` to ``path`` through a temporary file, checks its sha256 prefix, then moves it in place.
+    Raises OSError (urllib's errors included) when the file can't be fetched, WeightsError when it is not the one
+    named."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"downloading {url} to {path}", file=sys.stderr, flush=True)
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s or CONNECT_TIMEOUT_S) as response:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        prefix = expected_hash_prefix(path)
+        if not digest.hexdigest().startswith(prefix):
+            raise WeightsError(f"downloaded {url}, but its sha256 {digest.hexdigest()[:16]}... does not start with "
+                               f"{prefix} as its name says: not the published file, so it was not used")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -53,13 +99,20 @@ def resolve_weights(arch: str, weights: str) -> tuple[dict[str, torch.Tensor] | 
     if weights in ("imagenet", "auto"):
         path = imagenet_weights_path(arch)
         if not path.is_file():
-            fix = (f"download {ARCHS[arch][1].url} on a machine with internet and copy it to {path} "
-                   f"(or point TORCH_HOME elsewhere), or pass --model.init_args.weights=none to train from scratch")
-            if weights == "imagenet":
-                raise WeightsError(f"ImageNet weights for {arch} not found at {path}: {fix}")
-            warnings.warn(f"\n*** {arch}: no ImageNet weights at {path}; TRAINING FROM SCRATCH "
-                          f"(metrics.json records pretrained: false). To fine-tune instead: {fix}.\n", stacklevel=2)
-            return None, f"random init (no ImageNet weights at {path})"
+            url = weights_url(arch)
+            try:
+                download_weights(url, path)
+            except (OSError, urllib.error.URLError) as err:  # offline, refused, timed out, cut off, disk full
+                reason = getattr(err, "reason", None) or err
+                fix = (f"download {url} on a machine with internet and copy it to {path} (or point TORCH_HOME "
+                       f"elsewhere), or pass --model.init_args.weights=none to train from scratch")
+                if weights == "imagenet":
+                    raise WeightsError(f"ImageNet weights for {arch} not at {path} and not downloadable "
+                                       f"({reason}): {fix}") from None
+                warnings.warn(f"\n*** {arch}: no ImageNet weights at {path} and the download failed ({reason}); "
+                              f"TRAINING FROM SCRATCH (metrics.json records pretrained: false). To fine-tune "
+                              f"instead: {fix}.\n", stacklevel=2)
+                return None, f"random init (no ImageNet weights at {path})"
         return _read_state_dict(path), f"ImageNet weights from {path}"
     path = Path(weights).expanduser()
     if not path.is_file():
