@@ -45,9 +45,12 @@ def _cpu_flags() -> frozenset[str]:
 
 
 def cpu_capability(flags: frozenset[str] | None = None, torch_capability: str | None = None) -> str:
-    """AMX, AVX512_BF16, AVX512, AVX2 or torch's own word (DEFAULT, VSX, SVE256, ...) for this CPU."""
+    """AMX, AVX512_BF16, AVX512, AVX2 or torch's own word (DEFAULT, VSX, SVE256, ...) for this CPU. The bf16
+    instructions count only where torch uses AVX-512 (``ATEN_CPU_CAPABILITY=avx2`` makes a CPU behave as AVX2)."""
     flags = _cpu_flags() if flags is None else flags
     torch_capability = torch.backends.cpu.get_cpu_capability() if torch_capability is None else torch_capability
+    if not torch_capability.startswith("AVX512"):
+        return torch_capability
     if "amx_bf16" in flags:
         return "AMX"
     if "avx512_bf16" in flags:

@@ -61,6 +61,7 @@ def test_an_fp32_model_stays_fp32(hardware):
         ({"avx2", "avx512f"}, "AVX512", "AVX512"),
         ({"avx2"}, "AVX2", "AVX2"),
         (set(), "DEFAULT", "DEFAULT"),
+        ({"avx2", "avx512f", "avx512_bf16"}, "AVX2", "AVX2"),  # ATEN_CPU_CAPABILITY=avx2 on a bf16 CPU
     ],
 )
 def test_cpu_capability_from_the_flags(flags, torch_word, expected):
