@@ -1,7 +1,8 @@
 """A user's digit image made into an MNIST digit, the way MNIST's own digits were made.
 
-Grayscale; dark ink on a light background detected and inverted (MNIST is light ink on black); cropped to the ink's
-bounding box; scaled so that the longer side is 20 px, keeping the aspect ratio; placed in a 28×28 field so that the
+Grayscale; dark ink on a light background detected and inverted (MNIST is light ink on black); the background
+(uneven light, grey paper) estimated locally and removed, the ink found by Otsu's threshold, specks dropped; cropped to
+the ink's bounding box; scaled so that the longer side is 20 px, keeping the aspect ratio; placed in a 28×28 field so that the
 ink's centre of mass is at the centre. Any size and mode that Pillow reads (RGBA, palette, 16-bit, ...).
 """
 
@@ -18,6 +19,10 @@ from mnist_bench.errors import UserFacingError
 FIELD = 28  # the MNIST image
 BOX = 20  # the longer side of the digit inside it
 INK_LEVEL = 0.2  # after background removal, pixels above this fraction of the brightest are ink (for the crop)
+MIN_CONTRAST = 0.05  # ink must stand out from the local background by this much (of the full range)
+KEEP_FRACTION = 0.1  # connected ink components smaller than this fraction of the largest are specks
+WORKING_SIZE = 256  # px, the longer side the background and threshold are computed at
+SMOOTHING_PX = 1.0  # Gaussian sigma at that size, against noise
 MAX_PIXELS = 40_000_000  # larger images are refused (Pillow's decompression-bomb guard, made an error)
 
 
@@ -54,26 +59,63 @@ def to_gray(img: Image.Image) -> np.ndarray:
         return np.clip(arr / top, 0, 1)
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
+        finite = np.isfinite(arr)
+        if not finite.any():
+            raise ImageError("no finite pixel values (all NaN or infinite)")
+        arr = np.where(finite, arr, np.median(arr[finite]))  # a NaN pixel takes the image's typical value
         return np.clip(arr if arr.max(initial=0) <= 1 else arr / 255.0, 0, 1)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
-    return np.asarray(img.convert("L"), dtype=np.float64) / 255.0
+    try:
+        return np.asarray(img.convert("L"), dtype=np.float64) / 255.0
+    except (ValueError, OSError) as err:  # modes Pillow opens but cannot convert (LAB, some CMYK and HSV files)
+        raise ImageError(f"{img.mode} images are not supported ({err}); save it as PNG or JPEG") from None
 
 
 def light_ink_on_dark(gray: np.ndarray) -> np.ndarray:
-    """Inverts dark-on-light images (paper, scans), judged by the border, then stretches background to 0 and the
-    brightest ink to 1."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if np.median(border) > 0.5:
+    """Ink as light on black, from a scan or a photograph: dark-on-light images (paper) are inverted; the background (paper, shade, uneven light) is estimated locally by a morphological opening wider than
+    a stroke and taken away; Otsu's threshold finds the ink, and connected components much smaller than the
+    largest (specks, noise, dirt) are dropped. Returns the ink's contrast, 0 outside the kept strokes and 1 at
+    the strongest ink."""
+    from skimage.filters import gaussian, threshold_otsu
+    from skimage.measure import label
+    from skimage.morphology import dilation, disk, opening
+
+    gray = gaussian(_working_size(gray), sigma=SMOOTHING_PX)  # sensor noise and JPEG blocks
+    if dark_ink(gray):
         gray = 1.0 - gray
-        border = 1.0 - border
-    background = float(np.median(border))
-    top = float(gray.max())
-    if top - background < 0.1:
+    background = opening(gray, disk(max(2, round(max(gray.shape) / 10)), decomposition="sequence"))
+    contrast = np.clip(gray - background, 0, None)
+    if contrast.max() < MIN_CONTRAST:
         raise ImageError("no ink found (the image is blank or has no contrast)")
-    return np.clip((gray - background) / (top - background), 0, 1)
+    strokes = contrast > threshold_otsu(contrast)
+    components = label(strokes, connectivity=2)
+    areas = np.bincount(components.ravel())
+    areas[0] = 0
+    keep = np.isin(components, np.nonzero(areas >= KEEP_FRACTION * areas.max())[0])
+    top = float(np.percentile(contrast[keep], 95))
+    return np.clip(contrast / top, 0, 1) * dilation(keep, disk(1))
+
+
+def dark_ink(gray: np.ndarray) -> bool:
+    """Whether the ink is darker than its surroundings (pencil on paper) rather than lighter (chalk, MNIST):
+    the pixels that stand out most from a blurred copy of the image are the ink, whatever the light."""
+    from skimage.filters import gaussian
+
+    residual = gray - gaussian(gray, sigma=max(gray.shape) / 10)
+    return -np.percentile(residual, 0.5) > np.percentile(residual, 99.5)
+
+
+def _working_size(gray: np.ndarray) -> np.ndarray:
+    """Large images (photos) shrunk, with anti-aliasing, so that the longer side is WORKING_SIZE px: the digit
+    ends at 20 px anyway, and the filters run on a bounded image."""
+    scale = WORKING_SIZE / max(gray.shape)
+    if scale >= 1:
+        return gray
+    size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+    return np.asarray(Image.fromarray(gray.astype(np.float32)).resize(size, Image.LANCZOS), dtype=np.float64)
 
 
 def mnist_digit(ink: np.ndarray) -> np.ndarray:

@@ -62,8 +62,11 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> MNISTC
     for key, value in TRAINING_ONLY.items():
         if key in hparams:
             hparams[key] = value
-    model = cls(**hparams)
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model = cls(**hparams)
+        model.load_state_dict(ckpt["state_dict"])
+    except (TypeError, ValueError, RuntimeError, UserFacingError) as err:
+        raise CheckpointError(f"{path} does not fit {class_name}: {' '.join(str(err).split())[:300]}") from None
     return model.to(device).eval()
 
 

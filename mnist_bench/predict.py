@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,8 @@ def image_files(inputs: list[str]) -> list[Path]:
     return files
 
 
-def predict_files(model: torch.nn.Module, files: list[Path], device: torch.device) -> list[Prediction]:
+def predict_files(model: torch.nn.Module, files: list[Path], device: torch.device,
+                  save_prepared: Path | None = None) -> list[Prediction]:
     rows: list[Prediction] = []
     ready: list[tuple[Prediction, np.ndarray]] = []
     for path in files:
@@ -63,9 +65,13 @@ def predict_files(model: torch.nn.Module, files: list[Path], device: torch.devic
             row.error = "no such file"
             continue
         try:
-            ready.append((row, load_digit(path)))
+            digit = load_digit(path)
         except ImageError as err:
             row.error = str(err)
+            continue
+        ready.append((row, digit))
+        if save_prepared is not None:
+            Image.fromarray(np.rint(digit * 255).astype(np.uint8)).save(save_prepared / f"{path.stem}.png")
     for start in range(0, len(ready), BATCH):
         chunk = ready[start : start + BATCH]
         pixels = torch.from_numpy(np.stack([digit for _, digit in chunk]))[:, None].to(device)
@@ -74,6 +80,18 @@ def predict_files(model: torch.nn.Module, files: list[Path], device: torch.devic
         for (row, _), v, d in zip(chunk, values.tolist(), digits.tolist(), strict=True):
             row.digit, row.confidence, row.top3 = d[0], v[0], list(zip(d, v, strict=True))
     return rows
+
+
+def unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be written as a file, or None; checked before any prediction is made."""
+    if path.is_dir():
+        return "it is a folder"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"no folder {parent}"
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return "no permission to write there"
+    return None
 
 
 def csv_text(rows: list[Prediction]) -> str:
@@ -111,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="a .ckpt file, or a run dir (lightning_logs/<model>/version_<n>) for its last.ckpt")
     parser.add_argument("--csv", help="also write the rows to this CSV file")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    parser.add_argument("--save_prepared", metavar="DIR", type=Path,
+                        help="write each prepared 28x28 digit (what the model sees) as DIR/<file name>.png")
     args = parser.parse_args(argv)
+    if args.csv and (problem := unwritable(Path(args.csv))):
+        print(f"mnist-bench predict: cannot write --csv {args.csv}: {problem}", file=sys.stderr)
+        return 2
     try:
         device = torch.device(args.device)
         model = load_trained(args.ckpt_path, device)
@@ -122,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print(f"mnist-bench predict: no image files in {' '.join(args.inputs)}", file=sys.stderr)
         return 2
-    rows = predict_files(model, files, device)
+    if args.save_prepared is not None:
+        args.save_prepared.mkdir(parents=True, exist_ok=True)
+    rows = predict_files(model, files, device, args.save_prepared)
     print_table(rows, f"mnist-bench predict: {model.model_name} ({args.ckpt_path})")
     if args.csv:
         write_text_atomic(Path(args.csv), csv_text(rows))

@@ -160,3 +160,86 @@ def test_predict_refuses_a_bad_checkpoint_with_exit_2(tmp_path, capsys):
     torch.save({"state_dict": {}, "hyper_parameters": {"x": Payload()}}, evil)
     assert predict_main([str(tmp_path / "good.png"), "--ckpt_path", str(evil)]) == 2
     assert "refused" in capsys.readouterr().err and not marker.exists()
+
+
+def test_an_image_pillow_opens_but_cannot_convert_is_an_error_row(cnn_checkpoint, tmp_path, capsys):
+    lab = Image.fromarray(drawing()).convert("RGB").convert("LAB")
+    lab.save(tmp_path / "lab.tif")
+    Image.fromarray(drawing()).save(tmp_path / "good.png")
+    out = tmp_path / "rows.csv"
+    code = predict_main([str(tmp_path / "lab.tif"), str(tmp_path / "good.png"), "--ckpt_path", cnn_checkpoint,
+                         "--csv", str(out)])
+    assert code == 1
+    rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(out.open())}
+    assert "LAB images are not supported" in rows["lab.tif"]["error"]
+    assert rows["good.png"]["error"] == "" and rows["good.png"]["digit"] != ""
+
+
+def test_a_nan_pixel_does_not_erase_the_digit(tmp_path):
+    ink = drawing(dark_on_light=False).astype(np.float32) / 255.0
+    clean = save(tmp_path, "clean.tif", Image.fromarray(ink, mode="F"))
+    ink[0, 0] = np.nan
+    ink[150, 100] = np.nan
+    holed = save(tmp_path, "nan.tif", Image.fromarray(ink, mode="F"))
+    np.testing.assert_allclose(load_digit(holed), load_digit(clean), atol=0.02)
+
+
+@pytest.mark.parametrize("where", ["folder", "missing_parent"])
+def test_an_unwritable_csv_is_refused_before_predicting(where, cnn_checkpoint, tmp_path, capsys):
+    Image.fromarray(drawing()).save(tmp_path / "good.png")
+    target = tmp_path if where == "folder" else tmp_path / "no" / "such" / "rows.csv"
+    assert predict_main([str(tmp_path / "good.png"), "--ckpt_path", cnn_checkpoint, "--csv", str(target)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"mnist-bench predict: cannot write --csv {target}")
+    assert "good.png" not in captured.out, "nothing was predicted"
+
+
+def test_a_checkpoint_whose_hyperparameters_do_not_fit_is_one_line(cnn_checkpoint, tmp_path, capsys):
+    Image.fromarray(drawing()).save(tmp_path / "good.png")
+    ckpt = torch.load(cnn_checkpoint, weights_only=True)
+    for name, change in (("extra", {"no_such_argument": 1}), ("list", {"hidden": [1, 2]})):
+        bad = tmp_path / f"{name}.ckpt"
+        torch.save({**ckpt, "hyper_parameters": {**ckpt["hyper_parameters"], **change}}, bad)
+        assert predict_main([str(tmp_path / "good.png"), "--ckpt_path", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mnist-bench predict: {bad} does not fit CNN") and "Traceback" not in err
+
+
+# --- photographs: uneven light, grey paper and pencil, noise, tilt, JPEG ---------------------------------------------
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+@pytest.mark.parametrize("quality", [30, 60, 90])
+def test_a_photographed_digit_is_prepared_like_its_clean_scan(quality, tmp_path):
+    from mnist_bench.data.synthetic import synthetic_digits
+
+    from .photos import photograph
+
+    rng = np.random.default_rng(quality)
+    images, _ = synthetic_digits(12, seed=quality)
+    strokes = [np.where(img > 60, img, 0) / 255 for img in images]  # MNIST-like: a black field around the ink
+    strokes.append(drawing(dark_on_light=False) / 255)
+    for i, ink in enumerate(strokes):
+        clean = save(tmp_path, f"clean{i}.png", Image.fromarray((255 - ink * 255).astype(np.uint8)))
+        photo = save(tmp_path, f"photo{i}.png", photograph(ink, rng, quality=quality))
+        similarity = _correlation(load_digit(photo), load_digit(clean))
+        assert similarity > 0.8, f"digit {i}: the prepared photo is unlike the prepared scan ({similarity:.2f})"
+
+
+def test_specks_beside_the_digit_are_dropped(tmp_path):
+    page = drawing().copy()
+    page[10:13, 150:153] = 0  # a dark speck far from the ink
+    page[280:283, 10:13] = 0
+    clean = load_digit(save(tmp_path, "clean.png", Image.fromarray(drawing())))
+    specked = load_digit(save(tmp_path, "specks.png", Image.fromarray(page)))
+    np.testing.assert_allclose(specked, clean, atol=1e-6)
+
+
+def test_save_prepared_writes_what_the_model_saw(cnn_checkpoint, tmp_path):
+    Image.fromarray(drawing()).save(tmp_path / "seven.png")
+    out = tmp_path / "prepared"
+    assert predict_main([str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--save_prepared", str(out)]) == 0
+    saved = np.asarray(Image.open(out / "seven.png"))
+    assert saved.shape == (28, 28) and saved.dtype == np.uint8
+    np.testing.assert_allclose(saved / 255, load_digit(tmp_path / "seven.png"), atol=1 / 255 + 1e-6)
