@@ -41,6 +41,8 @@ SUBCOMMANDS = ("fit", "validate", "test")
 # subcommands of our own, outside LightningCLI (its `predict` on the test set gives way to ours on image files)
 TOOLS = {"data": "mnist_bench.data.fetch", "predict": "mnist_bench.predict", "export": "mnist_bench.export"}
 DEFAULT_SEED = 42
+# Lightning's special --ckpt_path values that name no checkpoint this project writes ("best" needs a monitored metric)
+UNSUPPORTED_CKPT_PATHS = ("best", "hpc", "registry")
 # What a config's class_path (or any other import path given as a value) may name. Everything else, os.system or a
 # module of the user's, is refused at parse time: a config is data, and instantiating a class runs its code.
 IMPORT_ALLOWLIST = ["mnist_bench", "torch.optim", "lightning"]
@@ -76,6 +78,27 @@ class MNISTBenchCLI(LightningCLI):
         # when the monitored metric improves, which would resume a killed run from a stale epoch.)
         parser.set_defaults({"checkpoint.save_top_k": 1, "checkpoint.save_last": "link",
                              "checkpoint.save_on_train_epoch_end": True})
+
+    def before_instantiate_classes(self) -> None:
+        """Settings that would make a run unsafe or its result misleading are refused before anything is built."""
+        config = self._config()
+        if "weights_only" in config and config.get("weights_only") is not True:
+            raise ConfigError("weights_only cannot be turned off: mnist-bench loads every checkpoint as tensors and "
+                              "plain data only (torch.load(weights_only=True)), never as code. Fix: remove "
+                              "weights_only from the config and the arguments")
+        if config.get("ckpt_path") in UNSUPPORTED_CKPT_PATHS:
+            raise ConfigError(f"--ckpt_path {config['ckpt_path']} is not supported: each run keeps its newest "
+                              "checkpoint. Fix: --ckpt_path last (the newest checkpoint of this model) or a .ckpt path")
+        checkpoint = config.get("checkpoint") or {}
+        for key in ("every_n_train_steps", "train_time_interval"):
+            if checkpoint.get(key):
+                raise ConfigError(f"checkpoint.{key}: mid-epoch checkpoints are not supported (a run's clock, "
+                                  "history and resume work per epoch). Fix: leave it out; a checkpoint is written "
+                                  "after every epoch")
+        trainer = config.get("trainer") or {}
+        if self.subcommand == "fit" and (trainer.get("max_epochs") == 0 or trainer.get("max_steps") == 0):
+            raise ConfigError("trainer.max_epochs=0 (or max_steps=0) trains nothing, and its test would score an "
+                              "untrained model. Fix: train at least one epoch, or use mnist-bench test --ckpt_path")
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -159,6 +182,8 @@ class MNISTBenchCLI(LightningCLI):
             trainer_config["logger"] = self._logger
         if trainer_config.get("profiler") is None:
             trainer_config["profiler"] = NoProfiler()
+        if self._logger is not None:
+            rank_zero_info(f"mnist-bench: run dir {self._logger.log_dir}")  # what the benchmark's runner reads
         self._hardware = detect(trainer_config.get("accelerator") or "auto")
         trainer_config["precision"], reason = resolve(trainer_config.get("precision"), self._hardware,
                                                       self.model.bf16_on_cpu, self.model.mixed_precision)
@@ -168,19 +193,26 @@ class MNISTBenchCLI(LightningCLI):
         return self._instantiate_trainer(trainer_config, callbacks)
 
     def _resume_version(self, model_logs: Path) -> int | None:
-        """``fit --ckpt_path last`` continues the newest run that has a ``last.ckpt``, in its own version dir
-        (plain LightningCLI would look in a fresh, empty version dir and silently start over)."""
-        if self.subcommand != "fit" or self._config().get("ckpt_path") != "last":
+        """``--ckpt_path last`` is the newest run of this model that has a ``last.ckpt``, for every subcommand
+        (plain LightningCLI would look in the new, empty version dir, and test or start over from random weights).
+        ``fit`` continues in that run's version dir; ``test`` and ``validate`` write a new one."""
+        if self._config().get("ckpt_path") != "last":
             return None
         versions = {int(v): p for p in model_logs.glob("version_*/checkpoints/last.ckpt")
                     if (v := p.parent.parent.name.removeprefix("version_")).isdigit()}
         if not versions:
-            raise UserFacingError(f"nothing to resume: no {model_logs}/version_*/checkpoints/last.ckpt. "
-                                  f"Fix: start a new run without --ckpt_path last")
+            fix = "start a new run without --ckpt_path last" if self.subcommand == "fit" else \
+                "train one first (mnist-bench fit), or give a .ckpt path"
+            action = "resume" if self.subcommand == "fit" else self.subcommand
+            raise UserFacingError(f"nothing to {action}: no {model_logs}/version_*/checkpoints/last.ckpt for "
+                                  f"--ckpt_path last. Fix: {fix}")
         version = max(versions)
         self.config_init[self.subcommand]["ckpt_path"] = str(versions[version])
-        print(f"resuming {versions[version]}", file=sys.stderr)
-        return version
+        if self.subcommand == "fit":
+            print(f"resuming {versions[version]}", file=sys.stderr)
+            return version
+        print(f"{self.subcommand} with {versions[version]}", file=sys.stderr)
+        return None
 
     def _run_callbacks(self, trainer_config: dict[str, Any]) -> list:
         config = self._config()

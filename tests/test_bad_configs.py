@@ -43,6 +43,9 @@ def config(name: str) -> str:
         (["--config", config("alexnet"), "--model.init_args.image_size=32"], "image_size"),
         (["--config", config("faster_rcnn"), "--model.init_args.rois_per_image=0"], "rois_per_image"),
         (["--config", config("cnn"), "--model.class_path=NoSuchModel"], "NoSuchModel"),
+        (["--config", config("cnn"), "--checkpoint.every_n_train_steps=10"], "every_n_train_steps"),
+        (["--config", config("cnn"), "--model.init_args.channels=[8,8,8,8,8,8]"], "channels"),
+        (["--config", config("cnn"), "--trainer.max_epochs=0"], "max_epochs=0"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )

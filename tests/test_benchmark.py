@@ -163,3 +163,34 @@ def test_results_from_run_dirs_without_training(synthetic_data, tmp_path):
     assert (again / "confusion_matrix_cnn.png").is_file()
     md = (again / "benchmark.md").read_text()
     assert "| vit | failed |" in md and "one seed" in md
+
+
+def test_a_config_named_unlike_its_model_is_found(synthetic_data, tmp_path):
+    """The runner reads the run dir the run names (lightning_logs/cnn/...), not one named after the config file."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "cnn_small.yaml").write_text((ROOT / "configs" / "cnn.yaml").read_text())
+    results = tmp_path / "results"
+    assert benchmark_main([
+        "--models", "cnn_small", "--seed_unit", "skip", "--data_dir", str(synthetic_data), "--config_dir",
+        str(configs), "--root", str(tmp_path), "--results", str(results), "--",
+        "--trainer.fast_dev_run=true --data.val_size=100 --data.eval_batch_size=100",
+    ]) == 0
+    (only,) = json.loads((results / "benchmark.json").read_text())["rows"]
+    assert only["status"] == "ok" and only["model"] == "cnn"
+    assert only["run_dir"] == str(tmp_path / "lightning_logs" / "cnn" / "version_0")
+
+
+def test_a_silent_hang_times_out(tmp_path):
+    import sys
+    import time
+
+    from mnist_bench.benchmark.runner import run_logged
+
+    start = time.perf_counter()
+    code, lines = run_logged([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "log.txt", timeout_s=1)
+    assert code is None and lines == []
+    assert time.perf_counter() - start < 30
+    code, lines = run_logged([sys.executable, "-c", "print('hi'); raise SystemExit(3)"], tmp_path / "log2.txt",
+                             timeout_s=60)
+    assert code == 3 and lines == ["hi"]

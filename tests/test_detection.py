@@ -107,3 +107,17 @@ def test_fast_dev_run_of_the_config_writes_detection_metrics_and_box_grid(tiny_f
         assert 0.0 <= metrics[key] <= 1.0, key
     assert "val/iou" in metrics["history"][0] and "train/acc" not in metrics["history"][0]
     assert (run_dir / "detections.png").stat().st_size > 10_000
+
+
+def test_evaluation_leaves_the_training_rng_alone():
+    """The val/test loss runs torchvision's proposal samplers, which draw random numbers: they must not shift the
+    training batch order or augmentation that come after."""
+    torch.manual_seed(0)
+    model = FasterRCNN().eval()
+    x = normalize(torch.rand(4, 1, 28, 28))
+    targets = model.targets(x, torch.tensor([1, 2, 3, 4]))
+    before = torch.get_rng_state()
+    with torch.no_grad():
+        out = model.detect(x, targets)
+    assert out.losses, "the losses were computed"
+    assert torch.equal(torch.get_rng_state(), before)

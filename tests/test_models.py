@@ -116,3 +116,14 @@ def test_training_loss_window_weights_by_batch_size_and_finds_the_first_bad_step
             found.append(int(window.fold()))
     found.append(int(window.fold()))  # the part-filled last window (step 106)
     assert found == [-1, 104, -1]  # steps 100-102 clean; inf at 104 comes before the NaN at 105
+
+
+def test_training_loss_window_reports_the_optimizer_step_under_gradient_accumulation():
+    """With accumulate_grad_batches=4, four batches share an optimizer step: slot 6 is step 101, not 100 + 6."""
+    from mnist_bench.models.training_loss import TrainingLossWindow
+
+    window = TrainingLossWindow(size=8)
+    for batch in range(8):
+        loss = float("nan") if batch == 6 else 1.0
+        window.add(torch.tensor(loss), 10, 100 + batch // 4)
+    assert int(window.fold()) == 101

@@ -13,7 +13,7 @@ import torch
 from mnist_bench.benchmark.aggregate import rows_from_run_dirs, summarize
 from mnist_bench.benchmark.plots import write_plots
 from mnist_bench.benchmark.runner import available_models, run_one
-from mnist_bench.benchmark.table import csv_text, loss_note, markdown_table, print_rich_table
+from mnist_bench.benchmark.table import csv_text, loss_note, markdown_table, print_rich_table, test_set_note
 from mnist_bench.precision import cpu_capability
 from mnist_bench.provenance import cpu_name, git_sha, versions
 from mnist_bench.utils import write_json_atomic, write_text_atomic
@@ -84,7 +84,7 @@ def write_results(results: Path, env: dict, rows: list[dict], wall_s: float | No
     write_text_atomic(results / "benchmark.csv", csv_text(rows))
     seeds = {r.get("seed") for r in rows if r.get("seed") is not None}
     seeds_note = f"mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
-    write_text_atomic(results / "benchmark.md", f"{head}\n\nTest set: MNIST's 10,000 test digits; {seeds_note}.\n\n"
+    write_text_atomic(results / "benchmark.md", f"{head}\n\n{test_set_note(summary)}; {seeds_note}.\n\n"
                       f"{markdown_table(summary)}\n\n{loss_note(summary)}\n")
     write_plots(rows, summary, results, subtitle=head.split(";")[0])
     print_rich_table(summary, title="mnist-bench results")

@@ -13,7 +13,8 @@ from mnist_bench.utils import read_json
 NUMERIC = ("test/acc", "test/f1", "test/loss", "time/train_s", "time/fit_s", "time/fit_su", "throughput/train_img_s",
            "throughput/infer_img_s", "test/iou", "test/map50", "test/fallback_rate")
 # columns copied from the first ok run of a model (the same for every seed)
-CONSTANT = ("epochs", "params", "image_size", "pretrained", "precision", "hardware", "device", "loss_kind")
+CONSTANT = ("epochs", "params", "image_size", "pretrained", "precision", "hardware", "device", "loss_kind",
+            "test/images", "test/full_images")
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

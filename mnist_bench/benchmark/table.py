@@ -14,6 +14,19 @@ def _num(fmt: str) -> Callable[[Any], str]:
     return lambda v: format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else "—"
 
 
+def partial_test(row: dict[str, Any]) -> bool:
+    """Scored on fewer images than the whole test set (e.g. --trainer.limit_test_batches)."""
+    n, full = row.get("test/images"), row.get("test/full_images")
+    return isinstance(n, int) and isinstance(full, int) and n < full
+
+
+def _test_images(row: dict[str, Any]) -> str:
+    n, full = row.get("test/images"), row.get("test/full_images")
+    if not isinstance(n, int):
+        return "—"
+    return f"{n:,} of {full:,} (partial)" if partial_test(row) else f"{n:,}"
+
+
 def _params(v: Any) -> str:
     if not isinstance(v, int):
         return "—"
@@ -21,12 +34,13 @@ def _params(v: Any) -> str:
 
 
 # (key in metrics.json, header, formatter)
-COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
+COLUMNS: list[tuple[str, str, Callable[[Any], str] | None]] = [
     ("model", "model", str),
     ("status", "status", str),
     ("test/acc", "test acc", _pct),
     ("test/f1", "macro F1", _num(".4f")),
     ("test/loss", "test loss", _num(".4f")),
+    ("test/images", "test imgs", None),  # formatted from the row (see _test_images)
     ("time/train_s", "train s", _num(".1f")),
     ("time/fit_s", "fit s", _num(".1f")),
     ("time/fit_su", "fit su", _num(".2f")),
@@ -40,7 +54,7 @@ COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("hardware", "hardware", lambda v: str(v) if v else "—"),
 ]
 # shown only when some row has them (the detector's localization)
-OPTIONAL_COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
+OPTIONAL_COLUMNS: list[tuple[str, str, Callable[[Any], str] | None]] = [
     ("test/iou", "box IoU", _num(".3f")),
     ("test/map50", "mAP@0.5", _num(".3f")),
     ("test/fallback_rate", "fallback", _pct),
@@ -48,13 +62,26 @@ OPTIONAL_COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
 
 
 # shown only when some row has them (seed units are measured by the benchmark, not by a single run)
-SOMETIMES = {"time/fit_su", "hardware"}
+SOMETIMES = {"time/fit_su", "hardware", "test/images"}
 
 
 def columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, Callable[[Any], str]]]:
     extra = [c for c in OPTIONAL_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
     cols = [c for c in COLUMNS if c[0] not in SOMETIMES or any(r.get(c[0]) is not None for r in rows)]
-    return cols[:5] + extra + cols[5:]
+    return cols[:6] + extra + cols[6:]
+
+
+def test_set_note(rows: Sequence[dict[str, Any]]) -> str:
+    """What the test columns are over, from the rows' own image counts."""
+    scored = [r for r in rows if isinstance(r.get("test/images"), int)]
+    if not scored:
+        return "Test set: no row was scored"
+    counts = sorted({r["test/images"] for r in scored})
+    partial = sorted(r["model"] for r in scored if partial_test(r))
+    text = f"Test set: {' / '.join(f'{n:,}' for n in counts)} test images per row"
+    if partial:
+        text += f"; scored on part of the test set: {', '.join(partial)} (see test imgs)"
+    return text
 
 
 def loss_note(rows: Sequence[dict[str, Any]]) -> str:
@@ -66,7 +93,9 @@ def loss_note(rows: Sequence[dict[str, Any]]) -> str:
     return "Test loss: cross-entropy, except " + "; ".join(f"{m}: {k}" for m, k in others.items()) + "."
 
 
-def _cell(row: dict[str, Any], key: str, fmt: Callable[[Any], str]) -> str:
+def _cell(row: dict[str, Any], key: str, fmt: Callable[[Any], str] | None) -> str:
+    if fmt is None:
+        return _test_images(row)
     value = row.get(key)
     if value is None:
         return "—"
@@ -88,7 +117,7 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
 
     keys = [key for key, _, _ in columns(rows)]
     keys += [f"{k}:std" for k in keys if any(f"{k}:std" in r for r in rows)]
-    keys += [k for k in ("seed", "seeds", "n_ok", "n_runs", "batch_size", "loss_kind", "error")
+    keys += [k for k in ("test/full_images", "seed", "seeds", "n_ok", "n_runs", "batch_size", "loss_kind", "error")
              if any(k in r for r in rows)]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")

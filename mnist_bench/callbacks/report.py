@@ -62,6 +62,8 @@ class RunReport(Callback):
             "config": self.info.get("config"),
         }
         metrics.update(pl_module.extra_metrics() if hasattr(pl_module, "extra_metrics") else {})
+        test_set = getattr(trainer.datamodule, "test_set", None) if trainer.datamodule is not None else None
+        metrics["test/full_images"] = len(test_set) if test_set is not None else None
         return metrics
 
     def write(self, metrics: dict[str, Any]) -> Path:

@@ -33,6 +33,7 @@ class TimingCallback(Callback):
         self.test_s = 0.0
         self.train_images = 0
         self.test_images = 0
+        self.val_images = 0
         self.epoch_s: list[float] = []
         self._fit_start: float | None = None
         self._epoch_start: float | None = None
@@ -87,6 +88,19 @@ class TimingCallback(Callback):
         self._epoch_train_s = 0.0
         self._in_epoch = False
 
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.val_images = 0
+
+    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not trainer.sanity_checking:
+            self.val_images += _batch_len(batch)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.world_size > 1 and not trainer.sanity_checking:
+            self.val_images = int(pl_module.all_gather(torch.tensor(self.val_images)).sum())
+
     # test --------------------------------------------------------------------------------------------------------
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.test_images = 0
@@ -111,6 +125,8 @@ class TimingCallback(Callback):
             "time/test_s": round(self.test_s, 3),
             "throughput/train_img_s": round(self.train_images / self.train_s, 1) if self.train_s else None,
             "throughput/infer_img_s": round(self.test_images / self.test_s, 1) if self.test_s else None,
+            "test/images": self.test_images or None,  # how many test images the metrics are over
+            "val/images": self.val_images or None,  # the last validation pass's
         }
 
     def state_dict(self) -> dict[str, Any]:

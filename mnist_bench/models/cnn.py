@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 
 from mnist_bench.data.constants import NUM_CLASSES
+from mnist_bench.errors import ConfigError
 from mnist_bench.models.base import MNISTClassifier
 from mnist_bench.models.components.cnn import SmallCNN
 
@@ -20,5 +21,8 @@ class CNN(MNISTClassifier):
     def __init__(self, channels: Sequence[PositiveInt] = (32, 64), hidden: PositiveInt = 128,
                  dropout: ClosedUnitInterval = 0.3, **kwargs):
         super().__init__(**kwargs)
+        if self.image_size // 2 ** len(channels) < 1:
+            raise ConfigError(f"model.channels has {len(channels)} pooling stages, which halve {self.image_size} px "
+                              f"to nothing. Fix: at most {self.image_size.bit_length() - 1} stages at this image_size")
         self.save_hyperparameters(logger=False)
         self.net = SmallCNN(self.adapt.in_chans, self.image_size, tuple(channels), hidden, dropout, NUM_CLASSES)

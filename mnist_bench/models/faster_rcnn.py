@@ -130,7 +130,10 @@ class FasterRCNN(MNISTClassifier):
         features = {"0": det.backbone(images.tensors)}
         losses: dict[str, Tensor] = {}
         if resized_targets is not None:
-            with _training_mode(det.rpn, det.roi_heads):
+            # the losses' samplers draw random proposals: from a forked RNG, so evaluation leaves the training
+            # batch order and augmentation as they would be without it
+            devices = [x.device] if x.device.type == "cuda" else []
+            with _training_mode(det.rpn, det.roi_heads), torch.random.fork_rng(devices=devices):
                 proposals, rpn_losses = det.rpn(images, features, resized_targets)
                 _, roi_losses = det.roi_heads(features, proposals, images.image_sizes, resized_targets)
             losses = {**rpn_losses, **roi_losses}

@@ -20,7 +20,7 @@ class TrainingLossWindow(nn.Module):
         self.register_buffer("window", torch.zeros(size), persistent=False)
         self.register_buffer("total", torch.zeros(()), persistent=False)
         self.batch_sizes: list[int] = []  # of the steps in the window
-        self.first_step = 0  # global step of the window's first slot
+        self.steps: list[int] = []  # the optimizer step of each slot (several slots share one under accumulation)
         self.images = 0  # in the total
 
     @property
@@ -29,10 +29,9 @@ class TrainingLossWindow(nn.Module):
 
     def add(self, loss: Tensor, batch_size: int, step: int) -> None:
         """Records a step's mean loss over ``batch_size`` images; ``step`` is the optimizer step it belongs to."""
-        if not self.batch_sizes:
-            self.first_step = step
         self.window[len(self.batch_sizes)] = loss.detach()
         self.batch_sizes.append(batch_size)
+        self.steps.append(step)
 
     def fold(self) -> Tensor:
         """Adds the window to the total and empties it. Returns the step of the window's first non-finite loss, or
@@ -44,11 +43,11 @@ class TrainingLossWindow(nn.Module):
         sizes = torch.tensor(self.batch_sizes, dtype=losses.dtype, device=losses.device)
         self.total += (losses * sizes).sum()
         self.images += sum(self.batch_sizes)
-        self.batch_sizes = []
+        steps = torch.tensor(self.steps, device=losses.device)
+        self.batch_sizes, self.steps = [], []
         slots = torch.arange(n, device=losses.device)
-        bad = ~torch.isfinite(losses)
-        first = torch.where(bad, slots, n).min()
-        return torch.where(first < n, first + self.first_step, -1)
+        first = torch.where(~torch.isfinite(losses), slots, n).min()
+        return torch.where(first < n, steps[first.clamp(max=n - 1)], -1)
 
     def mean(self) -> Tensor:
         """The mean loss per image over the epoch so far (the window folded in first)."""
@@ -58,4 +57,4 @@ class TrainingLossWindow(nn.Module):
     def reset(self) -> None:
         self.total.zero_()
         self.images = 0
-        self.batch_sizes = []
+        self.batch_sizes, self.steps = [], []

@@ -1,0 +1,120 @@
+"""Every way a checkpoint reaches the CLI loads it as tensors and plain data, and `last` means the newest
+checkpoint of the model for every subcommand."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from .conftest import ROOT
+from .test_resume import _Payload
+
+
+def _cli(args, cwd, timeout=300):
+    return subprocess.run([sys.executable, "-m", "mnist_bench", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
+
+
+def _plant_payload(path, marker):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {}, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.6.0",
+                "hyper_parameters": {"x": _Payload(marker)}}, path)
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "test", "validate"])
+def test_a_config_cannot_turn_weights_only_off(subcommand, synthetic_data, tmp_path):
+    """The reproduced attack: a planted last.ckpt whose pickle runs code, and a config with ckpt_path: last,
+    weights_only: false and a default_root_dir that points at it."""
+    marker = tmp_path / "payload-ran"
+    _plant_payload(tmp_path / "lightning_logs/cnn/version_0/checkpoints/last.ckpt", marker)
+    config = yaml.safe_load((ROOT / "configs/cnn.yaml").read_text())
+    config.update(ckpt_path="last", weights_only=False)
+    config["trainer"]["default_root_dir"] = str(tmp_path)
+    config["data"]["data_dir"] = str(synthetic_data)
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(yaml.safe_dump(config))
+    for args in (["--config", str(evil)],
+                 ["--config", str(evil), "--weights_only=true", "--weights_only=false"],
+                 ["--config", str(ROOT / "configs/cnn.yaml"), f"--trainer.default_root_dir={tmp_path}",
+                  f"--data.data_dir={synthetic_data}", "--ckpt_path=last", "--weights_only=null"]):
+        proc = _cli([subcommand, *args], tmp_path)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        lines = proc.stderr.strip().splitlines()
+        assert lines[-1].startswith("mnist-bench: config error: weights_only cannot be turned off"), lines[-1]
+        assert "Traceback" not in proc.stderr
+        assert not marker.exists(), "the checkpoint's payload ran"
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "test", "validate"])
+def test_last_with_a_payload_checkpoint_is_refused_on_every_subcommand(subcommand, synthetic_data, tmp_path):
+    marker = tmp_path / "payload-ran"
+    planted = tmp_path / "lightning_logs/cnn/version_3/checkpoints/last.ckpt"
+    _plant_payload(planted, marker)
+    proc = _cli([subcommand, "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}",
+                 "--data.val_size=100", f"--trainer.default_root_dir={tmp_path}", "--ckpt_path=last"], tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"mnist-bench: checkpoint {planted} refused") and "Traceback" not in proc.stderr
+    assert not marker.exists(), "the checkpoint's payload ran"
+
+
+@pytest.mark.parametrize("value", ["best", "hpc", "registry"])
+def test_checkpoint_names_this_project_does_not_write_are_one_line(value, tmp_path, synthetic_data):
+    proc = _cli(["test", "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}",
+                 f"--ckpt_path={value}"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"mnist-bench: config error: --ckpt_path {value} is not")
+
+
+def test_fit_for_zero_epochs_is_refused(tmp_path, synthetic_data):
+    for key in ("max_epochs", "max_steps"):
+        proc = _cli(["fit", "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}",
+                     f"--trainer.{key}=0"], tmp_path)
+        assert proc.returncode == 2, proc.stderr[-1000:]
+        assert "trains nothing" in proc.stderr.strip().splitlines()[-1]
+        assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_test_and_validate_last_use_the_newest_trained_checkpoint(synthetic_data, tmp_path):
+    from mnist_bench.cli import main
+
+    args = ["--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}", "--data.val_size=100",
+            "--data.eval_batch_size=100", f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    main(["fit", *args, "--trainer.max_epochs=2"])
+    trained = json.loads((tmp_path / "lightning_logs/cnn/version_0/metrics.json").read_text())
+    main(["test", *args, "--ckpt_path=last"])
+    tested = json.loads((tmp_path / "lightning_logs/cnn/version_1/metrics.json").read_text())
+    # the same weights on the same test images: the same score (a fresh model scores about 0.1)
+    assert tested["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6) and trained["test/acc"] > 0.5
+    assert tested["test/images"] == trained["test/images"] == 200
+    assert json.loads((tmp_path / "lightning_logs/cnn/version_0/metrics.json").read_text()) == trained  # untouched
+    main(["validate", *args, "--ckpt_path=last"])
+    assert (tmp_path / "lightning_logs/cnn/version_2").is_dir()
+
+
+@pytest.mark.parametrize("subcommand", ["test", "validate"])
+def test_last_without_a_checkpoint_is_one_line(subcommand, synthetic_data, tmp_path):
+    proc = _cli([subcommand, "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}",
+                 "--ckpt_path=last"], tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"mnist-bench: nothing to {subcommand}: no ")
+
+
+def test_a_partial_test_is_counted_and_marked(synthetic_data, tmp_path):
+    from mnist_bench.benchmark.table import markdown_table, test_set_note
+    from mnist_bench.cli import main
+
+    main(["fit", "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}",
+          "--data.val_size=100", "--data.eval_batch_size=50", f"--trainer.default_root_dir={tmp_path}",
+          "--trainer.max_epochs=1", "--trainer.limit_test_batches=2", "--trainer.enable_progress_bar=false"])
+    m = json.loads((tmp_path / "lightning_logs/cnn/version_0/metrics.json").read_text())
+    assert m["test/images"] == 100 and m["test/full_images"] == 200 and m["val/images"] == 100
+    md = markdown_table([m])
+    assert "100 of 200 (partial)" in md
+    assert "scored on part of the test set: cnn" in test_set_note([m])
