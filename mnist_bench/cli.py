@@ -151,7 +151,9 @@ class MNISTBenchCLI(LightningCLI):
         """A checkpoint that torch.load(weights_only=True) rejects is refused with one line (its payload never
         runs); with ``damaged_too``, so is a truncated or empty one."""
         subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        # after instantiation, config_init holds the file that --ckpt_path last stands for
+        config = getattr(self, "config_init", self.config)
+        ckpt_path = config[subcommand].get("ckpt_path") if subcommand else None
         try:
             yield
         except pickle.UnpicklingError as err:

@@ -22,7 +22,7 @@ INK_LEVEL = 0.2  # after background removal, pixels above this fraction of the b
 MIN_CONTRAST = 0.05  # ink must stand out from the local background by this much (of the full range)
 KEEP_FRACTION = 0.1  # connected ink components smaller than this fraction of the largest are specks
 WORKING_SIZE = 256  # px, the longer side the background and threshold are computed at
-SMOOTHING_PX = 1.0  # Gaussian sigma at that size, against noise
+SMOOTHING_PX = 1.0  # Gaussian sigma at that size against noise (less for smaller images, none below 128 px)
 MAX_PIXELS = 40_000_000  # larger images are refused (Pillow's decompression-bomb guard, made an error)
 
 
@@ -83,7 +83,10 @@ def light_ink_on_dark(gray: np.ndarray) -> np.ndarray:
     from skimage.measure import label
     from skimage.morphology import dilation, disk, opening
 
-    gray = gaussian(_working_size(gray), sigma=SMOOTHING_PX)  # sensor noise and JPEG blocks
+    gray = _working_size(gray)
+    sigma = SMOOTHING_PX * max(gray.shape) / WORKING_SIZE  # 1 px for a photo, nothing for a 28-px digit
+    if sigma >= 0.5:
+        gray = gaussian(gray, sigma=sigma)  # sensor noise and JPEG blocks
     if dark_ink(gray):
         gray = 1.0 - gray
     background = opening(gray, disk(max(2, round(max(gray.shape) / 10)), decomposition="sequence"))

@@ -1,9 +1,12 @@
 """Synthetic photographs of digits on paper, for the tests of predict's preparation: uneven light, grey paper,
 grey pencil, sensor noise, a small tilt and JPEG compression."""
 from __future__ import annotations
+
 import io
+
 import numpy as np
 from PIL import Image
+
 
 def photograph(ink: np.ndarray, rng: np.random.Generator, quality: int = 60, size: int = 360) -> Image.Image:
     """``ink``: light-on-dark digit in [0, 1] (any size). Returns an RGB JPEG-compressed photo of it drawn in grey

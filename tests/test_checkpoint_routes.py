@@ -118,3 +118,16 @@ def test_a_partial_test_is_counted_and_marked(synthetic_data, tmp_path):
     md = markdown_table([m])
     assert "100 of 200 (partial)" in md
     assert "scored on part of the test set: cnn" in test_set_note([m])
+
+
+def test_resuming_with_other_epochs_under_a_step_schedule_is_one_line(synthetic_data, tmp_path):
+    args = ["fit", "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}",
+            "--data.val_size=100", f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
+    assert _cli([*args, "--trainer.max_epochs=1"], tmp_path).returncode == 0
+    record = tmp_path / "lightning_logs/cnn/version_0/metrics.json"
+    finished = record.read_text()
+    proc = _cli([*args, "--trainer.max_epochs=3", "--ckpt_path=last"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("mnist-bench: config error: model.scheduler: the run being resumed planned its OneCycleLR")
+    assert record.read_text() == finished, "the finished run's metrics.json is kept"

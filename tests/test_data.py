@@ -263,3 +263,18 @@ def test_a_failed_forced_fetch_keeps_the_files_that_were_there(tmp_path, monkeyp
         fetch.fetch_mnist(tmp_path, force=True, log=lambda *_: None)
     assert {name: (raw_dir(tmp_path) / name).read_bytes() for name in RAW_FILES} == before
     assert [p.name for p in tmp_path.iterdir()] == ["MNIST"]  # no temporary folder left behind
+
+
+def test_an_unreadable_file_is_not_called_damaged(synthetic_data, monkeypatch):
+    """Root reads any file, so the denial is simulated where the files are opened; the fix must not be --force."""
+    import mnist_bench.data.datamodule as datamodule
+
+    def denied(data_dir):
+        raise PermissionError(13, "Permission denied", str(raw_dir(data_dir) / "train-images-idx3-ubyte"))
+
+    monkeypatch.setattr(datamodule, "check_dataset", denied)
+    with pytest.raises(MissingDataError) as err:
+        MNISTDataModule(str(synthetic_data)).prepare_data()
+    message = str(err.value)
+    assert "train-images-idx3-ubyte: permission denied" in message and "chmod" in message
+    assert "--force" not in message and "damaged" not in message

@@ -67,3 +67,29 @@ def test_test_digits_saved_as_images_round_trip_through_predict(cnn_run, tmp_pat
     paper = [rows[f"{i:03d}_paper.png"] for i in range(n)]
     assert plain == expected
     assert sum(p == e for p, e in zip(paper, expected, strict=True)) >= n - 1
+
+
+def test_photographed_test_digits_score_close_to_their_clean_scans(cnn_run, tmp_path):
+    """100 MNIST test digits, each as a clean scan (dark on white) and as a photograph (uneven light, grey paper and
+    pencil, noise, tilt, JPEG at 30-90): the photographs' accuracy is within 5 points of the scans'."""
+    from torchvision.datasets import MNIST
+
+    from mnist_bench.predict import main as predict_main
+
+    from .photos import photograph
+
+    n = 100
+    test = MNIST(str(REAL_DATA), train=False)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        ink = test.data[i].numpy() / 255
+        clean = Image.fromarray(np.pad(255 - test.data[i].numpy(), 20, constant_values=255)).resize((272, 272))
+        clean.save(tmp_path / f"{i:03d}_clean.png")
+        photograph(ink, rng, quality=(30, 60, 90)[i % 3]).save(tmp_path / f"{i:03d}_photo.jpg")
+    out = tmp_path / "rows.csv"
+    assert predict_main([str(tmp_path), "--ckpt_path", str(cnn_run), "--csv", str(out)]) == 0
+    rows = {Path(r["file"]).name: int(r["digit"]) for r in csv.DictReader(out.open())}
+    truth = test.targets[:n].tolist()
+    clean = sum(rows[f"{i:03d}_clean.png"] == truth[i] for i in range(n))
+    photo = sum(rows[f"{i:03d}_photo.jpg"] == truth[i] for i in range(n))
+    assert clean >= 95 and photo >= clean - 5, (clean, photo)

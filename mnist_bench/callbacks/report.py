@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from mnist_bench.callbacks.timing import TimingCallback
 from mnist_bench.provenance import device_description, git_sha, versions
-from mnist_bench.utils import write_json_atomic
+from mnist_bench.utils import read_json, write_json_atomic
 
 TEST_KEYS = ("test/acc", "test/f1", "test/loss")
 
@@ -84,9 +84,12 @@ class RunReport(Callback):
         error = f"{type(exception).__name__}: {exception}".splitlines()[0]
         self.metrics = self.build(trainer, pl_module, "failed", error)
         self.metrics.update({key: None for key in TEST_KEYS})
+        existing = Path(self.run_dir()) / "metrics.json"
         try:
+            if existing.is_file() and read_json(existing).get("status") == "ok":
+                return  # a finished run's record is kept: a later command in its dir (a resume) failed, not the run
             self.write(self.metrics)
-        except OSError:
+        except (OSError, ValueError):
             pass  # the original error is the one to report
 
     def _log_hparams(self, trainer: Trainer, metrics: dict[str, Any]) -> None:

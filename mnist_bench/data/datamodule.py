@@ -165,6 +165,9 @@ class MNISTDataModule(LightningDataModule):
         try:
             check_dataset(self.data_dir)
             self._files_checked = True
+        except PermissionError as err:
+            raise MissingDataError(f"cannot read {err.filename or raw_dir(self.data_dir)}: permission denied. Fix: "
+                                   f"make the files readable (chmod a+r), not a new download") from None
         except (DataFileError, OSError) as err:
             raise MissingDataError(
                 f"MNIST data in {raw_dir(self.data_dir)} is missing or damaged ({err}). "

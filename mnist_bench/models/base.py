@@ -135,6 +135,8 @@ class MNISTClassifier(LightningModule):
         self.train_loss = TrainingLossWindow(CHECK_EVERY)
         self.test_confusion = MulticlassConfusionMatrix(num_classes=NUM_CLASSES)
         self.history: list[dict[str, float]] = []
+        self._total_steps: int | None = None  # what a step-counting LR schedule was built for
+        self._resumed_total_steps: int | None = None  # ... in the checkpoint a run resumes from
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets _current_fx_name before and after every hook call, about 60 times a training step, and
@@ -217,6 +219,8 @@ class MNISTClassifier(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["mnist_bench_history"] = [dict(row) for row in self.history]
+        if self._total_steps is not None:
+            checkpoint["mnist_bench_total_steps"] = int(self._total_steps)
         # Config values arrive as jsonargparse's typed subclasses (PositiveInt, ...); stored as plain numbers, the
         # checkpoint stays loadable with torch.load(weights_only=True).
         for key in ("hyper_parameters", "datamodule_hyper_parameters"):
@@ -225,6 +229,7 @@ class MNISTClassifier(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = [dict(row) for row in checkpoint.get("mnist_bench_history", [])]
+        self._resumed_total_steps = checkpoint.get("mnist_bench_total_steps")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._shared_step(batch, "train")["loss"]
@@ -282,6 +287,14 @@ class MNISTClassifier(LightningModule):
         if scheduler_cls is not None and "total_steps" in inspect.signature(scheduler_cls).parameters:
             if given.get("total_steps") is None:
                 kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            planned = self._resumed_total_steps
+            self._total_steps = given.get("total_steps") or kwargs["total_steps"]
+            if planned is not None and planned != self._total_steps:
+                raise ConfigError(
+                    f"model.scheduler: the run being resumed planned its {scheduler_cls.__name__} over {planned} "
+                    f"optimizer steps, and these settings give {self._total_steps} (trainer.max_epochs, "
+                    "data.batch_size or accumulate_grad_batches changed): the schedule cannot stretch. Fix: resume "
+                    "with the run's own settings, or start a new run")
         try:
             scheduler = self.scheduler(optimizer, **kwargs)
         except (ZeroDivisionError, ValueError) as err:  # e.g. OneCycleLR when pct_start × total_steps is exactly 1
