@@ -17,7 +17,8 @@ models=${2:-all}
 shift $(( $# >= 2 ? 2 : 1 ))
 cd "$(dirname "$0")/.."
 bundle=${GPU_BUNDLE:-gpu-bundle}
-python=${PYTHON:-python3}
+# the project's .venv where `make install` made one (a CPU smoke test), else the machine's own python3
+if [ -x .venv/bin/python ]; then python=${PYTHON:-.venv/bin/python}; else python=${PYTHON:-python3}; fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 log="$out/gpu_check.log"
