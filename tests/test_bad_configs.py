@@ -45,7 +45,7 @@ def config(name: str) -> str:
         (["--config", config("cnn"), "--model.class_path=NoSuchModel"], "NoSuchModel"),
         (["--config", config("cnn"), "--checkpoint.every_n_train_steps=10"], "every_n_train_steps"),
         (["--config", config("cnn"), "--model.init_args.channels=[8,8,8,8,8,8]"], "channels"),
-        (["--config", config("cnn"), "--trainer.max_epochs=0"], "max_epochs=0"),
+        (["--config", config("cnn"), "--trainer.max_epochs=0"], "max_epochs"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )

@@ -188,9 +188,11 @@ def test_a_silent_hang_times_out(tmp_path):
     from mnist_bench.benchmark.runner import run_logged
 
     start = time.perf_counter()
-    code, lines = run_logged([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "log.txt", timeout_s=1)
+    # the child starts a grandchild (as DDP's launcher starts ranks) that holds the output open
+    sleeper = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    code, lines, _ = run_logged([sys.executable, "-c", sleeper], tmp_path / "log.txt", timeout_s=1)
     assert code is None and lines == []
     assert time.perf_counter() - start < 30
-    code, lines = run_logged([sys.executable, "-c", "print('hi'); raise SystemExit(3)"], tmp_path / "log2.txt",
-                             timeout_s=60)
-    assert code == 3 and lines == ["hi"]
+    code, lines, kept = run_logged([sys.executable, "-c", "print('hi'); print('keep me'); raise SystemExit(3)"],
+                                   tmp_path / "log2.txt", timeout_s=60, keep=lambda line: line.startswith("keep"))
+    assert code == 3 and lines == ["hi", "keep me"] and kept == ["keep me"]

@@ -72,7 +72,7 @@ def test_checkpoint_names_this_project_does_not_write_are_one_line(value, tmp_pa
 
 
 def test_fit_for_zero_epochs_is_refused(tmp_path, synthetic_data):
-    for key in ("max_epochs", "max_steps"):
+    for key in ("max_epochs", "max_steps", "limit_train_batches"):
         proc = _cli(["fit", "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}",
                      f"--trainer.{key}=0"], tmp_path)
         assert proc.returncode == 2, proc.stderr[-1000:]
@@ -86,11 +86,12 @@ def test_test_and_validate_last_use_the_newest_trained_checkpoint(synthetic_data
     args = ["--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}", "--data.val_size=100",
             "--data.eval_batch_size=100", f"--trainer.default_root_dir={tmp_path}",
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-    main(["fit", *args, "--trainer.max_epochs=2"])
+    main(["fit", *args, "--trainer.max_epochs=2", "--model.init_args.hidden=64"])  # not the config's 128
     trained = json.loads((tmp_path / "lightning_logs/cnn/version_0/metrics.json").read_text())
     main(["test", *args, "--ckpt_path=last"])
     tested = json.loads((tmp_path / "lightning_logs/cnn/version_1/metrics.json").read_text())
-    # the same weights on the same test images: the same score (a fresh model scores about 0.1)
+    # built from the checkpoint's hyperparameters, the same weights on the same test images: the same score (a
+    # fresh model scores about 0.1)
     assert tested["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6) and trained["test/acc"] > 0.5
     assert tested["test/images"] == trained["test/images"] == 200
     assert json.loads((tmp_path / "lightning_logs/cnn/version_0/metrics.json").read_text()) == trained  # untouched

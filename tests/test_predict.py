@@ -243,3 +243,17 @@ def test_save_prepared_writes_what_the_model_saw(cnn_checkpoint, tmp_path):
     saved = np.asarray(Image.open(out / "seven.png"))
     assert saved.shape == (28, 28) and saved.dtype == np.uint8
     np.testing.assert_allclose(saved / 255, load_digit(tmp_path / "seven.png"), atol=1 / 255 + 1e-6)
+
+
+def test_save_prepared_keeps_files_with_the_same_name_apart(cnn_checkpoint, tmp_path):
+    for folder in ("a", "b", "c"):
+        (tmp_path / folder).mkdir()
+    Image.fromarray(drawing()).save(tmp_path / "a" / "7.png")
+    Image.fromarray(drawing()).save(tmp_path / "b" / "7.jpg")
+    Image.fromarray(drawing()).save(tmp_path / "c" / "7-2.png")
+    out = tmp_path / "prepared"
+    assert predict_main([str(tmp_path / d) for d in "abc"] + ["--ckpt_path", cnn_checkpoint,
+                                                              "--save_prepared", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["7-2-2.png", "7-2.png", "7.png"]
+    blocked = tmp_path / "a" / "7.png"  # a file where the folder should go
+    assert predict_main([str(tmp_path / "b"), "--ckpt_path", cnn_checkpoint, "--save_prepared", str(blocked)]) == 2

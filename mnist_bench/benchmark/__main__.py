@@ -53,12 +53,13 @@ def header(env: dict, wall_s: float | None, seed_unit_s: float | None) -> str:
     return text
 
 
-def measure_seed_unit(data_dir: str) -> float | None:
-    """The seed notebook's 5-epoch CNN training time here, on the device a run would use: 1 su. None (with the
+def measure_seed_unit(data_dir: str, extra: list[str]) -> float | None:
+    """The seed notebook's 5-epoch CNN training time here, on the device the runs use: 1 su. None (with the
     reason) when it cannot run; the models' runs then say what is wrong with the data."""
     from mnist_bench.benchmark.overhead import SEED_EPOCHS, time_seed_pipeline
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    on_cpu = any(arg.replace(" ", "=") == "--trainer.accelerator=cpu" for arg in extra)
+    device = torch.device("cuda" if torch.cuda.is_available() and not on_cpu else "cpu")
     print(f"== seed unit: the seed notebook's pipeline, {SEED_EPOCHS} epochs on {device} ==", flush=True)
     try:
         return time_seed_pipeline(data_dir, SEED_EPOCHS, device)
@@ -99,7 +100,7 @@ def from_runs(run_dirs: list[Path], results: Path) -> int:
     if not rows:
         print("benchmark: error: no run dirs given (lightning_logs/<model>/version_<n>)", file=sys.stderr)
         return 2
-    first = rows[0]
+    first = next((r for r in rows if r.get("status") == "ok"), rows[0])
     env = {"date": "from run dirs", "cpu": first.get("device"), "cpu_cores": "?", "cpu_capability": first.get("hardware"),
            "gpus": [first["device"].removeprefix("cuda: ")] if str(first.get("device")).startswith("cuda") else [],
            "versions": first.get("versions") or versions(), "git_sha": first.get("git_sha")}
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     rows = []
     start = time.perf_counter()
-    seed_unit_s = measure_seed_unit(args.data_dir) if args.seed_unit == "measure" else None
+    seed_unit_s = measure_seed_unit(args.data_dir, extra) if args.seed_unit == "measure" else None
     for model in models:
         for k in range(args.seeds):
             seed = DEFAULT_SEED + k

@@ -49,13 +49,17 @@ def rows_from_run_dirs(run_dirs: list[Path]) -> list[dict[str, Any]]:
     (killed before its test pass) is a failed row. ``run_dir`` is the folder as found here."""
     rows = []
     for run_dir in run_dirs:
-        path = Path(run_dir) / "metrics.json"
-        if path.is_file():
-            rows.append({**read_json(path), "run_dir": str(run_dir)})
-        else:
-            from mnist_bench.benchmark.runner import failed_row
+        from mnist_bench.benchmark.runner import failed_row
 
-            model = Path(run_dir).parent.name
-            rows.append({**failed_row(model, None, f"no metrics.json in {run_dir}: the run stopped before its "
-                                                   "test pass"), "run_dir": str(run_dir)})
+        path = Path(run_dir) / "metrics.json"
+        model = Path(run_dir).parent.name
+        try:
+            row = read_json(path) if path.is_file() else None
+        except (OSError, ValueError) as err:
+            row = failed_row(model, None, f"unreadable {path}: {err}")
+        if row is not None and not isinstance(row, dict):
+            row = failed_row(model, None, f"{path} is not a metrics record")
+        if row is None:
+            row = failed_row(model, None, f"no metrics.json in {run_dir}: the run stopped before its test pass")
+        rows.append({**row, "run_dir": str(run_dir)})
     return rows

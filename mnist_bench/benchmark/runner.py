@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -28,21 +29,27 @@ RUN_DIR_LINE = "mnist-bench: run dir "  # the CLI names its run dir in this line
 
 
 def run_logged(cmd: list[str], log_file: Path, timeout_s: float | None = None,
-               echo: Callable[[str], bool] = lambda line: False) -> tuple[int | None, list[str]]:
-    """Runs ``cmd`` with its output in ``log_file``; returns (exit code, last lines), exit code None when it ran
-    longer than ``timeout_s`` and was killed (a silent child too). Lines for which ``echo`` is true are printed."""
+               echo: Callable[[str], bool] = lambda line: False,
+               keep: Callable[[str], bool] = lambda line: False) -> tuple[int | None, list[str], list[str]]:
+    """Runs ``cmd`` with its output in ``log_file``; returns (exit code, last lines, every line for which ``keep``
+    is true), exit code None when it ran longer than ``timeout_s`` and was killed with all its processes (a silent
+    child, DDP ranks too). Lines for which ``echo`` is true are printed."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     lines: deque[str] = deque(maxlen=200)
+    kept: list[str] = []
     start = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_file, "w") as log, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                      text=True, env=env) as proc:
+                                                      text=True, env=env, start_new_session=True) as proc:
         log.write(" ".join(cmd) + "\n")
         killed = threading.Event()
 
         def kill() -> None:
             killed.set()
-            proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the run's own session: ranks it started go too
+            except ProcessLookupError:
+                pass
 
         timer = threading.Timer(timeout_s, kill) if timeout_s else None
         if timer is not None:
@@ -52,13 +59,16 @@ def run_logged(cmd: list[str], log_file: Path, timeout_s: float | None = None,
             for line in proc.stdout:
                 log.write(line)
                 lines.append(line.rstrip())
+                if keep(line):
+                    kept.append(line.rstrip())
                 if echo(line):
                     print(f"  {line.rstrip()}   [{time.perf_counter() - start:.0f} s since start]", flush=True)
             code = proc.wait()
         finally:
             if timer is not None:
                 timer.cancel()
-    return (None if killed.is_set() else code), list(lines)
+    timed_out = killed.is_set() and code != 0  # a run that ended as the timer fired counts as ended
+    return (None if timed_out else code), list(lines), kept
 
 
 def run_one(model: str, seed: int, config_dir: Path, data_dir: str, root: Path, extra: list[str],
@@ -75,9 +85,10 @@ def run_one(model: str, seed: int, config_dir: Path, data_dir: str, root: Path, 
         f"--seed_everything={seed}", f"--data.data_dir={data_dir}", f"--trainer.default_root_dir={root}",
         "--trainer.enable_progress_bar=false", *extra,
     ]
-    code, lines = run_logged(cmd, log_file, timeout_s,
-                             echo=lambda line: line.startswith("[") or line.startswith("mnist-bench:"))
-    named = [Path(line[len(RUN_DIR_LINE):].strip()) for line in lines if line.startswith(RUN_DIR_LINE)]
+    code, lines, named_lines = run_logged(cmd, log_file, timeout_s,
+                                          echo=lambda line: line.startswith("[") or line.startswith("mnist-bench:"),
+                                          keep=lambda line: line.startswith(RUN_DIR_LINE))
+    named = [Path(line[len(RUN_DIR_LINE):].strip()) for line in named_lines]
     new = sorted(set(log_root.glob("*/version_*")) - before, key=lambda p: p.stat().st_mtime)
     run_dir = named[-1] if named else (new[-1] if new else None)
     metrics_path = run_dir / "metrics.json" if run_dir is not None else None

@@ -86,8 +86,10 @@ class RunReport(Callback):
         self.metrics.update({key: None for key in TEST_KEYS})
         existing = Path(self.run_dir()) / "metrics.json"
         try:
-            if existing.is_file() and read_json(existing).get("status") == "ok":
-                return  # a finished run's record is kept: a later command in its dir (a resume) failed, not the run
+            if existing.is_file():
+                record = read_json(existing)
+                if record.get("status") == "ok" and record.get("epochs") == self.metrics["epochs"]:
+                    return  # a finished run's record is kept: a resume in its dir failed before training further
             self.write(self.metrics)
         except (OSError, ValueError):
             pass  # the original error is the one to report

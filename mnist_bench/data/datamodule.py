@@ -256,7 +256,8 @@ class MNISTDataModule(LightningDataModule):
             return
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+            for device, rng in enumerate(state["cuda_rng"][: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(rng, device)  # the GPUs this run can see
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels = batch

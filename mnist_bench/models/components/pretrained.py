@@ -9,10 +9,12 @@ that fails at once and ``auto`` trains from scratch.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -33,7 +35,9 @@ ARCHS = {
 STEM_KEY = "features.0.weight"  # the first conv of both VGG16 and AlexNet
 # A base URL that replaces torchvision's (a mirror; the tests' server on 127.0.0.1)
 WEIGHTS_URL_VARIABLE = "MNIST_BENCH_WEIGHTS_URL"
-CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 10.0  # for the connection and each read
+DOWNLOAD_LIMIT_S = 1800.0  # for the whole file (VGG16's is 528 MB)
+MAX_DOWNLOAD_BYTES = 1 << 30
 
 
 class WeightsError(UserFacingError):
@@ -67,15 +71,21 @@ def download_weights(url: str, path: Path, timeout_s: float | None = None) -> No
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
+        deadline = time.monotonic() + DOWNLOAD_LIMIT_S
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s or CONNECT_TIMEOUT_S) as response:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
+                if out.tell() > MAX_DOWNLOAD_BYTES or time.monotonic() > deadline:
+                    raise OSError(f"stopped after {out.tell():,} bytes: larger than {MAX_DOWNLOAD_BYTES:,} bytes "
+                                  f"or slower than {DOWNLOAD_LIMIT_S:.0f} s")
         prefix = expected_hash_prefix(path)
         if not digest.hexdigest().startswith(prefix):
             raise WeightsError(f"downloaded {url}, but its sha256 {digest.hexdigest()[:16]}... does not start with "
                                f"{prefix} as its name says: not the published file, so it was not used")
         os.replace(tmp, path)
+    except http.client.HTTPException as err:  # a connection cut off mid-file, a garbled reply
+        raise OSError(f"{type(err).__name__}: {err}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
