@@ -153,9 +153,7 @@ class MNISTBenchCLI(LightningCLI):
         """A checkpoint that torch.load(weights_only=True) rejects is refused with one line (its payload never
         runs); with ``damaged_too``, so is a truncated or empty one."""
         subcommand = self.config.get("subcommand")
-        # after instantiation, config_init holds the file that --ckpt_path last stands for
-        config = getattr(self, "config_init", self.config)
-        ckpt_path = config[subcommand].get("ckpt_path") if subcommand else None
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None  # `last` resolved at parse
         try:
             yield
         except pickle.UnpicklingError as err:
