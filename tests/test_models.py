@@ -132,3 +132,27 @@ def test_training_loss_window_reports_the_optimizer_step_under_gradient_accumula
         loss = float("nan") if batch == 6 else 1.0
         window.add(torch.tensor(loss), 10, 100 + batch // 4)
     assert int(window.fold()) == 101
+
+
+class RecordingAdamW(torch.optim.AdamW):
+    """AdamW that records the ``fused`` it was asked for (a fused AdamW needs a GPU to be built here)."""
+
+    def __init__(self, params, lr=1e-3, foreach=None, fused=None, differentiable=False):
+        self.fused_asked = fused
+        super().__init__(params, lr=lr, foreach=foreach, differentiable=differentiable)
+
+
+@pytest.mark.parametrize(("device", "given", "fused"), [
+    ("cuda", {}, True),  # the fused kernel by default on a GPU
+    ("cuda", {"fused": False}, False),  # the config's choice wins
+    ("cuda", {"foreach": True}, None),  # fused and foreach cannot both be set
+    ("cpu", {}, None),  # the CPU keeps the recipe it was measured with
+])
+def test_adam_family_optimizers_use_their_fused_kernel_on_cuda_unless_the_config_says(device, given, fused):
+    from functools import partial
+
+    model = CNN(optimizer=partial(RecordingAdamW, lr=1e-3, **given))
+    model._device = torch.device(device, 0) if device == "cuda" else torch.device(device)  # what the strategy's model_to_device sets; the weights may stay put
+    optimizer = model.build_optimizer()
+    assert isinstance(optimizer, RecordingAdamW)
+    assert optimizer.fused_asked == fused

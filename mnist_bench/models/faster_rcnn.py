@@ -12,6 +12,7 @@ from jsonargparse.typing import ClosedUnitInterval, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.detection import MeanAveragePrecision
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import resize_boxes
 
 from mnist_bench.data.constants import NUM_CLASSES
@@ -109,11 +110,10 @@ class FasterRCNN(MNISTClassifier):
         self.final: dict[str, float | None] = {}
 
     # --- detection -----------------------------------------------------------------------------------------------
-    def images(self, x: Tensor) -> list[Tensor]:
+    def images(self, x: Tensor) -> Tensor:
         """The detector's images: the DataModule's normalized batch back to [0, 1] pixels (its transform
         normalizes them again with the same mean and std, set explicitly for one channel)."""
-        pixels = denormalize(x)
-        return list(pixels.expand(-1, self.adapt.in_chans, -1, -1))
+        return denormalize(x).expand(-1, self.adapt.in_chans, -1, -1)
 
     @staticmethod
     def targets(x: Tensor, y: Tensor) -> list[dict[str, Tensor]]:
@@ -125,7 +125,7 @@ class FasterRCNN(MNISTClassifier):
         """Runs the detector in eval mode; with ``targets`` it also returns the detection losses."""
         det = self.detector
         pixels = self.images(x)
-        original_sizes = [(int(p.shape[-2]), int(p.shape[-1])) for p in pixels]
+        original_sizes = [(int(pixels.shape[-2]), int(pixels.shape[-1]))] * len(pixels)
         images, resized_targets = det.transform(pixels, targets)
         features = {"0": det.backbone(images.tensors)}
         losses: dict[str, Tensor] = {}
@@ -133,10 +133,8 @@ class FasterRCNN(MNISTClassifier):
             # the losses' samplers draw random proposals: from a forked RNG, so evaluation leaves the training
             # batch order and augmentation as they would be without it
             devices = [x.device] if x.device.type == "cuda" else []
-            with _training_mode(det.rpn, det.roi_heads), torch.random.fork_rng(devices=devices):
-                proposals, rpn_losses = det.rpn(images, features, resized_targets)
-                _, roi_losses = det.roi_heads(features, proposals, images.image_sizes, resized_targets)
-            losses = {**rpn_losses, **roi_losses}
+            with torch.random.fork_rng(devices=devices):
+                losses = self._losses(images, features, resized_targets)
         proposals, _ = det.rpn(images, features)
         found, _ = det.roi_heads(features, proposals, images.image_sizes)
         found = det.transform.postprocess(found, images.image_sizes, original_sizes)
@@ -158,6 +156,15 @@ class FasterRCNN(MNISTClassifier):
                                                            original_sizes, missed)
             digits[missed] = fallback_probs.argmax(dim=1)
         return Detections(digits, boxes, scores, fallback, fallback_probs, found, losses)
+
+    def _losses(self, images: ImageList, features: dict[str, Tensor],
+                targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """The four detection losses, from the RPN and RoI heads in training mode."""
+        det = self.detector
+        with _training_mode(det.rpn, det.roi_heads):
+            proposals, rpn_losses = det.rpn(images, features, targets)
+            _, roi_losses = det.roi_heads(features, proposals, images.image_sizes, targets)
+        return {**rpn_losses, **roi_losses}
 
     def _fallback(self, features: dict[str, Tensor], proposals: list[Tensor], image_sizes: list[tuple[int, int]],
                   original_sizes: list[tuple[int, int]], index: list[int]) -> tuple[Tensor, Tensor]:
@@ -184,7 +191,8 @@ class FasterRCNN(MNISTClassifier):
         x, y = batch
         targets = self.targets(x, y)
         if stage == "train":
-            loss = sum(self.detector(self.images(x), targets).values())
+            images, targets = self.detector.transform(self.images(x), targets)
+            loss = sum(self._losses(images, {"0": self.detector.backbone(images.tensors)}, targets).values())
             self.update_loss("train", loss, len(y))
             return {"loss": loss}
         out = self.detect(x, targets)

@@ -13,6 +13,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign
 
 from mnist_bench.data.constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from mnist_bench.models.components.batched_rcnn import BatchedRoIHeads, BatchedRPN, BatchedTransform
 
 # The detector's class 0 is background, so digit d is detector label d + 1. These two functions are the only place
 # that knows it.
@@ -123,5 +124,22 @@ def build_faster_rcnn(
         box_detections_per_img=detections_per_image,
         box_score_thresh=score_threshold,
     )
-    model.transform.size_divisible = backbone.stride * 2  # 28 px stays 28 px (torchvision pads to 32 by default)
+    return batched(model, size_divisible=backbone.stride * 2)  # 28 px stays 28 px (torchvision pads to 32)
+
+
+def batched(model: FasterRCNN, size_divisible: int) -> FasterRCNN:
+    """``model`` with its transform, RPN and RoI heads replaced by the batched ones of ``batched_rcnn``: the
+    same modules (weights), thresholds and sizes."""
+    rpn, heads, transform = model.rpn, model.roi_heads, model.transform
+    model.transform = BatchedTransform(transform.min_size, transform.max_size, transform.image_mean,
+                                       transform.image_std, size_divisible=size_divisible)
+    model.rpn = BatchedRPN(
+        rpn.anchor_generator, rpn.head, rpn.proposal_matcher.high_threshold, rpn.proposal_matcher.low_threshold,
+        rpn.fg_bg_sampler.batch_size_per_image, rpn.fg_bg_sampler.positive_fraction, rpn._pre_nms_top_n,
+        rpn._post_nms_top_n, rpn.nms_thresh, rpn.score_thresh)
+    model.roi_heads = BatchedRoIHeads(
+        heads.box_roi_pool, heads.box_head, heads.box_predictor, heads.proposal_matcher.high_threshold,
+        heads.proposal_matcher.low_threshold, heads.fg_bg_sampler.batch_size_per_image,
+        heads.fg_bg_sampler.positive_fraction, heads.box_coder.weights, heads.score_thresh, heads.nms_thresh,
+        heads.detections_per_img)
     return model
