@@ -196,3 +196,13 @@ def test_a_silent_hang_times_out(tmp_path):
     code, lines, kept = run_logged([sys.executable, "-c", "print('hi'); print('keep me'); raise SystemExit(3)"],
                                    tmp_path / "log2.txt", timeout_s=60, keep=lambda line: line.startswith("keep"))
     assert code == 3 and lines == ["hi", "keep me"] and kept == ["keep me"]
+
+
+def test_results_from_runs_of_several_commits_name_each_commit_with_its_models():
+    from mnist_bench.benchmark.__main__ import commits_of
+
+    rows = [{"model": "cnn", "git_sha": "aaa"}, {"model": "vit", "git_sha": "bbb"}, {"model": "cnn", "git_sha": "aaa"},
+            {"model": "vgg16", "git_sha": "aaa"}, {"model": "alexnet", "status": "failed"}]
+    assert commits_of(rows) == "aaa (cnn, vgg16), bbb (vit)"
+    assert commits_of(rows[:1]) == "aaa"
+    assert commits_of([{"model": "cnn"}]) is None

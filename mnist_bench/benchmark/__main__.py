@@ -94,6 +94,17 @@ def write_results(results: Path, env: dict, rows: list[dict], wall_s: float | No
     return summary
 
 
+def commits_of(rows: list[dict]) -> str | None:
+    """The rows' commit, or each commit with the models that ran it when the runs came from several."""
+    models: dict[str, list[str]] = {}
+    for row in rows:
+        if row.get("git_sha"):
+            models.setdefault(row["git_sha"], []).append(str(row.get("model")))
+    if len(models) <= 1:
+        return next(iter(models), None)
+    return ", ".join(f"{sha} ({', '.join(dict.fromkeys(names))})" for sha, names in models.items())
+
+
 def from_runs(run_dirs: list[Path], results: Path) -> int:
     """The results of finished (or failed) runs, without training: a run dir without metrics.json is a failed row."""
     rows = rows_from_run_dirs(run_dirs)
@@ -103,7 +114,7 @@ def from_runs(run_dirs: list[Path], results: Path) -> int:
     first = next((r for r in rows if r.get("status") == "ok"), rows[0])
     env = {"date": "from run dirs", "cpu": first.get("device"), "cpu_cores": "?", "cpu_capability": first.get("hardware"),
            "gpus": [first["device"].removeprefix("cuda: ")] if str(first.get("device")).startswith("cuda") else [],
-           "versions": first.get("versions") or versions(), "git_sha": first.get("git_sha")}
+           "versions": first.get("versions") or versions(), "git_sha": commits_of(rows)}
     write_results(results, env, rows, None, None, [])
     return 0 if all(r.get("status") == "ok" for r in rows) else 1
 
