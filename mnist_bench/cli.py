@@ -20,19 +20,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import ArgumentError, set_parsing_settings
+from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_info
 
 import mnist_bench.models  # noqa: F401  (registers the models for short class paths)
+from mnist_bench.allowlist import allowed_imports, import_refusal, restrict_config_imports
 from mnist_bench.benchmark.table import print_rich_table
 from mnist_bench.callbacks import EpochLine, RunReport, TestFigures, TimingCallback
 from mnist_bench.data.datamodule import MNISTDataModule
 from mnist_bench.errors import ConfigError, UserFacingError
 from mnist_bench.inference import load_failure
+from mnist_bench.loggers import build_loggers, logger_names, next_version
 from mnist_bench.models.base import MNISTClassifier
 from mnist_bench.precision import detect, resolve
 from mnist_bench.profiling import NoProfiler
@@ -44,22 +46,14 @@ DEFAULT_SEED = 42
 # Lightning's special --ckpt_path values that name no checkpoint this project writes ("best" needs a monitored metric)
 UNSUPPORTED_CKPT_PATHS = ("best", "hpc", "registry")
 NOTHING_TO_TRAIN = ("max_epochs", "max_steps", "limit_train_batches")  # a fit with any of these at 0
-# What a config's class_path (or any other import path given as a value) may name. Everything else, os.system or a
-# module of the user's, is refused at parse time: a config is data, and instantiating a class runs its code.
-IMPORT_ALLOWLIST = ["mnist_bench", "torch.optim", "lightning"]
 # disk full, file too large, read-only file system, permission denied, quota exceeded
 WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
-
-
-def restrict_config_imports() -> None:
-    """jsonargparse's import-path policy: deny every path, then allow :data:`IMPORT_ALLOWLIST`."""
-    set_parsing_settings(import_path_denylist=["*"], import_path_allowlist=IMPORT_ALLOWLIST)
 
 
 class MNISTBenchCLI(LightningCLI):
     """LightningCLI with the project's run-dir, logger, checkpoint and report defaults."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, allow_imports: list[str] | tuple[str, ...] = (), **kwargs: Any) -> None:
         # errors are raised to main() for a one-line message; no abbreviations, so a misspelt key is an error
         no_exit = {"exit_on_error": False, "allow_abbrev": False}
         description = ("Train, validate or test with a model config: mnist-bench fit --config configs/cnn.yaml. "
@@ -69,10 +63,14 @@ class MNISTBenchCLI(LightningCLI):
                                             **{cmd: dict(no_exit) for cmd in SUBCOMMANDS}})
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", DEFAULT_SEED)
-        restrict_config_imports()
+        restrict_config_imports(allow_imports)
         super().__init__(MNISTClassifier, MNISTDataModule, *args, subclass_mode_model=True, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--logger", type=str | None, default=None,
+                            help="experiment loggers by short name, comma-separated: tensorboard (the default), csv, "
+                                 "mlflow, wandb; each writes into the run's folder. Full classes go under "
+                                 "trainer.logger")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         # One checkpoint per run, the newest, saved at the end of each training epoch (so it holds the whole epoch,
         # train metrics too), and last.ckpt linked to it. (With a monitor, Lightning 2.6 refreshes last.ckpt only
@@ -168,31 +166,40 @@ class MNISTBenchCLI(LightningCLI):
         return self.config.get(str(self.subcommand), self.config)
 
     def run_dir(self) -> Path:
-        logger = self._logger
-        if logger is not None:
-            return Path(logger.log_dir)
-        return Path(self.trainer.default_root_dir)
+        return self._run_dir
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
-        self._logger = None
         log_root = Path(trainer_config.get("default_root_dir") or os.getcwd()) / "lightning_logs"
+        model = self.model.model_name
         version = self._resumed_version
-        if trainer_config.get("logger") in (None, True):
-            self._logger = TensorBoardLogger(save_dir=str(log_root), name=self.model.model_name, version=version,
-                                             default_hp_metric=False)
-            trainer_config["logger"] = self._logger
+        if version is None:
+            version = next_version(log_root / model)
+        self._run_dir = log_root / model / f"version_{version}"
+        trainer_config["logger"] = self._loggers(trainer_config.get("logger"), log_root, model, version)
         if trainer_config.get("profiler") is None:
             trainer_config["profiler"] = NoProfiler()
-        if self._logger is not None:
-            rank_zero_info(f"mnist-bench: run dir {self._logger.log_dir}")  # what the benchmark's runner reads
+        rank_zero_info(f"mnist-bench: run dir {self._run_dir}")  # what the benchmark's runner reads
         self._hardware = detect(trainer_config.get("accelerator") or "auto")
         trainer_config["precision"], reason = resolve(trainer_config.get("precision"), self._hardware,
                                                       self.model.bf16_on_cpu, self.model.mixed_precision)
         rank_zero_info(f"mnist-bench: {reason}")  # beside Lightning's own "GPU available: ..." lines
         callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        for callback in callbacks:  # checkpoints in the run's folder, whatever the loggers
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(self._run_dir / "checkpoints")
         callbacks += self._run_callbacks(trainer_config)
         return self._instantiate_trainer(trainer_config, callbacks)
+
+    def _loggers(self, given: Any, log_root: Path, model: str, version: int) -> list[Logger] | bool:
+        """``--logger``'s loggers (TensorBoard when neither it nor ``trainer.logger`` is set), then those given in
+        full under ``trainer.logger``; ``trainer.logger: false`` turns logging off (the run's folder stays)."""
+        if given is False:
+            return False
+        shortcut = self._config().get("logger")
+        from_config = [] if given in (None, True) else (list(given) if isinstance(given, list) else [given])
+        names = logger_names(shortcut) if shortcut or not from_config else []
+        return build_loggers(names, log_root, model, version) + from_config or False
 
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
@@ -296,6 +303,9 @@ def _one_line(message: str) -> str:
 def _concise(message: str) -> str:
     """jsonargparse's message for a bad value under a model's init_args repeats every member of the Union it tried;
     the part that names the key is kept."""
+    refusal = import_refusal(message)
+    if refusal is not None:
+        return refusal
     outer = re.match(r'Parser key "([^"]+)"', message)
     inner = re.search(r"Problem with given class_path '([^']+)': (.*?)(?: - Expected a <class 'NoneType'>|$)", message)
     if outer and inner:
@@ -314,7 +324,8 @@ def main(args: list[str] | None = None) -> None:
         with warnings.catch_warnings():
             # main() passes the arguments itself; LightningCLI would warn that sys.argv differs from them
             warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
-            MNISTBenchCLI(args=argv)
+            argv, packages = allowed_imports(argv)
+            MNISTBenchCLI(args=argv, allow_imports=packages)
     except ArgumentError as err:
         _exit(2, f"config error: {_concise(_one_line(err))}", hint=True)
     except OSError as err:

@@ -24,8 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from mnist_bench.allowlist import ALLOW_IMPORTS_FLAG, ALLOW_IMPORTS_HELP, allowed_packages
 from mnist_bench.data.constants import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
-from mnist_bench.errors import UserFacingError
+from mnist_bench.errors import ConfigError, UserFacingError
 from mnist_bench.inference import load_trained
 from mnist_bench.models.components.detection import label_to_digit
 
@@ -121,12 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckpt_path", required=True,
                         help="a .ckpt file, or a run dir (lightning_logs/<model>/version_<n>) for its last.ckpt")
     parser.add_argument("--output", required=True, help="the .onnx file to write")
+    parser.add_argument(ALLOW_IMPORTS_FLAG, action="append", metavar="PKG", help=ALLOW_IMPORTS_HELP)
     args = parser.parse_args(argv)
     try:
-        model = load_trained(args.ckpt_path)
+        model = load_trained(args.ckpt_path, allow_imports=allowed_packages(args.allow_imports))
         meta = metadata(model, args.ckpt_path)
         path = export_onnx(model, args.output, meta)
-    except UserFacingError as err:
+    except (ConfigError, UserFacingError) as err:
         print(f"mnist-bench export: {err}", file=sys.stderr)
         return 2
     except OSError as err:

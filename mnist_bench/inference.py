@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import pickle
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 import mnist_bench.models as models
+from mnist_bench.allowlist import ALLOW_IMPORTS_ENV, ALLOW_IMPORTS_FLAG, allowed
 from mnist_bench.errors import UserFacingError
 from mnist_bench.models.base import MNISTClassifier
 
@@ -45,18 +47,21 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu") -> MNISTClassifier:
+def load_trained(path: str | Path, device: str | torch.device = "cpu",
+                 allow_imports: list[str] | tuple[str, ...] = ()) -> MNISTClassifier:
     """Rebuilds the model from the checkpoint's hyperparameters and loads its weights, all with
-    ``torch.load(weights_only=True)``; only the project's own model classes are built."""
+    ``torch.load(weights_only=True)``; only the project's own model classes are built, and those of the packages
+    in ``allow_imports`` (a user's own, allowed on the command line)."""
     path = resolve_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, OSError, RuntimeError, EOFError) as err:
         raise CheckpointError(load_failure(path, err)) from None
     hparams = dict(ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
-    class_name = str(hparams.pop("_class_path", "")).rsplit(".", 1)[-1]
+    class_path = str(hparams.pop("_class_path", ""))
     hparams.pop("_instantiator", None)
-    cls = getattr(models, class_name, None) if class_name in models.__all__ else None
+    cls = _model_class(path, class_path, allow_imports)
+    class_name = class_path.rsplit(".", 1)[-1]
     if cls is None or not (inspect.isclass(cls) and issubclass(cls, MNISTClassifier)) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not an mnist-bench model checkpoint (no model class or weights in it)")
     for key, value in TRAINING_ONLY.items():
@@ -68,6 +73,23 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> MNISTC
     except (TypeError, ValueError, RuntimeError, UserFacingError) as err:
         raise CheckpointError(f"{path} does not fit {class_name}: {' '.join(str(err).split())[:300]}") from None
     return model.to(device).eval()
+
+
+def _model_class(path: Path, class_path: str, allow_imports: list[str] | tuple[str, ...]) -> type | None:
+    module, _, name = class_path.rpartition(".")
+    if module.startswith("mnist_bench"):
+        return getattr(models, name, None) if name in models.__all__ else None
+    if not module:
+        return None
+    if not allowed(class_path, allow_imports):
+        package = module.split(".")[0]
+        raise CheckpointError(f"{path} holds a {class_path}, outside mnist_bench. Fix: if it is your own model, "
+                              f"allow its package: {ALLOW_IMPORTS_FLAG} {package} (or {ALLOW_IMPORTS_ENV}={package})")
+    try:
+        return getattr(importlib.import_module(module), name, None)
+    except ImportError as err:
+        raise CheckpointError(f"{path} holds a {class_path}, which does not import ({err}). Fix: put its package "
+                              "on PYTHONPATH") from None
 
 
 @torch.no_grad()

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mnist_bench.allowlist import ALLOW_IMPORTS_FLAG, ALLOW_IMPORTS_HELP, allowed_packages
 from mnist_bench.data.datamodule import normalize
-from mnist_bench.errors import UserFacingError
+from mnist_bench.errors import ConfigError, UserFacingError
 from mnist_bench.images import ImageError, load_digit
 from mnist_bench.inference import class_probabilities, load_trained
 from mnist_bench.utils import write_text_atomic
@@ -137,14 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--save_prepared", metavar="DIR", type=Path,
                         help="write each prepared 28x28 digit (what the model sees) as DIR/<file name>.png")
+    parser.add_argument(ALLOW_IMPORTS_FLAG, action="append", metavar="PKG", help=ALLOW_IMPORTS_HELP)
     args = parser.parse_args(argv)
     if args.csv and (problem := unwritable(Path(args.csv))):
         print(f"mnist-bench predict: cannot write --csv {args.csv}: {problem}", file=sys.stderr)
         return 2
     try:
         device = torch.device(args.device)
-        model = load_trained(args.ckpt_path, device)
-    except (UserFacingError, RuntimeError) as err:
+        model = load_trained(args.ckpt_path, device, allow_imports=allowed_packages(args.allow_imports))
+    except (ConfigError, UserFacingError, RuntimeError) as err:
         print(f"mnist-bench predict: {err}", file=sys.stderr)
         return 2
     files = image_files(args.inputs)

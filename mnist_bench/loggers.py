@@ -1,0 +1,64 @@
+"""The run's folder and the experiment loggers that write into it.
+
+Every run owns ``<root>/lightning_logs/<model>/version_<n>``: metrics.json, checkpoints and figures go there whatever
+loggers are on. ``--logger tensorboard,csv,mlflow,wandb`` (TensorBoard alone by default) builds Lightning's loggers
+pointed at that folder; loggers given in full under ``trainer.logger`` are kept as they are, beside it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+
+from mnist_bench.errors import ConfigError
+
+DEFAULT_LOGGERS = "tensorboard"
+# what each short name needs beyond Lightning, and how to get it
+NEEDS = {"mlflow": ("mlflow", "pip install mlflow"), "wandb": ("wandb", "pip install wandb")}
+
+
+def next_version(model_logs: Path) -> int:
+    """The next ``version_<n>`` under ``model_logs``, as Lightning's TensorBoard and CSV loggers number them."""
+    taken = [int(p.name.removeprefix("version_")) for p in model_logs.glob("version_*")
+             if p.is_dir() and p.name.removeprefix("version_").isdigit()]
+    return max(taken) + 1 if taken else 0
+
+
+def logger_names(value: str | None) -> list[str]:
+    """``--logger`` as a list of short names; an unknown or unavailable one is a config error."""
+    names = [n.strip().lower() for n in (value or DEFAULT_LOGGERS).split(",") if n.strip()]
+    known = ("tensorboard", "csv", *NEEDS)
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"--logger {name}: unknown logger. Fix: one or more of {', '.join(known)}, "
+                              "comma-separated (or a full class under trainer.logger)")
+        if name in NEEDS and importlib.util.find_spec(NEEDS[name][0]) is None:
+            raise ConfigError(f"--logger {name} needs the {NEEDS[name][0]} package, which is not installed. "
+                              f"Fix: {NEEDS[name][1]}")
+    return list(dict.fromkeys(names))
+
+
+def build_loggers(names: list[str], root: Path, model: str, version: int) -> list[Logger]:
+    """Lightning's loggers for ``names``, all writing into (or naming) ``root/model/version_<version>``."""
+    run = root / model / f"version_{version}"
+    loggers: list[Logger] = []
+    for name in names:
+        if name == "tensorboard":
+            loggers.append(TensorBoardLogger(save_dir=str(root), name=model, version=version, default_hp_metric=False))
+        elif name == "csv":
+            loggers.append(CSVLogger(save_dir=str(root), name=model, version=version))
+        elif name == "mlflow":
+            from lightning.pytorch.loggers import MLFlowLogger
+
+            # a local file store beside the runs; the MLflow run is named for the run's folder
+            loggers.append(MLFlowLogger(experiment_name=f"mnist-bench/{model}", run_name=f"version_{version}",
+                                        tracking_uri=(root / "mlruns").resolve().as_uri(), tags={"run_dir": str(run)}))
+        elif name == "wandb":
+            from lightning.pytorch.loggers import WandbLogger
+
+            run.mkdir(parents=True, exist_ok=True)
+            loggers.append(WandbLogger(project="mnist-bench", name=f"{model}/version_{version}", save_dir=str(run),
+                                       offline=True))
+    return loggers

@@ -1,0 +1,77 @@
+"""Experiment loggers from the command line or the config: each run keeps its own folder (metrics.json, checkpoints,
+figures) whatever loggers are on."""
+
+import csv
+
+import pytest
+
+from mnist_bench.cli import main
+
+from .conftest import ROOT
+from .test_bad_configs import run_main
+
+CNN = str(ROOT / "configs" / "cnn.yaml")
+
+
+@pytest.fixture
+def quick(tiny_fit_args):
+    return ["fit", "--config", CNN, *tiny_fit_args, "--trainer.max_epochs=2", "--trainer.limit_train_batches=2"]
+
+
+def assert_run_folder(run):
+    assert (run / "metrics.json").is_file()
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert (run / "confusion_matrix.png").is_file()
+
+
+def test_tensorboard_alone_by_default(quick, tmp_path):
+    main(quick)
+    run = tmp_path / "lightning_logs" / "cnn" / "version_0"
+    assert_run_folder(run)
+    assert list(run.glob("events.out.tfevents.*")) and not (run / "metrics.csv").exists()
+
+
+def test_csv_and_tensorboard_together_in_the_run_folder(quick, tmp_path):
+    main([*quick, "--logger", "tensorboard,csv"])
+    run = tmp_path / "lightning_logs" / "cnn" / "version_0"
+    assert_run_folder(run)
+    assert list(run.glob("events.out.tfevents.*"))
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    epochs = {row["epoch"] for row in rows if row.get("val/acc")}
+    assert epochs == {"0", "1"}, "one val/acc row per epoch"
+    assert (run / "config.yaml").is_file()
+    # a second run numbers its folder after the first, for both loggers
+    main([*quick, "--logger", "csv"])
+    second = tmp_path / "lightning_logs" / "cnn" / "version_1"
+    assert_run_folder(second)
+    assert (second / "metrics.csv").is_file() and not list(second.glob("events.out.tfevents.*"))
+
+
+def test_a_logger_given_in_full_writes_where_it_is_told_and_the_run_folder_stays(quick, tmp_path):
+    elsewhere = tmp_path / "my_csv_logs"
+    main([*quick, "--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={elsewhere}"])
+    assert_run_folder(tmp_path / "lightning_logs" / "cnn" / "version_0")
+    assert list(elsewhere.rglob("metrics.csv"))
+
+
+def test_logging_off_keeps_the_run_folder(quick, tmp_path):
+    main([*quick, "--trainer.logger=false"])
+    run = tmp_path / "lightning_logs" / "cnn" / "version_0"
+    assert_run_folder(run)
+    assert not list(tmp_path.rglob("events.out.tfevents.*"))
+
+
+def test_an_unknown_logger_is_a_config_error_naming_it(quick, tmp_path, capsys):
+    code, err = run_main([*quick, "--logger", "tensorboard,neptune"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "--logger neptune" in err.splitlines()[0]
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_a_logger_whose_package_is_missing_says_what_to_install(quick, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    code, err = run_main([*quick, "--logger", "wandb"], capsys)
+    assert code == 2 and "pip install wandb" in err.splitlines()[0]
