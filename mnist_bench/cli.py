@@ -15,7 +15,7 @@ import pickle
 import re
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -50,6 +50,20 @@ NOTHING_TO_TRAIN = ("max_epochs", "max_steps", "limit_train_batches")  # a fit w
 WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 
+class SaveConfigToRunDir(SaveConfigCallback):
+    """LightningCLI's config.yaml, written to the run's folder whatever the loggers (Lightning writes it to the first
+    logger's directory, which for MLflow or W&B, or with logging off, is not the run's)."""
+
+    def __init__(self, parser: Any, config: Any, run_dir: Callable[[], Path], **kwargs: Any) -> None:
+        super().__init__(parser, config, save_to_log_dir=False, **kwargs)
+        self.run_dir = run_dir
+
+    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        path = Path(self.run_dir()) / self.config_filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=self.multifile)
+
+
 class MNISTBenchCLI(LightningCLI):
     """LightningCLI with the project's run-dir, logger, checkpoint and report defaults."""
 
@@ -61,7 +75,8 @@ class MNISTBenchCLI(LightningCLI):
                        "IMAGES...' classifies image files; 'mnist-bench export --ckpt_path RUN --output M.onnx'.")
         kwargs.setdefault("parser_kwargs", {**no_exit, "prog": "mnist-bench", "description": description,
                                             **{cmd: dict(no_exit) for cmd in SUBCOMMANDS}})
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("save_config_callback", SaveConfigToRunDir)
+        kwargs.setdefault("save_config_kwargs", {"run_dir": self.run_dir})
         kwargs.setdefault("seed_everything_default", DEFAULT_SEED)
         restrict_config_imports(allow_imports)
         super().__init__(MNISTClassifier, MNISTDataModule, *args, subclass_mode_model=True, **kwargs)

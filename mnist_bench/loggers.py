@@ -8,6 +8,7 @@ pointed at that folder; loggers given in full under ``trainer.logger`` are kept 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
@@ -16,7 +17,7 @@ from mnist_bench.errors import ConfigError
 
 DEFAULT_LOGGERS = "tensorboard"
 # what each short name needs beyond Lightning, and how to get it
-NEEDS = {"mlflow": ("mlflow", "pip install mlflow"), "wandb": ("wandb", "pip install wandb")}
+NEEDS = {"mlflow": ("mlflow", "pip install mlflow-skinny"), "wandb": ("wandb", "pip install wandb")}
 
 
 def next_version(model_logs: Path) -> int:
@@ -52,7 +53,10 @@ def build_loggers(names: list[str], root: Path, model: str, version: int) -> lis
         elif name == "mlflow":
             from lightning.pytorch.loggers import MLFlowLogger
 
-            # a local file store beside the runs; the MLflow run is named for the run's folder
+            # A local file store beside the runs (MLflow 3 keeps it in maintenance mode and asks for this opt-in; a
+            # database store needs the full mlflow package and a server-side schema). The MLflow run is named for
+            # the run's folder.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             loggers.append(MLFlowLogger(experiment_name=f"mnist-bench/{model}", run_name=f"version_{version}",
                                         tracking_uri=(root / "mlruns").resolve().as_uri(), tags={"run_dir": str(run)}))
         elif name == "wandb":

@@ -51,6 +51,7 @@ def test_a_logger_given_in_full_writes_where_it_is_told_and_the_run_folder_stays
     elsewhere = tmp_path / "my_csv_logs"
     main([*quick, "--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={elsewhere}"])
     assert_run_folder(tmp_path / "lightning_logs" / "cnn" / "version_0")
+    assert (tmp_path / "lightning_logs" / "cnn" / "version_0" / "config.yaml").is_file()
     assert list(elsewhere.rglob("metrics.csv"))
 
 
@@ -58,6 +59,7 @@ def test_logging_off_keeps_the_run_folder(quick, tmp_path):
     main([*quick, "--trainer.logger=false"])
     run = tmp_path / "lightning_logs" / "cnn" / "version_0"
     assert_run_folder(run)
+    assert (run / "config.yaml").is_file()
     assert not list(tmp_path.rglob("events.out.tfevents.*"))
 
 
@@ -75,3 +77,19 @@ def test_a_logger_whose_package_is_missing_says_what_to_install(quick, capsys, m
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     code, err = run_main([*quick, "--logger", "wandb"], capsys)
     assert code == 2 and "pip install wandb" in err.splitlines()[0]
+
+
+def test_mlflow_records_the_run_in_a_local_store_beside_the_runs(quick, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    main([*quick, "--logger", "mlflow"])
+    run = tmp_path / "lightning_logs" / "cnn" / "version_0"
+    assert_run_folder(run)
+    assert (run / "config.yaml").is_file(), "config.yaml in the run's folder, not in MLflow's"
+    client = MlflowClient(tracking_uri=(tmp_path / "lightning_logs" / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("mnist-bench/cnn")
+    (recorded,) = client.search_runs([experiment.experiment_id])
+    assert recorded.info.run_name == "version_0" and recorded.data.tags["run_dir"] == str(run)
+    history = client.get_metric_history(recorded.info.run_id, "val/acc")
+    assert len(history) == 2, "one val/acc per epoch"
+    assert "test/acc" in recorded.data.metrics
