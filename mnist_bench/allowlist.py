@@ -13,7 +13,11 @@ from mnist_bench.errors import ConfigError
 
 # What a config's class_path (or any other import path given as a value) may name. Everything else, os.system or a
 # module of the user's, is refused at parse time: a config is data, and instantiating a class runs its code.
-IMPORT_ALLOWLIST = ["mnist_bench", "torch.optim", "lightning"]
+# Lightning: only the packages of the classes a Trainer takes (its top-level lightning.__setup__ runs code from the
+# current folder when imported).
+LIGHTNING = [f"lightning.pytorch.{name}" for name in ("callbacks", "loggers", "profilers", "strategies", "plugins",
+                                                      "accelerators")] + ["lightning.fabric.plugins"]
+IMPORT_ALLOWLIST = ["mnist_bench", "torch.optim", *LIGHTNING]
 # Your own packages join the list from the command line (--allow-imports) or the environment, never from a config.
 ALLOW_IMPORTS_FLAG = "--allow-imports"
 ALLOW_IMPORTS_ENV = "MNIST_BENCH_ALLOW_IMPORTS"
@@ -41,11 +45,14 @@ def allowed_imports(argv: list[str]) -> tuple[list[str], list[str]]:
     for arg in args:
         if arg == ALLOW_IMPORTS_FLAG:
             value = next(args, None)
-            if value is None or value.startswith("-"):
+            if value is None or value.startswith("-") or not value.strip(" ,"):
                 raise ConfigError(f"{ALLOW_IMPORTS_FLAG} needs a package name, e.g. {ALLOW_IMPORTS_FLAG} mymodels")
             given.append(value)
         elif arg.startswith(ALLOW_IMPORTS_FLAG + "="):
-            given.append(arg.split("=", 1)[1])
+            value = arg.split("=", 1)[1]
+            if not value.strip(" ,"):
+                raise ConfigError(f"{ALLOW_IMPORTS_FLAG} needs a package name, e.g. {ALLOW_IMPORTS_FLAG}=mymodels")
+            given.append(value)
         else:
             rest.append(arg)
     return rest, allowed_packages(given)
@@ -61,9 +68,8 @@ def allowed_packages(given: list[str] | None) -> list[str]:
             raise ConfigError(f"{ALLOW_IMPORTS_FLAG} / ${ALLOW_IMPORTS_ENV}: {name!r} is not a package or module "
                               "name. Fix: give dotted names such as mymodels or mylab.callbacks, comma-separated")
         if name.split(".")[0] in sys.stdlib_module_names or name.split(".")[0] == "jsonargparse":
-            raise ConfigError(f"{ALLOW_IMPORTS_FLAG} / ${ALLOW_IMPORTS_ENV}: {name!r} is not your own code; only "
-                              "your own packages can be allowed (the standard library stays out of reach of a "
-                              "config)")
+            raise ConfigError(f"{ALLOW_IMPORTS_FLAG} / ${ALLOW_IMPORTS_ENV}: {name!r} is not your own code (the "
+                              "standard library stays out of reach of a config). Fix: name only your own packages")
     return list(dict.fromkeys(packages))
 
 
@@ -78,7 +84,7 @@ def import_refusal(message: str) -> str | None:
         return None
     path = found.group(1)
     package = path.split(".")[0]
-    text = f"'{path}' is outside mnist_bench, torch.optim and lightning, which is all a config may name"
+    text = f"'{path}' is outside mnist_bench, torch.optim and Lightning's trainer classes, which is all a config may name"
     if package in sys.stdlib_module_names:
         return f"{text}. Fix: use a class from those packages"
     return (f"{text}. Fix: if it is your own code, allow its package on the command line: {ALLOW_IMPORTS_FLAG} "
@@ -87,4 +93,9 @@ def import_refusal(message: str) -> str | None:
 
 def allowed(class_path: str, extra: list[str] | tuple[str, ...]) -> bool:
     """Whether ``class_path`` lies in the project or in one of the ``extra`` packages."""
-    return any(class_path == p or class_path.startswith(p + ".") for p in ["mnist_bench", *extra])
+    return any(within(class_path, package) for package in ["mnist_bench", *extra])
+
+
+def within(path: str, package: str) -> bool:
+    """Whether the dotted ``path`` is ``package`` or inside it (``mnist_bench_ext`` is not inside ``mnist_bench``)."""
+    return path == package or path.startswith(package + ".")

@@ -72,7 +72,9 @@ class MNISTBenchCLI(LightningCLI):
         no_exit = {"exit_on_error": False, "allow_abbrev": False}
         description = ("Train, validate or test with a model config: mnist-bench fit --config configs/cnn.yaml. "
                        "Also: 'mnist-bench data' fetches and verifies MNIST; 'mnist-bench predict --ckpt_path RUN "
-                       "IMAGES...' classifies image files; 'mnist-bench export --ckpt_path RUN --output M.onnx'.")
+                       "IMAGES...' classifies image files; 'mnist-bench export --ckpt_path RUN --output M.onnx'. "
+                       "--allow-imports PKG (or MNIST_BENCH_ALLOW_IMPORTS) lets a config name your own package's "
+                       "classes.")
         kwargs.setdefault("parser_kwargs", {**no_exit, "prog": "mnist-bench", "description": description,
                                             **{cmd: dict(no_exit) for cmd in SUBCOMMANDS}})
         kwargs.setdefault("save_config_callback", SaveConfigToRunDir)
@@ -209,9 +211,12 @@ class MNISTBenchCLI(LightningCLI):
     def _loggers(self, given: Any, log_root: Path, model: str, version: int) -> list[Logger] | bool:
         """``--logger``'s loggers (TensorBoard when neither it nor ``trainer.logger`` is set), then those given in
         full under ``trainer.logger``; ``trainer.logger: false`` turns logging off (the run's folder stays)."""
-        if given is False:
-            return False
         shortcut = self._config().get("logger")
+        if given is False:
+            if shortcut is not None:
+                raise ConfigError(f"--logger {shortcut} and trainer.logger false contradict each other. Fix: drop "
+                                  "one of them")
+            return False
         from_config = [] if given in (None, True) else (list(given) if isinstance(given, list) else [given])
         names = logger_names(shortcut) if shortcut or not from_config else []
         return build_loggers(names, log_root, model, version) + from_config or False
@@ -297,7 +302,8 @@ class MNISTBenchCLI(LightningCLI):
         if report is None or report.metrics is None or not self.trainer.is_global_zero:
             return
         print_rich_table([report.metrics], title=f"mnist-bench: {report.metrics['model']} on {report.metrics['device']}")
-        print(f"run dir: {report.metrics['run_dir']}  (metrics.json, config.yaml, checkpoints/, TensorBoard events)")
+        loggers = ", ".join(type(logger).__name__ for logger in self.trainer.loggers) or "no logger"
+        print(f"run dir: {report.metrics['run_dir']}  (metrics.json, config.yaml, checkpoints/, figures; {loggers})")
 
 
 class _DropAdverts(logging.Filter):

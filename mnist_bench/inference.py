@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 import mnist_bench.models as models
-from mnist_bench.allowlist import ALLOW_IMPORTS_ENV, ALLOW_IMPORTS_FLAG, allowed
+from mnist_bench.allowlist import ALLOW_IMPORTS_ENV, ALLOW_IMPORTS_FLAG, allowed, within
 from mnist_bench.errors import UserFacingError
 from mnist_bench.models.base import MNISTClassifier
 
@@ -77,7 +77,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu",
 
 def _model_class(path: Path, class_path: str, allow_imports: list[str] | tuple[str, ...]) -> type | None:
     module, _, name = class_path.rpartition(".")
-    if module.startswith("mnist_bench"):
+    if within(module, "mnist_bench"):
         return getattr(models, name, None) if name in models.__all__ else None
     if not module:
         return None

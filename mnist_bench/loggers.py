@@ -7,17 +7,37 @@ pointed at that folder; loggers given in full under ``trainer.logger`` are kept 
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import io
 import os
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_bench.errors import ConfigError
 
 DEFAULT_LOGGERS = "tensorboard"
 # what each short name needs beyond Lightning, and how to get it
 NEEDS = {"mlflow": ("mlflow", "pip install mlflow-skinny"), "wandb": ("wandb", "pip install wandb")}
+
+
+class ContinuingCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, except that a resumed run continues its folder's metrics.csv (Lightning's deletes it
+    when the writer starts, before the resume is even accepted)."""
+
+    @property
+    def experiment(self):  # noqa: ANN201 (Lightning's writer, or its rank-zero dummy)
+        if self._experiment is not None or rank_zero_only.rank != 0:
+            return super().experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        kept = path.read_text() if path.is_file() else ""
+        writer = super().experiment
+        if kept:
+            path.write_text(kept)
+            writer.metrics_keys = next(csv.reader(io.StringIO(kept)), [])  # the header: later rows append under it
+        return writer
 
 
 def next_version(model_logs: Path) -> int:
@@ -29,8 +49,11 @@ def next_version(model_logs: Path) -> int:
 
 def logger_names(value: str | None) -> list[str]:
     """``--logger`` as a list of short names; an unknown or unavailable one is a config error."""
-    names = [n.strip().lower() for n in (value or DEFAULT_LOGGERS).split(",") if n.strip()]
+    names = [n.strip().lower() for n in (DEFAULT_LOGGERS if value is None else value).split(",") if n.strip()]
     known = ("tensorboard", "csv", *NEEDS)
+    if not names:
+        raise ConfigError(f"--logger is empty. Fix: one or more of {', '.join(known)}, comma-separated, or "
+                          "--trainer.logger=false for no logger")
     for name in names:
         if name not in known:
             raise ConfigError(f"--logger {name}: unknown logger. Fix: one or more of {', '.join(known)}, "
@@ -49,7 +72,7 @@ def build_loggers(names: list[str], root: Path, model: str, version: int) -> lis
         if name == "tensorboard":
             loggers.append(TensorBoardLogger(save_dir=str(root), name=model, version=version, default_hp_metric=False))
         elif name == "csv":
-            loggers.append(CSVLogger(save_dir=str(root), name=model, version=version))
+            loggers.append(ContinuingCSVLogger(save_dir=str(root), name=model, version=version))
         elif name == "mlflow":
             from lightning.pytorch.loggers import MLFlowLogger
 

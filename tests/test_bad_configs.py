@@ -86,6 +86,14 @@ def test_config_cannot_import_code_outside_the_allowlist(capsys, tmp_path, monke
     assert "evil_optim" in err.splitlines()[0]
     assert not marker.exists(), "the module was imported"
     assert "evil_optim" not in sys.modules
+    # Lightning's own lightning.__setup__ runs ./.actions/assistant.py when imported: only the trainer's packages
+    (tmp_path / ".actions").mkdir()
+    (tmp_path / ".actions" / "assistant.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n")
+    code, err = run_main(["fit", "--config", str(ROOT / "configs" / "cnn.yaml"),
+                          "--trainer.callbacks+=lightning.__setup__.Nothing"], capsys)
+    assert code == 2 and "lightning.__setup__" in err.splitlines()[0]
+    assert not marker.exists(), "lightning.__setup__ was imported"
     # standard-library paths that run commands are refused too
     for path in ("os.system", "subprocess.Popen"):
         bad.write_text((ROOT / "configs" / "cnn.yaml").read_text().replace("torch.optim.AdamW", path))

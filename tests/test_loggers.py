@@ -93,3 +93,32 @@ def test_mlflow_records_the_run_in_a_local_store_beside_the_runs(quick, tmp_path
     history = client.get_metric_history(recorded.info.run_id, "val/acc")
     assert len(history) == 2, "one val/acc per epoch"
     assert "test/acc" in recorded.data.metrics
+
+
+def test_a_resumed_run_continues_its_metrics_csv_even_when_the_resume_is_refused(tiny_fit_args, tmp_path, capsys):
+    base = ["fit", "--config", CNN, *tiny_fit_args, "--trainer.limit_train_batches=2", "--logger", "csv"]
+    # resumed for a second epoch (no step-counting schedule to stretch): epoch 0's rows kept, epoch 1's added
+    plain = [*base, "--model.init_args.scheduler=null"]
+    main([*plain, "--trainer.max_epochs=1"])
+    main([*plain, "--trainer.max_epochs=2", "--ckpt_path", "last"])
+    metrics_csv = tmp_path / "lightning_logs" / "cnn" / "version_0" / "metrics.csv"
+    rows = list(csv.DictReader(metrics_csv.open()))
+    assert sorted(row["epoch"] for row in rows if row.get("val/acc")) == ["0", "1"]
+    assert not (tmp_path / "lightning_logs" / "cnn" / "version_1").exists()
+    # a resume refused (OneCycleLR planned over other steps) leaves the file as it was
+    other = [*base, f"--trainer.default_root_dir={tmp_path / 'other'}"]
+    main([*other, "--trainer.max_epochs=1"])
+    metrics_csv = tmp_path / "other" / "lightning_logs" / "cnn" / "version_0" / "metrics.csv"
+    before = metrics_csv.read_text()
+    code, err = run_main([*other, "--trainer.max_epochs=2", "--ckpt_path", "last"], capsys)
+    assert code == 2 and "cannot stretch" in err
+    assert metrics_csv.read_text() == before
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    (["--logger", ""], "--logger is empty"),
+    (["--logger", "csv", "--trainer.logger=false"], "contradict"),
+])
+def test_contradictory_or_empty_logger_settings_are_config_errors(extra, named, quick, capsys):
+    code, err = run_main([*quick, *extra], capsys)
+    assert code == 2 and named in err.splitlines()[0]

@@ -8,6 +8,7 @@ import pytest
 
 from mnist_bench.cli import main
 
+from .conftest import ROOT
 from .test_bad_configs import run_main
 
 TOY_PACKAGE = '''
@@ -104,6 +105,8 @@ def test_your_own_model_and_callback_train_once_allowed(how, toy, tiny_fit_args,
     ("subprocess.Popen", "'subprocess.Popen' is not your own code"),
     ("jsonargparse", "'jsonargparse' is not your own code"),
     ("my-models", "'my-models' is not a package or module name"),
+    ("", "--allow-imports needs a package name"),
+    (",", "--allow-imports needs a package name"),
 ])
 def test_allow_imports_refuses_the_standard_library_and_bad_names(value, named, toy, tiny_fit_args, capsys):
     code, err = run_main(["fit", "--config", str(toy), *tiny_fit_args, f"--allow-imports={value}"], capsys)
@@ -132,3 +135,28 @@ def test_predict_and_export_load_your_own_model_once_allowed(toy, tiny_fit_args,
     onnx = tmp_path / "tiny.onnx"
     assert export_main(["--ckpt_path", str(run), "--output", str(onnx), "--allow-imports=toy_models"]) == 0
     assert onnx.stat().st_size > 0
+
+
+def test_a_package_named_like_the_project_is_not_the_project(tmp_path, tiny_fit_args, monkeypatch, capsys):
+    """``mnist_bench_ext`` is a user's package: allowed by name, rebuilt from its own module by predict."""
+    import numpy as np
+    from PIL import Image
+
+    from mnist_bench.predict import main as predict_main
+
+    package = tmp_path / "lab" / "mnist_bench_ext"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from mnist_bench.models import CNN\n\nclass MyCNN(CNN):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "lab"))
+    config = str(ROOT / "configs" / "cnn.yaml")
+    args = ["fit", "--config", config, *tiny_fit_args, "--model.class_path=mnist_bench_ext.MyCNN",
+            "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--model.init_args.scheduler=null"]
+    code, err = run_main(args, capsys)
+    assert code == 2 and "--allow-imports mnist_bench_ext" in err.splitlines()[0]
+    main([*args, "--allow-imports", "mnist_bench_ext"])
+    run = tmp_path / "lightning_logs" / "cnn" / "version_0"
+    Image.fromarray(np.pad(np.full((20, 6), 255, np.uint8), 4)).save(tmp_path / "one.png")
+    capsys.readouterr()
+    assert predict_main([str(tmp_path / "one.png"), "--ckpt_path", str(run)]) == 2
+    assert "--allow-imports mnist_bench_ext" in capsys.readouterr().err
+    assert predict_main([str(tmp_path / "one.png"), "--ckpt_path", str(run), "--allow-imports", "mnist_bench_ext"]) == 0

@@ -5,7 +5,8 @@ post-processing each run once per image, many of them with a host sync. For 128 
 operations a step, which bounds the detector on a GPU. Here every image has the same size and exactly one target box,
 so the same computations are done on N×K tensors: the same matcher thresholds, sampling proportions, NMS rule
 (IoU > threshold suppresses, per level or per class) and losses. A batch of any other shape (several boxes in an
-image, images of different sizes) and tracing for ONNX export take torchvision's own code.
+image, images of different sizes) and tracing for ONNX export take torchvision's own code. Boxes with exactly equal
+scores may be ordered differently than torchvision orders them, so NMS can keep another of the tied boxes.
 """
 
 from __future__ import annotations
