@@ -39,7 +39,7 @@ class ExportError(UserFacingError):
 
 
 def metadata(model: nn.Module, ckpt_path: str) -> dict[str, str]:
-    if hasattr(model, "detector"):
+    if model.onnx_kind == "detector":
         shape = f"digits: float32 [1, 1, {IMAGE_SIZE}, {IMAGE_SIZE}] (one image per call), light ink on black"
         outputs = "boxes: float32 [K, 4] (x1, y1, x2, y2 in pixels), classes: int64 [K] (the digit), scores: float32 [K]"
     else:
@@ -100,7 +100,7 @@ def export_onnx(model: nn.Module, output: str | Path, meta: dict[str, str]) -> P
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            proto = _detector_proto(model) if hasattr(model, "detector") else _classifier_proto(model)
+            proto = _detector_proto(model) if model.onnx_kind == "detector" else _classifier_proto(model)
         except Exception as err:  # the exporters raise many types; the user gets one line
             raise ExportError(f"{model.model_name} did not export to ONNX: {type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}") from err

@@ -97,6 +97,4 @@ def class_probabilities(model: MNISTClassifier, x: Tensor) -> Tensor:
     """N×10 class scores for normalized N×1×28×28 digits: the softmax of a classifier's logits; for the detector,
     each digit's best detection score (the predicted digit is the top detection's), or the box classifier's
     softmax for an image with no detection."""
-    if hasattr(model, "digit_scores"):
-        return model.digit_scores(x)
-    return model(x).float().softmax(dim=1)
+    return model.class_scores(x)

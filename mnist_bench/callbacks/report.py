@@ -61,7 +61,7 @@ class RunReport(Callback):
             "history": pl_module.history,
             "config": self.info.get("config"),
         }
-        metrics.update(pl_module.extra_metrics() if hasattr(pl_module, "extra_metrics") else {})
+        metrics.update(pl_module.extra_metrics())
         test_set = getattr(trainer.datamodule, "test_set", None) if trainer.datamodule is not None else None
         metrics["test/full_images"] = len(test_set) if test_set is not None else None
         return metrics

@@ -268,9 +268,22 @@ class MNISTClassifier(LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
+    # --- the contract that predict, export and the run report rely on -----------------------------------------
+    onnx_kind: ClassVar[str] = "classifier"  # how export.py writes the model: "classifier" or "detector"
+
+    @torch.no_grad()
+    def class_scores(self, x: Tensor) -> Tensor:
+        """N×10 class scores for a normalized batch, whose argmax is the prediction: here the softmax of the
+        logits."""
+        return self(x).float().softmax(dim=1)
+
+    def extra_metrics(self) -> dict[str, Any]:
+        """Model-specific entries for metrics.json (the run report adds them after the test pass)."""
+        return {}
+
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(x).softmax(dim=1)
+        return self.class_scores(x)
 
     def on_test_epoch_start(self) -> None:
         self.test_confusion.reset()

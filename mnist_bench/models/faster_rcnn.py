@@ -73,6 +73,7 @@ class FasterRCNN(MNISTClassifier):
     """
 
     model_name = "faster_rcnn"
+    onnx_kind = "detector"
     # torchvision's detection post-processing fails under bf16 autocast (an index_put of bf16 boxes into fp32)
     mixed_precision = False
     loss_kind = "detection loss (sum of RPN objectness, RPN box, RoI class and RoI box losses)"
@@ -233,7 +234,7 @@ class FasterRCNN(MNISTClassifier):
                 "test/fallback_rate": self.final.get("test/fallback_rate")}
 
     @torch.no_grad()
-    def digit_scores(self, x: Tensor) -> Tensor:
+    def class_scores(self, x: Tensor) -> Tensor:
         """N×10: each digit's best detection score; the box classifier's probabilities where nothing was detected.
         Its argmax is the predicted digit."""
         out = self.detect(x)
@@ -243,7 +244,3 @@ class FasterRCNN(MNISTClassifier):
                 scores[i].scatter_reduce_(0, label_to_digit(found["labels"]), found["scores"], reduce="amax")
         scores[out.fallback] = out.fallback_probs
         return scores
-
-    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.digit_scores(x)
