@@ -9,7 +9,8 @@ from torchmetrics.detection import MeanAveragePrecision
 from mnist_bench.cli import main
 from mnist_bench.data.datamodule import normalize
 from mnist_bench.models import FasterRCNN
-from mnist_bench.models.components.detection import box_iou_pairs, digit_to_label, ink_boxes, label_to_digit
+from mnist_bench.models.components.batched_rcnn import box_iou_pairs
+from mnist_bench.models.components.detection import digit_to_label, ink_boxes, label_to_digit
 
 from .conftest import ROOT
 

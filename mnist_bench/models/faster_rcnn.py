@@ -19,9 +19,9 @@ from mnist_bench.data.constants import NUM_CLASSES
 from mnist_bench.data.datamodule import denormalize
 from mnist_bench.errors import ConfigError
 from mnist_bench.models.base import MNISTClassifier
+from mnist_bench.models.components.batched_rcnn import box_iou_pairs
 from mnist_bench.models.components.detection import (
     LABEL_OFFSET,
-    box_iou_pairs,
     build_faster_rcnn,
     digit_to_label,
     ink_boxes,

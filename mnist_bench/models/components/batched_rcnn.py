@@ -20,7 +20,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import box_iou, roi_align
+from torchvision.ops import box_iou, clip_boxes_to_image, roi_align
 
 
 def _tracing() -> bool:
@@ -43,8 +43,8 @@ class Proposals(list):
     them as one padded N×P×4 tensor with its N×P validity mask, so the RoI heads need not rebuild it."""
 
     def __init__(self, boxes: Tensor, valid: Tensor):
-        counts = valid.sum(dim=1).tolist()  # the one host sync of the RPN
-        super().__init__(boxes[valid].split(counts))
+        self.counts = valid.sum(dim=1).tolist()  # the one host sync of the RPN
+        super().__init__(boxes[valid].split(self.counts))
         self.padded, self.valid = boxes, valid
 
 
@@ -74,6 +74,16 @@ def sample_balanced(labels: Tensor, per_image: int, positive_fraction: float) ->
     num_pos = positive.sum(dim=1).clamp(max=int(per_image * positive_fraction))
     num_neg = torch.minimum(negative.sum(dim=1), per_image - num_pos)
     return random_subset(positive, num_pos), random_subset(negative, num_neg)
+
+
+def box_iou_pairs(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of each box in ``a`` with the box at the same place in ``b`` (both ...×4, x1 y1 x2 y2)."""
+    lt = torch.maximum(a[..., :2], b[..., :2])
+    rb = torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=-1)
+    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(dim=-1)
+    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(dim=-1)
+    return inter / (area_a + area_b - inter).clamp(min=1e-9)
 
 
 def pairwise_iou(boxes: Tensor) -> Tensor:
@@ -168,7 +178,8 @@ class BatchedRPN(RegionProposalNetwork):
             labels[iou == iou.max(dim=1, keepdim=True).values] = 1.0
         return labels, gt_boxes[:, None, :].expand(-1, len(anchors), -1)
 
-    def batched_loss(self, objectness: Tensor, deltas: Tensor, labels: Tensor, regression: Tensor) -> tuple[Tensor, Tensor]:  # noqa: E501
+    def batched_loss(self, objectness: Tensor, deltas: Tensor, labels: Tensor,
+                     regression: Tensor) -> dict[str, Tensor]:
         sampler = self.fg_bg_sampler
         positive, negative = sample_balanced(labels, sampler.batch_size_per_image, sampler.positive_fraction)
         sampled = positive | negative
@@ -189,16 +200,14 @@ class BatchedRPN(RegionProposalNetwork):
         top = self._get_top_n_idx(objectness, num_anchors_per_level)  # N×T, best of each level
         rows = torch.arange(n, device=proposals.device)[:, None]
         scores = objectness[rows, top].sigmoid()
-        height, width = image_shapes[0]
-        boxes = proposals[rows, top]
-        boxes = torch.stack([boxes[..., 0].clamp(0, width), boxes[..., 1].clamp(0, height),
-                             boxes[..., 2].clamp(0, width), boxes[..., 3].clamp(0, height)], dim=-1)
+        boxes = clip_boxes_to_image(proposals[rows, top], image_shapes[0])
         size_ok = ((boxes[..., 2] - boxes[..., 0]) >= self.min_size) & ((boxes[..., 3] - boxes[..., 1]) >= self.min_size)
         valid = size_ok & (scores >= self.score_thresh)
         order, keep = nms_rows(boxes, scores, levels[top], valid, self.nms_thresh)
         index, valid = first_kept(order, keep, self.post_nms_top_n())
         chosen = boxes.gather(1, index[..., None].expand(-1, -1, 4)) * valid[..., None]
-        return Proposals(chosen, valid), list(scores.gather(1, index)[valid].split(valid.sum(dim=1).tolist()))
+        proposals = Proposals(chosen, valid)
+        return proposals, list(scores.gather(1, index)[valid].split(proposals.counts))
 
 
 class BatchedRoIHeads(RoIHeads):
@@ -234,16 +243,15 @@ class BatchedRoIHeads(RoIHeads):
         gt_boxes = gt_boxes.to(boxes.dtype)
         boxes = torch.cat([boxes, gt_boxes[:, None]], dim=1)  # the target box is a proposal too
         valid = torch.cat([valid, valid.new_ones(len(valid), 1)], dim=1)
-        iou = box_iou_rows(boxes, gt_boxes)
+        iou = box_iou_pairs(boxes, gt_boxes[:, None].expand_as(boxes))
         labels = torch.where(iou >= self.proposal_matcher.high_threshold, gt_labels[:, None], 0)
         labels[(iou >= self.proposal_matcher.low_threshold) & (iou < self.proposal_matcher.high_threshold)] = -1
         labels[~valid] = -1
         positive, negative = sample_balanced(labels, self.fg_bg_sampler.batch_size_per_image,
                                              self.fg_bg_sampler.positive_fraction)
         sampled = positive | negative
-        slots = min(self.fg_bg_sampler.batch_size_per_image, boxes.shape[1])
-        pick = (~sampled).to(torch.int8).argsort(dim=1, stable=True)[:, :slots]  # the sampled first
-        used = sampled.gather(1, pick)
+        every = torch.arange(boxes.shape[1], device=boxes.device).expand(len(boxes), -1)
+        pick, used = first_kept(every, sampled, self.fg_bg_sampler.batch_size_per_image)  # the sampled first
         rois = boxes.gather(1, pick[..., None].expand(-1, -1, 4))
         labels = (labels.gather(1, pick) * used).flatten()  # unused slots: background, left out of the losses
         used = used.flatten()
@@ -266,9 +274,7 @@ class BatchedRoIHeads(RoIHeads):
         class_logits, box_regression = self._box_outputs(features, boxes, image_shapes)
         classes = class_logits.shape[-1]
         found = self.box_coder.decode_single(box_regression, boxes.reshape(-1, 4)).reshape(n, p, classes, 4)
-        height, width = image_shapes[0]
-        found = torch.stack([found[..., 0].clamp(0, width), found[..., 1].clamp(0, height),
-                             found[..., 2].clamp(0, width), found[..., 3].clamp(0, height)], dim=-1)
+        found = clip_boxes_to_image(found, image_shapes[0])
         scores = F.softmax(class_logits, -1).reshape(n, p, classes)
         labels = torch.arange(classes, device=boxes.device).expand(n, p, classes)
         # background dropped; one candidate per proposal and class
@@ -283,13 +289,3 @@ class BatchedRoIHeads(RoIHeads):
         columns = (found.gather(1, pick)[kept].split(counts), scores.gather(1, index)[kept].split(counts),
                    labels.gather(1, index)[kept].split(counts))
         return [{"boxes": b, "labels": lab, "scores": s} for b, s, lab in zip(*columns, strict=True)]
-
-
-def box_iou_rows(boxes: Tensor, gt_boxes: Tensor) -> Tensor:
-    """N×K: the IoU of each of N×K×4 boxes with its row's one box (N×4)."""
-    lt = torch.maximum(boxes[..., :2], gt_boxes[:, None, :2])
-    rb = torch.minimum(boxes[..., 2:], gt_boxes[:, None, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=-1)
-    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-    gt_area = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
-    return inter / (area + gt_area[:, None] - inter)

@@ -49,16 +49,6 @@ def ink_boxes(pixels: Tensor, threshold: float = 0.0) -> Tensor:
     return torch.stack([x1, y1, x2, y2], dim=1).to(pixels.dtype if pixels.is_floating_point() else torch.float32)
 
 
-def box_iou_pairs(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of each box in ``a`` with the box in the same row of ``b`` (both K×4, x1 y1 x2 y2)."""
-    lt = torch.maximum(a[:, :2], b[:, :2])
-    rb = torch.minimum(a[:, 2:], b[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)
-    return inter / (area_a + area_b - inter).clamp(min=1e-9)
-
-
 class DigitBackbone(nn.Module):
     """conv-BN-ReLU stages with a max-pool after each but the last: stride 2 for two stages, a 14×14 feature map
     for a 28-px digit, fine enough for pixel-accurate boxes."""
