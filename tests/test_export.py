@@ -7,17 +7,19 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from mnist_bench.data.datamodule import normalize
-from mnist_bench.export import main as export_main
-from mnist_bench.inference import load_trained
-from mnist_bench.models import CNN, VGG16, AlexNet, FasterRCNN, ViT
+from mnist_bench.data.datasets import MNIST
+from mnist_bench.models import CNN, AlexNetClassifier, FasterRCNNClassifier, VGG16Classifier, ViT
+from mnist_bench.use.export import main as export_main
+from mnist_bench.use.inference import load_trained
+
+normalize = MNIST.info.normalize
 
 TINY = {
     "cnn": lambda: CNN(channels=(8, 16), hidden=32),
-    "vgg16": lambda: VGG16(weights="none", image_size=32, hidden=32),
-    "alexnet": lambda: AlexNet(weights="none", image_size=63, hidden=32),
+    "vgg16": lambda: VGG16Classifier(weights="none", image_size=32, hidden=32),
+    "alexnet": lambda: AlexNetClassifier(weights="none", image_size=63, hidden=32),
     "vit": lambda: ViT(patch_size=7, dim=32, depth=2, num_heads=2),
-    "faster_rcnn": lambda **kw: FasterRCNN(channels=(8, 16, 16), representation_size=32, **kw),
+    "faster_rcnn": lambda **kw: FasterRCNNClassifier(channels=(8, 16, 16), representation_size=32, **kw),
 }
 
 
@@ -79,3 +81,18 @@ def test_export_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert export_main(["--ckpt_path", str(tmp_path / "none.ckpt"), "--output", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not found" in err[0]
+
+
+@pytest.mark.parametrize("old_name, module", [("FasterRCNN", "faster_rcnn"), ("AlexNet", "alexnet"),
+                                              ("VGG16", "vgg")])
+def test_checkpoints_from_before_the_renames_and_datasets_still_load(old_name, module, tmp_path):
+    """Checkpoints written before the LightningModules were renamed (FasterRCNN -> FasterRCNNClassifier, ...) and
+    before models kept their dataset's info name the old class and carry no ``dataset``: they load as MNIST's."""
+    name = {"FasterRCNN": "faster_rcnn", "AlexNet": "alexnet", "VGG16": "vgg16"}[old_name]
+    model = TINY[name]()
+    hparams = {k: v for k, v in model.hparams.items() if k not in ("optimizer", "scheduler", "dataset")}
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": model.state_dict(),
+                "hyper_parameters": {"_class_path": f"mnist_bench.models.{module}.{old_name}", **hparams}}, path)
+    loaded = load_trained(path)
+    assert type(loaded) is type(model) and loaded.dataset.name == "mnist" and loaded.num_classes == 10

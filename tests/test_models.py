@@ -7,7 +7,7 @@ from lightning.pytorch import Trainer
 from mnist_bench.callbacks.timing import TimingCallback
 from mnist_bench.data.datamodule import MNISTDataModule
 from mnist_bench.models import CNN, WarmupCosineLR
-from mnist_bench.models.base import InputAdapter
+from mnist_bench.models.components.adapter import InputAdapter
 
 
 def test_input_adapter_resizes_and_repeats_channels():

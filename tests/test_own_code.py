@@ -30,7 +30,8 @@ class TinyMLP(MNISTClassifier):
         super().__init__(**kwargs)
         self.save_hyperparameters(logger=False)
         pixels = self.image_size ** 2 * self.adapt.in_chans
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(pixels, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(pixels, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, self.num_classes))
 
 
 class EpochMarker(Callback):
@@ -96,6 +97,7 @@ def test_your_own_model_and_callback_train_once_allowed(how, toy, tiny_fit_args,
     assert (tmp_path / "lightning_logs" / "tiny_mlp" / "version_0" / "checkpoints" / "last.ckpt").exists()
     # the permission lasts for that command only: the next one, without it, is refused again
     monkeypatch.delenv("MNIST_BENCH_ALLOW_IMPORTS", raising=False)
+    capsys.readouterr()  # the allowed run's output
     code, err = run_main(["fit", "--config", str(toy), *tiny_fit_args], capsys)
     assert code == 2 and "toy_models" in err.splitlines()[0]
 
@@ -118,8 +120,8 @@ def test_predict_and_export_load_your_own_model_once_allowed(toy, tiny_fit_args,
     import numpy as np
     from PIL import Image
 
-    from mnist_bench.export import main as export_main
-    from mnist_bench.predict import main as predict_main
+    from mnist_bench.use.export import main as export_main
+    from mnist_bench.use.predict import main as predict_main
 
     main(["fit", "--config", str(toy), *tiny_fit_args, "--allow-imports", "toy_models", "--trainer.max_epochs=1"])
     run = tmp_path / "lightning_logs" / "tiny_mlp" / "version_0"
@@ -142,7 +144,7 @@ def test_a_package_named_like_the_project_is_not_the_project(tmp_path, tiny_fit_
     import numpy as np
     from PIL import Image
 
-    from mnist_bench.predict import main as predict_main
+    from mnist_bench.use.predict import main as predict_main
 
     package = tmp_path / "lab" / "mnist_bench_ext"
     package.mkdir(parents=True)

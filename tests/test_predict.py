@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_bench.images import BOX, ImageError, load_digit
 from mnist_bench.models import CNN
-from mnist_bench.predict import main as predict_main
+from mnist_bench.use.images import BOX, ImageError, load_digit
+from mnist_bench.use.predict import main as predict_main
 
 
 def drawing(height: int = 300, width: int = 200, dark_on_light: bool = True) -> np.ndarray:

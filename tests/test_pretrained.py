@@ -7,7 +7,7 @@ import torch
 from torchvision import models as tvm
 
 from mnist_bench.cli import main
-from mnist_bench.models import VGG16, AlexNet
+from mnist_bench.models import AlexNetClassifier, VGG16Classifier
 from mnist_bench.models.components.pretrained import WeightsError, imagenet_weights_path
 
 from .conftest import ROOT
@@ -34,7 +34,7 @@ def plant(arch: str, full: bool) -> dict[str, torch.Tensor]:
     return state
 
 
-@pytest.mark.parametrize("cls, arch, size, full", [(VGG16, "vgg16", 32, False), (AlexNet, "alexnet", 63, True)],
+@pytest.mark.parametrize("cls, arch, size, full", [(VGG16Classifier, "vgg16", 32, False), (AlexNetClassifier, "alexnet", 63, True)],
                          ids=["vgg16", "alexnet"])
 def test_planted_imagenet_weights_load_with_a_summed_stem(torch_home, cls, arch, size, full):
     state = plant(arch, full)
@@ -52,7 +52,7 @@ def test_planted_imagenet_weights_load_with_a_summed_stem(torch_home, cls, arch,
 
 @pytest.mark.parametrize("arch, filename", [("vgg16", "vgg16-397923af.pth"), ("alexnet", "alexnet-owt-7be5be79.pth")])
 def test_imagenet_without_the_file_names_it(torch_home, arch, filename):
-    cls = {"vgg16": VGG16, "alexnet": AlexNet}[arch]
+    cls = {"vgg16": VGG16Classifier, "alexnet": AlexNetClassifier}[arch]
     with pytest.raises(WeightsError) as err:
         cls(weights="imagenet", image_size=64)
     message = str(err.value)
@@ -62,7 +62,7 @@ def test_imagenet_without_the_file_names_it(torch_home, arch, filename):
 
 def test_auto_falls_back_loudly_and_records_it(torch_home, synthetic_data, tmp_path):
     with pytest.warns(UserWarning, match="TRAINING FROM SCRATCH"):
-        model = AlexNet(weights="auto", image_size=63)
+        model = AlexNetClassifier(weights="auto", image_size=63)
     assert model.pretrained is False and model.backbone_lr_scale == 1.0
 
 
@@ -70,12 +70,12 @@ def test_local_path_and_corrupt_or_malicious_files(torch_home, tmp_path):
     state = plant("alexnet", full=False)
     local = tmp_path / "mine.pth"
     os.replace(imagenet_weights_path("alexnet"), local)
-    assert AlexNet(weights=str(local), image_size=63).pretrained is True
+    assert AlexNetClassifier(weights=str(local), image_size=63).pretrained is True
 
     broken = tmp_path / "broken.pth"
     broken.write_bytes(local.read_bytes()[:1000])
     with pytest.raises(WeightsError, match="broken.pth"):
-        AlexNet(weights=str(broken), image_size=63)
+        AlexNetClassifier(weights=str(broken), image_size=63)
 
     marker = tmp_path / "payload-ran"
 
@@ -87,7 +87,7 @@ def test_local_path_and_corrupt_or_malicious_files(torch_home, tmp_path):
     with open(evil, "wb") as f:
         pickle.dump({"features.0.weight": Payload()}, f)
     with pytest.raises(WeightsError, match="evil.pth"):
-        AlexNet(weights=str(evil), image_size=63)
+        AlexNetClassifier(weights=str(evil), image_size=63)
     assert not marker.exists()
     assert state  # planted file was real
 
@@ -97,10 +97,10 @@ def test_backbone_gets_the_lower_lr_only_when_pretrained(torch_home):
 
     plant("alexnet", full=False)
     opt = partial(torch.optim.AdamW, lr=1e-3)
-    groups = AlexNet(weights="imagenet", image_size=63, optimizer=opt, backbone_lr_scale=0.1).parameter_groups()
+    groups = AlexNetClassifier(weights="imagenet", image_size=63, optimizer=opt, backbone_lr_scale=0.1).parameter_groups()
     assert [g["name"] for g in groups] == ["backbone", "head"]
     assert groups[0]["lr"] == pytest.approx(1e-4) and "lr" not in groups[1]
-    scratch = AlexNet(weights="none", image_size=63, optimizer=opt).parameter_groups()
+    scratch = AlexNetClassifier(weights="none", image_size=63, optimizer=opt).parameter_groups()
     assert scratch[0]["lr"] == pytest.approx(1e-3)
 
 
@@ -119,7 +119,7 @@ def test_freeze_then_unfreeze(torch_home, synthetic_data):
     from mnist_bench.data.datamodule import MNISTDataModule
 
     plant("alexnet", full=False)
-    model = AlexNet(weights="imagenet", image_size=63, freeze_backbone_epochs=1)
+    model = AlexNetClassifier(weights="imagenet", image_size=63, freeze_backbone_epochs=1)
     before = model.net.features[0].weight.detach().clone()
     seen = []
 
@@ -188,7 +188,7 @@ def test_auto_downloads_the_weights_into_the_cache_with_the_hash_check(torch_hom
     state, sha = serve_alexnet(weights_server)
     # torchvision's file names carry the first hex digits of the real file's sha256; the planted file has its own
     monkeypatch.setattr(pretrained, "expected_hash_prefix", lambda path: sha[:8])
-    model = AlexNet(weights="auto", image_size=64)
+    model = AlexNetClassifier(weights="auto", image_size=64)
     assert model.pretrained is True
     cached = imagenet_weights_path("alexnet")
     assert cached.is_file() and cached.read_bytes() == (weights_server / cached.name).read_bytes()
@@ -200,7 +200,7 @@ def test_auto_downloads_the_weights_into_the_cache_with_the_hash_check(torch_hom
 def test_a_download_with_the_wrong_hash_is_refused_and_not_kept(torch_home, weights_server, weights):
     serve_alexnet(weights_server)  # its sha256 does not start with 7be5be79
     with pytest.raises(WeightsError, match="sha256 .* does not start with 7be5be79"):
-        AlexNet(weights=weights, image_size=64)
+        AlexNetClassifier(weights=weights, image_size=64)
     cached = imagenet_weights_path("alexnet")
     assert not cached.exists() and not list(cached.parent.iterdir())
 
@@ -208,10 +208,10 @@ def test_a_download_with_the_wrong_hash_is_refused_and_not_kept(torch_home, weig
 def test_offline_auto_trains_from_scratch_and_imagenet_stops(torch_home):
     # conftest points the URL at a closed port on 127.0.0.1: the connection is refused at once
     with pytest.warns(UserWarning, match="download failed .*TRAINING FROM SCRATCH"):
-        model = AlexNet(weights="auto", image_size=64)
+        model = AlexNetClassifier(weights="auto", image_size=64)
     assert model.pretrained is False
     with pytest.raises(WeightsError) as err:
-        AlexNet(weights="imagenet", image_size=64)
+        AlexNetClassifier(weights="imagenet", image_size=64)
     message = str(err.value)
     assert "refused" in message.lower() and "127.0.0.1:9/models/alexnet-owt-7be5be79.pth" in message
     assert "\n" not in message and not imagenet_weights_path("alexnet").exists()
@@ -229,6 +229,6 @@ def test_a_server_that_never_answers_times_out(torch_home, monkeypatch):
     monkeypatch.setattr(pretrained, "CONNECT_TIMEOUT_S", 0.5)
     try:
         with pytest.raises(WeightsError, match="timed out"):
-            AlexNet(weights="imagenet", image_size=64)
+            AlexNetClassifier(weights="imagenet", image_size=64)
     finally:
         silent.close()

@@ -47,9 +47,11 @@ def test_test_digits_saved_as_images_round_trip_through_predict(cnn_run, tmp_pat
     back by `mnist-bench predict` get the class the model gives the original tensors."""
     from torchvision.datasets import MNIST
 
-    from mnist_bench.data.datamodule import normalize
-    from mnist_bench.inference import class_probabilities, load_trained
-    from mnist_bench.predict import main as predict_main
+    from mnist_bench.data.datasets import MNIST as MNIST_SPEC
+
+    normalize = MNIST_SPEC.info.normalize
+    from mnist_bench.use.inference import class_probabilities, load_trained
+    from mnist_bench.use.predict import main as predict_main
 
     n = 60
     test = MNIST(str(REAL_DATA), train=False)
@@ -74,7 +76,7 @@ def test_photographed_test_digits_score_close_to_their_clean_scans(cnn_run, tmp_
     pencil, noise, tilt, JPEG at 30-90): the photographs' accuracy is within 5 points of the scans'."""
     from torchvision.datasets import MNIST
 
-    from mnist_bench.predict import main as predict_main
+    from mnist_bench.use.predict import main as predict_main
 
     from .photos import photograph
 

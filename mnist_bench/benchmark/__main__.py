@@ -14,6 +14,7 @@ from mnist_bench.benchmark.aggregate import rows_from_run_dirs, summarize
 from mnist_bench.benchmark.plots import write_plots
 from mnist_bench.benchmark.runner import available_models, run_one
 from mnist_bench.benchmark.table import csv_text, loss_note, markdown_table, print_rich_table, test_set_note
+from mnist_bench.errors import first_line
 from mnist_bench.precision import cpu_capability
 from mnist_bench.provenance import cpu_name, git_sha, versions
 from mnist_bench.utils import write_json_atomic, write_text_atomic
@@ -64,7 +65,7 @@ def measure_seed_unit(data_dir: str, extra: list[str]) -> float | None:
     try:
         return time_seed_pipeline(data_dir, SEED_EPOCHS, device)
     except (RuntimeError, OSError) as err:
-        print(f"   -> no seed unit: {str(err).splitlines()[0]}", flush=True)
+        print(f"   -> no seed unit: {first_line(err)}", flush=True)
         return None
 
 

@@ -22,12 +22,14 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from mnist_bench.data.constants import MNIST_MEAN, MNIST_STD
-from mnist_bench.data.datamodule import MNISTDataModule, ShuffledBatches, normalize, random_affine
+from mnist_bench.data.datamodule import MNISTDataModule, ShuffledBatches, random_affine
+from mnist_bench.data.datasets import MNIST as MNIST_SPEC
 from mnist_bench.models.base import metric_collection
 from mnist_bench.models.components.cnn import SmallCNN
 from mnist_bench.provenance import device_description, git_sha, versions
 from mnist_bench.utils import write_json_atomic
+
+normalize = MNIST_SPEC.info.normalize
 
 SEED_EPOCHS = 5  # the notebook's; this pipeline's 5-epoch training time on a machine is its seed unit (su)
 
@@ -66,7 +68,7 @@ def time_seed_pipeline(data_dir: str, epochs: int, device: torch.device) -> floa
     from torchvision.datasets import MNIST
 
     torch.manual_seed(0)
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_SPEC.info.mean,), (MNIST_SPEC.info.std,))])
     loader = DataLoader(MNIST(data_dir, train=True, download=False, transform=tf), batch_size=64, shuffle=True)
     model = seed_notebook_cnn().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -107,7 +109,7 @@ def time_plain_loop(config: dict, data_dir: str, device: torch.device) -> float:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, total_steps=epochs * len(batches),
                                                 **model_args["scheduler"]["init_args"])
     # the Lightning module updates train accuracy and F1 each step too, and sums the training loss on the device
-    metrics = metric_collection().to(device)
+    metrics = metric_collection(MNIST_SPEC.info.num_classes).to(device)
     smoothing = model_args.get("label_smoothing", 0.0)
     train_s = 0.0
     for epoch in range(epochs):

@@ -10,15 +10,15 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from mnist_bench.data.datamodule import denormalize
 from mnist_bench.plots import boxed_digits, confusion_matrix_figure, digit_grid_figure, save_figure
 
 
 class TestFigures(Callback):
-    """Collects the first ``grid_size`` test digits and the first ``grid_size`` misclassified ones, then draws
+    """Collects the first ``grid_size`` test images and the first ``grid_size`` misclassified ones, then draws
     ``confusion_matrix.png``, ``predictions.png`` and ``misclassified.png`` in the run dir and logs the first two
     to TensorBoard as images. For a detector (test step outputs with ``boxes``) it also draws ``detections.png``:
-    the same digits with the predicted box in red and the ink box in green."""
+    the same images with the predicted box in red and the ink box in green. Pixels and class names come from the
+    model's dataset info."""
 
     def __init__(self, run_dir: Callable[[], str | Path], grid_size: int = 48):
         self.run_dir = run_dir
@@ -54,20 +54,22 @@ class TestFigures(Callback):
                 self._n_wrong += len(y[mask][:k])
 
     @staticmethod
-    def _cat(parts: list[tuple[torch.Tensor, ...]]) -> tuple[Any, Any, Any]:
+    def _cat(parts: list[tuple[torch.Tensor, ...]], pl_module: LightningModule) -> tuple[Any, Any, Any]:
         if not parts:
-            return torch.zeros(0, 1, 28, 28).numpy(), torch.zeros(0).numpy(), torch.zeros(0).numpy()
+            size = pl_module.dataset.image_size
+            return torch.zeros(0, 1, size, size).numpy(), torch.zeros(0).numpy(), torch.zeros(0).numpy()
         x, p, y = (torch.cat(t) for t in zip(*parts, strict=True))
-        return denormalize(x.float()).numpy(), p.numpy(), y.numpy()
+        return pl_module.dataset.denormalize(x.float()).numpy(), p.numpy(), y.numpy()
 
     def _detections_figure(self, pl_module: LightningModule) -> Any:
-        pixels, preds, targets = self._cat(self.samples)
+        pixels, preds, targets = self._cat(self.samples, pl_module)
         x = torch.cat([x for x, _, _ in self.samples]).float()
         y = torch.cat([y for _, _, y in self.samples])
         truth = torch.cat([t["boxes"] for t in pl_module.targets(x, y)])
         drawn = boxed_digits(pixels, torch.cat(self.boxes).numpy(), truth.numpy())
         return digit_grid_figure(drawn, preds, targets,
-                                 f"{pl_module.model_name}: predicted box (red), ink box (green), predicted digit")
+                                 f"{pl_module.model_name}: predicted box (red), ink box (green), predicted class",
+                                 class_names=pl_module.dataset.class_names)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         confusion = pl_module.test_confusion.compute()  # on every rank: under DDP it gathers from all of them
@@ -75,13 +77,16 @@ class TestFigures(Callback):
             return
         run_dir = Path(self.run_dir())
         name = pl_module.model_name
+        names = pl_module.dataset.class_names
         figures = {
-            "confusion_matrix": confusion_matrix_figure(confusion.cpu().numpy(),
-                                                        f"{name}: confusion matrix (test)"),
-            "predictions": digit_grid_figure(*self._cat(self.samples),
-                                             f"{name}: test predictions (wrong in red, true label given)"),
-            "misclassified": digit_grid_figure(*self._cat(self.wrong),
-                                               f"{name}: misclassified test digits, predicted (true)"),
+            "confusion_matrix": confusion_matrix_figure(confusion.cpu().numpy(), f"{name}: confusion matrix (test)",
+                                                        class_names=names),
+            "predictions": digit_grid_figure(*self._cat(self.samples, pl_module),
+                                             f"{name}: test predictions (wrong in red, true label given)",
+                                             class_names=names),
+            "misclassified": digit_grid_figure(*self._cat(self.wrong, pl_module),
+                                               f"{name}: misclassified test images, predicted (true)",
+                                               class_names=names),
         }
         if self.boxes:
             figures["detections"] = self._detections_figure(pl_module)

@@ -11,6 +11,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mnist_bench.callbacks.timing import TimingCallback
+from mnist_bench.errors import first_line
 from mnist_bench.provenance import device_description, git_sha, versions
 from mnist_bench.utils import read_json, write_json_atomic
 
@@ -41,6 +42,7 @@ class RunReport(Callback):
         timing = next((cb for cb in trainer.callbacks if isinstance(cb, TimingCallback)), None)
         metrics = {
             "model": pl_module.model_name,
+            "dataset": pl_module.dataset.name,
             "status": status,
             "error": error,
             **{key: _scalar(trainer.callback_metrics.get(key)) for key in TEST_KEYS},
@@ -81,7 +83,7 @@ class RunReport(Callback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if not trainer.is_global_zero:
             return
-        error = f"{type(exception).__name__}: {exception}".splitlines()[0]
+        error = first_line(f"{type(exception).__name__}: {exception}")
         self.metrics = self.build(trainer, pl_module, "failed", error)
         self.metrics.update({key: None for key in TEST_KEYS})
         existing = Path(self.run_dir()) / "metrics.json"
@@ -96,7 +98,7 @@ class RunReport(Callback):
 
     def _log_hparams(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         """One HPARAMS entry per run, with the final test metrics, so TensorBoard compares runs."""
-        params = {key: metrics[key] for key in ("model", "params", "pretrained", "image_size", "batch_size",
+        params = {key: metrics[key] for key in ("model", "dataset", "params", "pretrained", "image_size", "batch_size",
                                                  "seed", "precision", "epochs")}
         params["lr"] = self.info.get("lr")
         params = {k: v for k, v in params.items() if v is not None}

@@ -1,4 +1,5 @@
-"""MNISTDataModule: torchvision's MNIST loader, tensors kept whole, batches served by slicing."""
+"""MNISTDataModule: torchvision's loader for MNIST (or another dataset of its family), tensors kept whole, batches
+served by slicing."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mnist_bench.data.constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from mnist_bench.data.datasets import DEFAULT_DATASET, DatasetInfo, dataset_spec
 from mnist_bench.data.idx import DataFileError, check_dataset, raw_dir
 from mnist_bench.errors import ConfigError, UserFacingError
 
 
 class MissingDataError(UserFacingError):
-    """The MNIST files are missing or damaged; the message says how to fix it."""
+    """The dataset's files are missing or damaged; the message says how to fix it."""
 
 
 class TensorDigits(Dataset):
@@ -101,20 +102,12 @@ def random_affine(x: Tensor, max_shift_px: float, max_rotate_deg: float, max_sca
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def normalize(pixels: Tensor) -> Tensor:
-    """Pixels (uint8, or floats in [0, 1]) to the normalized floats every model is trained on."""
-    if pixels.dtype == torch.uint8:
-        pixels = pixels.float() / 255.0
-    return (pixels - MNIST_MEAN) / MNIST_STD
-
-
-def denormalize(x: Tensor) -> Tensor:
-    """Back to [0, 1] pixels, for pictures."""
-    return (x * MNIST_STD + MNIST_MEAN).clamp(0, 1)
-
-
 class MNISTDataModule(LightningDataModule):
     """MNIST through ``torchvision.datasets.MNIST(download=False)``, with a seeded train/val split.
+
+    ``dataset`` picks another dataset of the family (``data/datasets.py``); the DataModule owns its facts and hands
+    them to the model as ``dataset_info`` (statistics, class names, image size). A DataModule for other data
+    subclasses this one (``data: class_path: ...`` in a config) and provides its own ``info`` and ``_load``.
 
     The uint8 tensors are loaded once (and moved to the GPU once, when there is one); normalization and the optional
     augmentation run per batch on the device in ``on_after_batch_transfer``. Run ``mnist-bench data`` first.
@@ -135,13 +128,16 @@ class MNISTDataModule(LightningDataModule):
         max_rotate_deg: NonNegativeFloat = 10.0,
         max_scale: NonNegativeFloat = 0.1,
         train_subset: PositiveInt | None = None,
+        dataset: str = DEFAULT_DATASET,
     ):
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
             raise ConfigError("data.batch_size and data.eval_batch_size must be positive")
         if val_size < 0:
             raise ConfigError(f"data.val_size must be >= 0, got {val_size}")
+        self.spec = dataset_spec(dataset)
         self.save_hyperparameters()
+        self.dataset = dataset
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -158,34 +154,53 @@ class MNISTDataModule(LightningDataModule):
         self.test_set: TensorDigits | None = None
         self._files_checked = False
 
+    @property
+    def info(self) -> DatasetInfo:
+        return self.spec.info
+
+    @property
+    def dataset_info(self) -> dict[str, Any]:
+        """What the model gets (LightningCLI links it to ``model.init_args.dataset``) and its checkpoints keep."""
+        return self.info.as_dict()
+
     def check_files(self) -> None:
         """Checks the four files once per DataModule (prepare_data runs on one process per node, setup on all)."""
         if self._files_checked:
             return
         try:
-            check_dataset(self.data_dir)
+            check_dataset(self.data_dir, self.dataset)
             self._files_checked = True
         except PermissionError as err:
-            raise MissingDataError(f"cannot read {err.filename or raw_dir(self.data_dir)}: permission denied. Fix: "
+            raise MissingDataError(f"cannot read {err.filename or self._raw_dir}: permission denied. Fix: "
                                    f"make the files readable (chmod a+r), not a new download") from None
         except (DataFileError, OSError) as err:
             raise MissingDataError(
-                f"MNIST data in {raw_dir(self.data_dir)} is missing or damaged ({err}). "
-                f"Fix: mnist-bench data --data_dir {self.data_dir} --force"
+                f"{self.spec.torchvision_class} data in {self._raw_dir} is missing or damaged ({err}). "
+                f"Fix: {self._fetch_command} --force"
             ) from None
+
+    @property
+    def _raw_dir(self) -> Path:
+        return raw_dir(self.data_dir, self.dataset)
+
+    @property
+    def _fetch_command(self) -> str:
+        flag = f" --dataset {self.dataset}" if self.dataset != DEFAULT_DATASET else ""
+        return f"mnist-bench data --data_dir {self.data_dir}{flag}"
 
     def prepare_data(self) -> None:
         self.check_files()
 
     def _load(self, train: bool) -> TensorDigits:
-        from torchvision.datasets import MNIST
+        import torchvision.datasets
 
         self.check_files()
-        ds = MNIST(str(Path(self.data_dir)), train=train, download=False)
-        if len(ds.targets) and int(ds.targets.max()) >= NUM_CLASSES:
+        loader = getattr(torchvision.datasets, self.spec.torchvision_class)
+        ds = loader(str(Path(self.data_dir)), train=train, download=False)
+        if len(ds.targets) and int(ds.targets.max()) >= self.info.num_classes:
             name = "train-labels-idx1-ubyte" if train else "t10k-labels-idx1-ubyte"
-            raise MissingDataError(f"{raw_dir(self.data_dir) / name} holds a label above 9 (damaged). "
-                                   f"Fix: mnist-bench data --data_dir {self.data_dir} --force")
+            raise MissingDataError(f"{self._raw_dir / name} holds a label above {self.info.num_classes - 1} "
+                                   f"(damaged). Fix: {self._fetch_command} --force")
         return TensorDigits(ds.data.unsqueeze(1).contiguous(), ds.targets.long())
 
     def setup(self, stage: str) -> None:
@@ -264,4 +279,7 @@ class MNISTDataModule(LightningDataModule):
         x = images.float() / 255.0
         if self.augment and self.trainer is not None and self.trainer.training:
             x = random_affine(x, self.max_shift_px, self.max_rotate_deg, self.max_scale)
-        return normalize(x), labels
+            if self.spec.hflip:
+                flip = torch.rand(len(x), device=x.device) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return self.info.normalize(x), labels

@@ -1,4 +1,4 @@
-"""Tiny synthetic MNIST-shaped IDX files, for tests and smoke runs that must go through the real loader."""
+"""Tiny synthetic IDX files shaped like a dataset's, for tests and smoke runs that must go through the real loader."""
 
 from __future__ import annotations
 
@@ -6,19 +6,21 @@ import os
 
 import numpy as np
 
-from mnist_bench.data.constants import IMAGE_SIZE, NUM_CLASSES
+from mnist_bench.data.datasets import DEFAULT_DATASET, dataset_spec
 from mnist_bench.data.idx import raw_dir, write_idx
 
+IMAGE_SIZE = 28
 
-def synthetic_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable fake digits: class k is a bright stroke whose position and angle depend on k, plus noise."""
+
+def synthetic_digits(n: int, seed: int = 0, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable fake 28-px images: class k is a bright stroke whose position and angle depend on k, plus noise."""
     rng = np.random.default_rng(seed)
-    labels = np.arange(n) % NUM_CLASSES
+    labels = np.arange(n) % num_classes
     rng.shuffle(labels)
     yy, xx = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     for i, k in enumerate(labels):
-        angle = np.pi * k / NUM_CLASSES
+        angle = np.pi * k / num_classes
         cx, cy = 14 + rng.normal(0, 1.0), 14 + rng.normal(0, 1.0)
         # distance from a line through (cx, cy) at `angle`, limited to a segment of half-length 4 + k/2
         dx, dy = xx - cx, yy - cy
@@ -30,10 +32,13 @@ def synthetic_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return images, labels.astype(np.uint8)
 
 
-def write_synthetic_mnist(data_dir: str | os.PathLike, n_train: int = 600, n_test: int = 200, seed: int = 0) -> None:
-    """Write the four raw IDX files of a small synthetic MNIST into ``<data_dir>/MNIST/raw``."""
-    root = raw_dir(data_dir)
+def write_synthetic_mnist(data_dir: str | os.PathLike, n_train: int = 600, n_test: int = 200, seed: int = 0,
+                          dataset: str = DEFAULT_DATASET) -> None:
+    """Write the four raw IDX files of a small synthetic ``dataset`` (MNIST's layout) into e.g.
+    ``<data_dir>/MNIST/raw``."""
+    root = raw_dir(data_dir, dataset)
+    num_classes = dataset_spec(dataset).info.num_classes
     for split, n, s in (("train", n_train, seed), ("t10k", n_test, seed + 1)):
-        images, labels = synthetic_digits(n, s)
+        images, labels = synthetic_digits(n, s, num_classes)
         write_idx(root / f"{split}-images-idx3-ubyte", images)
         write_idx(root / f"{split}-labels-idx1-ubyte", labels)

@@ -1,8 +1,7 @@
-"""The base LightningModule shared by all five models."""
+"""The base LightningModule shared by every model, and the contract that predict, export and the run report use."""
 
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import Any, ClassVar
 
@@ -15,10 +14,12 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from mnist_bench.cuda_probe import skip_nvml_probe_without_nvml
-from mnist_bench.data.constants import IMAGE_SIZE, NUM_CLASSES
+from mnist_bench.data.datasets import DatasetInfo
 from mnist_bench.errors import ConfigError, UserFacingError
+from mnist_bench.models.components.adapter import InputAdapter
+from mnist_bench.models.init_args import check_learning_rates, class_and_kwargs, plain
 from mnist_bench.models.training_loss import TrainingLossWindow
+from mnist_bench.speed import skip_nvml_probe_without_nvml
 
 skip_nvml_probe_without_nvml()  # lightning (imported above) has just turned the NVML probe on
 
@@ -29,64 +30,11 @@ class DivergenceError(UserFacingError):
     """The training loss stopped being finite; the run is recorded as failed."""
 
 
-class InputAdapter(nn.Module):
-    """Adapts a normalized N×1×28×28 batch to what a network expects: size (bilinear resize) and channel count.
-
-    It runs on the device, inside the model, so one DataModule serves every model unchanged.
-    """
-
-    def __init__(self, image_size: int = IMAGE_SIZE, in_chans: int = 1):
-        super().__init__()
-        self.image_size = image_size
-        self.in_chans = in_chans
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        if x.shape[1] != self.in_chans:
-            x = x.expand(-1, self.in_chans, -1, -1)
-        return x
-
-
-def class_and_kwargs(factory: Any) -> tuple[type | None, dict[str, Any]]:
-    """The class that a config's ``class_path`` factory (a ``functools.partial``) builds, and the arguments it has."""
-    if inspect.isclass(factory):
-        return factory, {}
-    if isinstance(factory, functools.partial):
-        cls = next((a for a in (factory.func, *factory.args) if inspect.isclass(a)), None)
-        return cls, dict(factory.keywords)
-    return None, {}
-
-
-def plain(value: Any) -> Any:
-    """``value`` with subclasses of bool, int, float and str (jsonargparse's typed values) made plain, recursively."""
-    if isinstance(value, dict):
-        return {plain(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(plain(v) for v in value) if type(value) in (list, tuple) else [plain(v) for v in value]
-    for kind in (bool, int, float, str):
-        if isinstance(value, kind):
-            return kind(value)
-    return value
-
-
-def check_learning_rates(optimizer: Any, scheduler: Any) -> None:
-    """A learning rate that is not a positive number fails when the model is built, not at the first step."""
-    for where, factory in (("optimizer", optimizer), ("scheduler", scheduler)):
-        _, kwargs = class_and_kwargs(factory)
-        for key in ("lr", "max_lr", "base_lr", "eta_min"):
-            value = kwargs.get(key)
-            if value is None or isinstance(value, Tensor):
-                continue
-            if not isinstance(value, (int, float)) or value != value or value < 0 or (value == 0 and key != "eta_min"):
-                raise ConfigError(f"model.{where}.init_args.{key} must be a positive number, got {value!r}")
-
-
-def metric_collection() -> MetricCollection:
+def metric_collection(num_classes: int) -> MetricCollection:
     return MetricCollection(
         {
-            "acc": MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro"),
-            "f1": MulticlassF1Score(num_classes=NUM_CLASSES, average="macro"),
+            "acc": MulticlassAccuracy(num_classes=num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes=num_classes, average="macro"),
         }
     )
 
@@ -94,8 +42,9 @@ def metric_collection() -> MetricCollection:
 class MNISTClassifier(LightningModule):
     """Base for every model: input adaptation, cross-entropy, per-stage accuracy and macro F1, test confusion matrix.
 
-    Subclasses build ``self.net`` (a plain ``nn.Module`` mapping the adapted batch to logits) and set ``model_name``.
-    Schedulers are stepped every optimizer step; one whose class takes ``total_steps`` (``OneCycleLR``,
+    Subclasses build ``self.net`` (a plain ``nn.Module`` mapping the adapted batch to ``self.num_classes`` logits)
+    and set ``model_name``. ``dataset`` (statistics, class names, image size) comes from the DataModule through a
+    LightningCLI link and is saved with the model's hyperparameters; left out, it is MNIST's. Schedulers are stepped every optimizer step; one whose class takes ``total_steps`` (``OneCycleLR``,
     ``WarmupCosineLR``) gets it from the trainer.
     """
 
@@ -108,24 +57,27 @@ class MNISTClassifier(LightningModule):
 
     def __init__(
         self,
-        image_size: PositiveInt = IMAGE_SIZE,
+        image_size: PositiveInt | None = None,
         in_chans: PositiveInt = 1,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
+        dataset: dict[str, Any] | None = None,
     ):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
         check_learning_rates(optimizer, scheduler)
-        self.image_size = image_size
-        self.adapt = InputAdapter(image_size, in_chans)
+        self.dataset = DatasetInfo.from_dict(dataset)
+        self.num_classes = self.dataset.num_classes
+        self.image_size = image_size or self.dataset.image_size
+        self.adapt = InputAdapter(self.image_size, in_chans)
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.label_smoothing = label_smoothing
         self.channels_last = channels_last
-        metrics = metric_collection()
+        metrics = metric_collection(self.num_classes)
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
@@ -133,19 +85,10 @@ class MNISTClassifier(LightningModule):
         self.mean_loss = nn.ModuleDict({f"{stage}_loss": MeanMetric(nan_strategy="disable")
                                         for stage in ("val", "test")})
         self.train_loss = TrainingLossWindow(CHECK_EVERY)
-        self.test_confusion = MulticlassConfusionMatrix(num_classes=NUM_CLASSES)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes=self.num_classes)
         self.history: list[dict[str, float]] = []
         self._total_steps: int | None = None  # what a step-counting LR schedule was built for
         self._resumed_total_steps: int | None = None  # ... in the checkpoint a run resumes from
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets _current_fx_name before and after every hook call, about 60 times a training step, and
-        # nn.Module.__setattr__ first checks each value against parameters, modules and buffers (through Python
-        # isinstance hooks): about 1% of the CNN's step on a 2-core CPU. A name or None is none of those.
-        if name == "_current_fx_name" and (value is None or isinstance(value, str)):
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def setup(self, stage: str) -> None:
         if self.channels_last:
@@ -273,7 +216,7 @@ class MNISTClassifier(LightningModule):
 
     @torch.no_grad()
     def class_scores(self, x: Tensor) -> Tensor:
-        """N×10 class scores for a normalized batch, whose argmax is the prediction: here the softmax of the
+        """N×classes scores for a normalized batch, whose argmax is the prediction: here the softmax of the
         logits."""
         return self(x).float().softmax(dim=1)
 

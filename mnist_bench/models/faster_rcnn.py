@@ -1,4 +1,4 @@
-"""Faster R-CNN as a digit detector: it finds the box around the digit's ink and names the digit."""
+"""Faster R-CNN as a classifier: it finds the box around the digit's (or garment's) ink and names its class."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from torchmetrics.detection import MeanAveragePrecision
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import resize_boxes
 
-from mnist_bench.data.constants import NUM_CLASSES
-from mnist_bench.data.datamodule import denormalize
 from mnist_bench.errors import ConfigError
 from mnist_bench.models.base import MNISTClassifier
 from mnist_bench.models.components.batched_rcnn import box_iou_pairs
@@ -58,7 +56,7 @@ class Detections:
     losses: dict[str, Tensor]
 
 
-class FasterRCNN(MNISTClassifier):
+class FasterRCNNClassifier(MNISTClassifier):
     """torchvision's Faster R-CNN on a small stride-2 backbone, trained on the box around each digit's ink.
 
     * Targets: the tight box around the ink (pixels above half a grey level) of each (augmented) training image,
@@ -102,9 +100,11 @@ class FasterRCNN(MNISTClassifier):
         super().__init__(**kwargs)
         self.save_hyperparameters(logger=False)
         self.detector = build_faster_rcnn(
-            self.adapt.in_chans, self.image_size, channels, anchor_sizes, aspect_ratios, roi_output_size,
-            representation_size, rpn_proposals_train, rpn_proposals_test, rois_per_image, detections_per_image,
-            score_threshold)
+            num_classes=self.num_classes, mean=self.dataset.mean, std=self.dataset.std, in_chans=self.adapt.in_chans,
+            image_size=self.image_size, channels=channels, anchor_sizes=anchor_sizes, aspect_ratios=aspect_ratios,
+            roi_output_size=roi_output_size, representation_size=representation_size,
+            rpn_proposals_train=rpn_proposals_train, rpn_proposals_test=rpn_proposals_test,
+            rois_per_image=rois_per_image, detections_per_image=detections_per_image, score_threshold=score_threshold)
         self.localization = nn.ModuleDict({f"{stage}_{name}": MeanMetric()
                                            for stage in ("val", "test") for name in ("iou", "fallback_rate")})
         self.map50 = MeanAveragePrecision(iou_thresholds=[0.5], backend="pycocotools")
@@ -114,11 +114,10 @@ class FasterRCNN(MNISTClassifier):
     def images(self, x: Tensor) -> Tensor:
         """The detector's images: the DataModule's normalized batch back to [0, 1] pixels (its transform
         normalizes them again with the same mean and std, set explicitly for one channel)."""
-        return denormalize(x).expand(-1, self.adapt.in_chans, -1, -1)
+        return self.dataset.denormalize(x).expand(-1, self.adapt.in_chans, -1, -1)
 
-    @staticmethod
-    def targets(x: Tensor, y: Tensor) -> list[dict[str, Tensor]]:
-        boxes = ink_boxes(denormalize(x), INK_THRESHOLD)
+    def targets(self, x: Tensor, y: Tensor) -> list[dict[str, Tensor]]:
+        boxes = ink_boxes(self.dataset.denormalize(x), INK_THRESHOLD)
         labels = digit_to_label(y)
         return [{"boxes": boxes[i : i + 1], "labels": labels[i : i + 1]} for i in range(len(y))]
 
@@ -151,7 +150,7 @@ class FasterRCNN(MNISTClassifier):
             boxes[hit] = torch.stack([found[i]["boxes"][0] for i in hit])
             scores[hit] = torch.stack([found[i]["scores"][0] for i in hit])
         missed = fallback.nonzero().flatten().tolist()
-        fallback_probs = torch.zeros(len(missed), NUM_CLASSES, device=x.device)
+        fallback_probs = torch.zeros(len(missed), self.num_classes, device=x.device)
         if missed:
             fallback_probs, boxes[missed] = self._fallback(features, proposals, images.image_sizes,
                                                            original_sizes, missed)
@@ -235,12 +234,15 @@ class FasterRCNN(MNISTClassifier):
 
     @torch.no_grad()
     def class_scores(self, x: Tensor) -> Tensor:
-        """N×10: each digit's best detection score; the box classifier's probabilities where nothing was detected.
-        Its argmax is the predicted digit."""
+        """N×classes: each class's best detection score; the box classifier's probabilities where nothing was
+        detected. Its argmax is the predicted class."""
         out = self.detect(x)
-        scores = torch.zeros(len(x), NUM_CLASSES, device=x.device)
+        scores = torch.zeros(len(x), self.num_classes, device=x.device)
         for i, found in enumerate(out.all):
             if len(found["labels"]):
                 scores[i].scatter_reduce_(0, label_to_digit(found["labels"]), found["scores"], reduce="amax")
         scores[out.fallback] = out.fallback_probs
         return scores
+
+
+FasterRCNN = FasterRCNNClassifier  # the name before 2026-11: checkpoints written then still load

@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from lightning.pytorch.callbacks import BaseFinetuning
 
-from mnist_bench.data.constants import NUM_CLASSES
 from mnist_bench.errors import ConfigError
-from mnist_bench.models.base import MNISTClassifier, class_and_kwargs
+from mnist_bench.models.base import MNISTClassifier
 from mnist_bench.models.components.pretrained import ARCHS, TorchvisionBackbone, resolve_weights
+from mnist_bench.models.init_args import class_and_kwargs
 
 
 class FreezeThenUnfreeze(BaseFinetuning):
@@ -33,7 +33,7 @@ class FreezeThenUnfreeze(BaseFinetuning):
 
 
 class FinetunedClassifier(MNISTClassifier):
-    """A torchvision ImageNet architecture adapted to 1-channel, 10-class MNIST.
+    """A torchvision ImageNet architecture adapted to the dataset: 1 channel, its classes.
 
     ``weights``: ``imagenet`` (must load, else a clear error), ``auto`` (ImageNet if the file is there, else random
     init with a loud warning), ``none``, or a path to a local ``.pth``. Whether weights were loaded is recorded as
@@ -62,7 +62,8 @@ class FinetunedClassifier(MNISTClassifier):
         self.pretrained = state_dict is not None
         self.backbone_lr_scale = backbone_lr_scale if self.pretrained else 1.0
         self.freeze_backbone_epochs = freeze_backbone_epochs
-        self.net = TorchvisionBackbone(self.arch, state_dict, self.adapt.in_chans, hidden, dropout, NUM_CLASSES)
+        self.net = TorchvisionBackbone(self.arch, state_dict, self.adapt.in_chans, hidden, dropout,
+                                       self.num_classes)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         base_lr = class_and_kwargs(self.optimizer)[1].get("lr")

@@ -1,5 +1,5 @@
-"""Parts of the digit detector: ink boxes as targets, the label mapping, a small backbone and torchvision's
-Faster R-CNN sized for 28-px digits."""
+"""Parts of the detector: ink boxes as targets, the label mapping, a small backbone and torchvision's Faster R-CNN
+sized for 28-px images."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from mnist_bench.data.constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from mnist_bench.models.components.batched_rcnn import BatchedRoIHeads, BatchedRPN, BatchedTransform
 
 # The detector's class 0 is background, so digit d is detector label d + 1. These two functions are the only place
@@ -71,6 +70,10 @@ class DigitBackbone(nn.Module):
 
 
 def build_faster_rcnn(
+    *,
+    num_classes: int,
+    mean: float,
+    std: float,
     in_chans: int = 1,
     image_size: int = 28,
     channels: Sequence[int] = (32, 64, 64),
@@ -87,7 +90,8 @@ def build_faster_rcnn(
     """torchvision's Faster R-CNN (RPN, RoI heads, box coder, NMS) on :class:`DigitBackbone`.
 
     No resize to 800 px: ``min_size = max_size = image_size``. Anchors (``aspect_ratios`` are height / width) cover
-    digits from a thin 1 to a wide 0. The transform normalizes one channel with MNIST's own mean and std.
+    digits from a thin 1 to a wide 0. The transform normalizes with the dataset's ``mean`` and ``std``; the box
+    predictor has ``num_classes`` + 1 outputs (0 is background).
     """
     backbone = DigitBackbone(in_chans, channels)
     anchors = AnchorGenerator(sizes=(tuple(anchor_sizes),), aspect_ratios=(tuple(aspect_ratios),))
@@ -98,8 +102,8 @@ def build_faster_rcnn(
         num_classes=None,
         min_size=image_size,
         max_size=image_size,
-        image_mean=[MNIST_MEAN] * in_chans,
-        image_std=[MNIST_STD] * in_chans,
+        image_mean=[mean] * in_chans,
+        image_std=[std] * in_chans,
         rpn_anchor_generator=anchors,
         rpn_pre_nms_top_n_train=4 * rpn_proposals_train,
         rpn_post_nms_top_n_train=rpn_proposals_train,
@@ -108,7 +112,7 @@ def build_faster_rcnn(
         rpn_batch_size_per_image=64,
         box_roi_pool=roi_pool,
         box_head=head,
-        box_predictor=FastRCNNPredictor(representation_size, NUM_CLASSES + LABEL_OFFSET),
+        box_predictor=FastRCNNPredictor(representation_size, num_classes + LABEL_OFFSET),
         box_batch_size_per_image=rois_per_image,
         box_positive_fraction=0.5,
         box_detections_per_img=detections_per_image,

@@ -25,7 +25,7 @@ from timm.models import adapt_input_conv
 from torch import nn
 from torchvision import models as tvm
 
-from mnist_bench.errors import UserFacingError
+from mnist_bench.errors import UserFacingError, first_line
 
 # arch -> (constructor, ImageNet weights enum member, smallest input that survives its pooling)
 ARCHS = {
@@ -94,7 +94,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - a corrupt, truncated or pickle-carrying file all end here
-        raise WeightsError(f"cannot read weights file {path}: {str(err).splitlines()[0]}") from None
+        raise WeightsError(f"cannot read weights file {path}: {first_line(err)}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -156,7 +156,7 @@ class TorchvisionBackbone(nn.Module):
             try:
                 features.load_state_dict(feats)
             except RuntimeError as err:
-                raise WeightsError(f"the weights do not fit torchvision's {arch}: {str(err).splitlines()[0]}") from None
+                raise WeightsError(f"the weights do not fit torchvision's {arch}: {first_line(err)}") from None
         else:
             self._replace_stem(features, in_chans)
         self.features = features

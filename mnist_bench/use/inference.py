@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-import mnist_bench.models as models
+import mnist_bench.models  # noqa: F401  (the model classes a checkpoint may name)
 from mnist_bench.allowlist import ALLOW_IMPORTS_ENV, ALLOW_IMPORTS_FLAG, allowed, within
-from mnist_bench.errors import UserFacingError
+from mnist_bench.errors import UserFacingError, one_line
 from mnist_bench.models.base import MNISTClassifier
 
 # hyperparameters that only training needs (the optimizer and schedule), or that would fetch ImageNet weights the
@@ -27,7 +27,7 @@ class CheckpointError(UserFacingError):
 def load_failure(path: str | Path, err: BaseException) -> str:
     """One line for a checkpoint that ``torch.load(weights_only=True)`` would not read: refused, when it carries
     pickled code (which never runs), or damaged."""
-    text = " ".join(str(err).split())
+    text = one_line(err)
     if isinstance(err, pickle.UnpicklingError):
         reason = text[text.find("Unsupported"):].split(". ")[0] if "Unsupported" in text else text[:200]
         return (f"checkpoint {path} refused: it holds more than tensors and plain data, and loading it could run "
@@ -71,14 +71,20 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu",
         model = cls(**hparams)
         model.load_state_dict(ckpt["state_dict"])
     except (TypeError, ValueError, RuntimeError, UserFacingError) as err:
-        raise CheckpointError(f"{path} does not fit {class_name}: {' '.join(str(err).split())[:300]}") from None
+        raise CheckpointError(f"{path} does not fit {class_name}: {one_line(err, 300)}") from None
     return model.to(device).eval()
 
 
 def _model_class(path: Path, class_path: str, allow_imports: list[str] | tuple[str, ...]) -> type | None:
     module, _, name = class_path.rpartition(".")
     if within(module, "mnist_bench"):
-        return getattr(models, name, None) if name in models.__all__ else None
+        # the project's own models, under their names now or before a rename (the model modules keep aliases)
+        if not within(module, "mnist_bench.models"):
+            return None
+        try:
+            return getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            return None
     if not module:
         return None
     if not allowed(class_path, allow_imports):
@@ -94,7 +100,7 @@ def _model_class(path: Path, class_path: str, allow_imports: list[str] | tuple[s
 
 @torch.no_grad()
 def class_probabilities(model: MNISTClassifier, x: Tensor) -> Tensor:
-    """N×10 class scores for normalized N×1×28×28 digits: the softmax of a classifier's logits; for the detector,
-    each digit's best detection score (the predicted digit is the top detection's), or the box classifier's
-    softmax for an image with no detection."""
+    """N×classes scores for a normalized batch (``model.class_scores``): the softmax of a classifier's logits; for
+    the detector, each class's best detection score, or the box classifier's softmax for an image with no
+    detection."""
     return model.class_scores(x)

@@ -2,7 +2,7 @@
 
     mnist-bench predict --ckpt_path lightning_logs/cnn/version_0 my_digits/ seven.png [--csv predictions.csv]
 
-Each file is made into an MNIST digit (``mnist_bench.images``) and classified. A file that can't be read gets an
+Each file is made into an MNIST digit (``mnist_bench.use.images``) and classified. A file that can't be read gets an
 error row; the others are still predicted. Exit code 0 when every file was predicted, 1 when any failed, 2 for bad
 arguments or checkpoint.
 """
@@ -21,10 +21,9 @@ import torch
 from PIL import Image
 
 from mnist_bench.allowlist import ALLOW_IMPORTS_FLAG, ALLOW_IMPORTS_HELP, allowed_packages
-from mnist_bench.data.datamodule import normalize
 from mnist_bench.errors import ConfigError, UserFacingError
-from mnist_bench.images import ImageError, load_digit
-from mnist_bench.inference import class_probabilities, load_trained
+from mnist_bench.use.images import ImageError, load_digit
+from mnist_bench.use.inference import class_probabilities, load_trained
 from mnist_bench.utils import write_text_atomic
 
 BATCH = 256
@@ -33,9 +32,9 @@ BATCH = 256
 @dataclass
 class Prediction:
     file: str
-    digit: int | None = None
+    digit: str | None = None  # the predicted class's name (for MNIST, the digit)
     confidence: float | None = None
-    top3: list[tuple[int, float]] | None = None
+    top3: list[tuple[str, float]] | None = None
     error: str | None = None
 
     def top3_text(self) -> str:
@@ -82,10 +81,11 @@ def predict_files(model: torch.nn.Module, files: list[Path], device: torch.devic
     for start in range(0, len(ready), BATCH):
         chunk = ready[start : start + BATCH]
         pixels = torch.from_numpy(np.stack([digit for _, digit in chunk]))[:, None].to(device)
-        probs = class_probabilities(model, normalize(pixels)).cpu()
-        values, digits = probs.topk(3, dim=1)
-        for (row, _), v, d in zip(chunk, values.tolist(), digits.tolist(), strict=True):
-            row.digit, row.confidence, row.top3 = d[0], v[0], list(zip(d, v, strict=True))
+        probs = class_probabilities(model, model.dataset.normalize(pixels)).cpu()
+        values, classes = probs.topk(3, dim=1)
+        for (row, _), v, c in zip(chunk, values.tolist(), classes.tolist(), strict=True):
+            names = [model.dataset.class_names[k] for k in c]
+            row.digit, row.confidence, row.top3 = names[0], v[0], list(zip(names, v, strict=True))
     return rows
 
 
@@ -108,7 +108,7 @@ def csv_text(rows: list[Prediction]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["file", "digit", "confidence", "top3", "error"])
     for r in rows:
-        writer.writerow([r.file, "" if r.digit is None else r.digit,
+        writer.writerow([r.file, r.digit or "",
                          "" if r.confidence is None else f"{r.confidence:.4f}", r.top3_text(), r.error or ""])
     return buf.getvalue()
 
@@ -122,7 +122,7 @@ def print_table(rows: list[Prediction], title: str) -> None:
                           ("error", "left")):
         table.add_column(name, justify=justify)
     for r in rows:
-        table.add_row(r.file, "" if r.digit is None else str(r.digit),
+        table.add_row(r.file, r.digit or "",
                       "" if r.confidence is None else f"{r.confidence:.3f}", r.top3_text(),
                       f"[red]{r.error}[/red]" if r.error else "")
     Console(width=160).print(table)

@@ -1,4 +1,4 @@
-"""The run's folder and the experiment loggers that write into it.
+"""The experiment loggers that write into the run's folder.
 
 Every run owns ``<root>/lightning_logs/<model>/version_<n>``: metrics.json, checkpoints and figures go there whatever
 loggers are on. ``--logger tensorboard,csv,mlflow,wandb`` (TensorBoard alone by default) builds Lightning's loggers
@@ -38,13 +38,6 @@ class ContinuingCSVLogger(CSVLogger):
             path.write_text(kept)
             writer.metrics_keys = next(csv.reader(io.StringIO(kept)), [])  # the header: later rows append under it
         return writer
-
-
-def next_version(model_logs: Path) -> int:
-    """The next ``version_<n>`` under ``model_logs``, as Lightning's TensorBoard and CSV loggers number them."""
-    taken = [int(p.name.removeprefix("version_")) for p in model_logs.glob("version_*")
-             if p.is_dir() and p.name.removeprefix("version_").isdigit()]
-    return max(taken) + 1 if taken else 0
 
 
 def logger_names(value: str | None) -> list[str]:

@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from mnist_bench.allowlist import ALLOW_IMPORTS_FLAG, ALLOW_IMPORTS_HELP, allowed_packages
-from mnist_bench.data.constants import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
-from mnist_bench.errors import ConfigError, UserFacingError
-from mnist_bench.inference import load_trained
+from mnist_bench.errors import ConfigError, UserFacingError, first_line
 from mnist_bench.models.components.detection import label_to_digit
+from mnist_bench.use.inference import load_trained
+from mnist_bench.utils import atomic_path
 
 OPSET = 18
 DETECTOR_OPSET = 17  # torchvision's detection ops (RoIAlign, NMS) through the TorchScript-based exporter
@@ -39,23 +39,26 @@ class ExportError(UserFacingError):
 
 
 def metadata(model: nn.Module, ckpt_path: str) -> dict[str, str]:
+    info = model.dataset
+    size = info.image_size
     if model.onnx_kind == "detector":
-        shape = f"digits: float32 [1, 1, {IMAGE_SIZE}, {IMAGE_SIZE}] (one image per call), light ink on black"
-        outputs = "boxes: float32 [K, 4] (x1, y1, x2, y2 in pixels), classes: int64 [K] (the digit), scores: float32 [K]"
+        shape = f"digits: float32 [1, 1, {size}, {size}] (one image per call), light ink on black"
+        outputs = "boxes: float32 [K, 4] (x1, y1, x2, y2 in pixels), classes: int64 [K] (the class index), scores: float32 [K]"
     else:
-        shape = f"digits: float32 [batch, 1, {IMAGE_SIZE}, {IMAGE_SIZE}], light ink on black"
-        outputs = f"logits: float32 [batch, {NUM_CLASSES}], class k = digit k"
+        shape = f"digits: float32 [batch, 1, {size}, {size}], light ink on black"
+        outputs = f"logits: float32 [batch, {info.num_classes}], class k = mnist_bench.classes[k]"
     return {
         "mnist_bench.model": model.model_name,
         "mnist_bench.checkpoint": str(ckpt_path),
+        "mnist_bench.dataset": info.name,
         "mnist_bench.input": shape,
-        "mnist_bench.normalization": f"(pixel / 255 - {MNIST_MEAN}) / {MNIST_STD}",
-        "mnist_bench.mean": str(MNIST_MEAN),
-        "mnist_bench.std": str(MNIST_STD),
+        "mnist_bench.normalization": f"(pixel / 255 - {info.mean}) / {info.std}",
+        "mnist_bench.mean": str(info.mean),
+        "mnist_bench.std": str(info.std),
         "mnist_bench.preprocessing": ("grayscale; invert dark-on-light; crop to the ink; scale the longer side to "
                                       "20 px; centre of mass at the centre of the 28x28 field"),
         "mnist_bench.output": outputs,
-        "mnist_bench.classes": json.dumps(list(range(NUM_CLASSES))),
+        "mnist_bench.classes": json.dumps(list(info.class_names)),
     }
 
 
@@ -72,7 +75,8 @@ class DetectorForExport(nn.Module):
 
 
 def _classifier_proto(model: nn.Module) -> Any:
-    example = torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE)
+    size = model.dataset.image_size
+    example = torch.zeros(2, 1, size, size)
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     program = torch.onnx.export(model, (example,), dynamo=True, input_names=["digits"], output_names=["logits"],
                                 dynamic_shapes=({0: batch},), opset_version=OPSET, verbose=False)
@@ -83,7 +87,8 @@ def _detector_proto(model: nn.Module) -> Any:
     import onnx
 
     buf = io.BytesIO()
-    torch.onnx.export(DetectorForExport(model), (torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE),), buf, dynamo=False,
+    size = model.dataset.image_size
+    torch.onnx.export(DetectorForExport(model), (torch.zeros(1, 1, size, size),), buf, dynamo=False,
                       opset_version=DETECTOR_OPSET, input_names=["digits"], output_names=["boxes", "classes", "scores"],
                       dynamic_axes={"boxes": {0: "detections"}, "classes": {0: "detections"},
                                     "scores": {0: "detections"}})
@@ -103,16 +108,12 @@ def export_onnx(model: nn.Module, output: str | Path, meta: dict[str, str]) -> P
             proto = _detector_proto(model) if model.onnx_kind == "detector" else _classifier_proto(model)
         except Exception as err:  # the exporters raise many types; the user gets one line
             raise ExportError(f"{model.model_name} did not export to ONNX: {type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''}") from err
+                              f"{first_line(err)}") from err
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    tmp = output.with_name(f".{output.name}.tmp")
-    try:
+    with atomic_path(output) as tmp:
         onnx.save(proto, str(tmp))
-        tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return output
 
 

@@ -1,0 +1,288 @@
+"""``MNISTBenchCLI``: LightningCLI with the project's run folders, loggers, checkpoints and report, on its public hooks
+only (``add_arguments_to_parser``, ``parse_arguments``, ``instantiate_classes``, ``instantiate_trainer``,
+``after_<subcommand>``).
+
+``fit`` ends with a test pass on the final weights, prints a one-row results table and writes ``metrics.json`` in
+``lightning_logs/<model>/version_<n>/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_info
+
+import mnist_bench.models  # noqa: F401  (registers the models for short class paths)
+from mnist_bench.allowlist import restrict_config_imports
+from mnist_bench.benchmark.table import print_rich_table
+from mnist_bench.callbacks import EpochLine, RunReport, TestFigures, TimingCallback
+from mnist_bench.cli.loggers import build_loggers, logger_names
+from mnist_bench.cli.rundirs import (
+    UNSUPPORTED_CKPT_PATHS,
+    check_checkpoint,
+    model_logs,
+    newest_last_checkpoint,
+    next_version,
+)
+from mnist_bench.data.datamodule import MNISTDataModule
+from mnist_bench.data.datasets import DEFAULT_DATASET
+from mnist_bench.errors import ConfigError, UserFacingError, one_line, user_error_in
+from mnist_bench.models.base import MNISTClassifier
+from mnist_bench.precision import detect, resolve
+from mnist_bench.speed import NoProfiler
+
+SUBCOMMANDS = ("fit", "validate", "test")
+DEFAULT_SEED = 42
+NOTHING_TO_TRAIN = ("max_epochs", "max_steps", "limit_train_batches")  # a fit with any of these at 0
+DESCRIPTION = ("Train, validate or test with a model config: mnist-bench fit --config configs/cnn.yaml. Also: "
+               "'mnist-bench data' fetches and verifies MNIST; 'mnist-bench predict --ckpt_path RUN IMAGES...' "
+               "classifies image files; 'mnist-bench export --ckpt_path RUN --output M.onnx'. --allow-imports PKG "
+               "(or MNIST_BENCH_ALLOW_IMPORTS) lets a config name your own package's classes.")
+
+
+class SaveConfigToRunDir(SaveConfigCallback):
+    """LightningCLI's config.yaml, written to the run's folder whatever the loggers (Lightning writes it to the first
+    logger's directory, which for MLflow or W&B, or with logging off, is not the run's)."""
+
+    def __init__(self, parser: Any, config: Any, run_dir: Callable[[], Path], **kwargs: Any) -> None:
+        super().__init__(parser, config, save_to_log_dir=False, **kwargs)
+        self.run_dir = run_dir
+
+    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        path = Path(self.run_dir()) / self.config_filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=self.multifile)
+
+
+def run_name(model_name: str, data: Any) -> str:
+    """The folder under lightning_logs: the model's name, with the dataset's after it unless it is MNIST
+    (``cnn``, ``cnn_fashion_mnist``), so that ``--ckpt_path last`` never resumes a run on other data."""
+    init_args = data.get("init_args") if hasattr(data, "get") else None
+    dataset = init_args.get("dataset") if hasattr(init_args, "get") else None
+    return model_name if dataset in (None, DEFAULT_DATASET) else f"{model_name}_{dataset}"
+
+
+class SafeLoadingParser(LightningArgumentParser):
+    """LightningCLI's parser, with ``weights_only`` true by default where a subcommand takes it: ``--ckpt_path``
+    files are loaded with ``torch.load(weights_only=True)``, tensors and plain data, never code."""
+
+    def add_method_arguments(self, *args: Any, **kwargs: Any) -> list[str]:
+        added = super().add_method_arguments(*args, **kwargs)
+        if "weights_only" in added:
+            self.set_defaults(weights_only=True)
+        return added
+
+
+class MNISTBenchCLI(LightningCLI):
+    """LightningCLI with the project's run-dir, logger, checkpoint and report defaults."""
+
+    def __init__(self, *args: Any, allow_imports: list[str] | tuple[str, ...] = (), **kwargs: Any) -> None:
+        # errors are raised to main() for a one-line message; no abbreviations, so a misspelt key is an error
+        no_exit = {"exit_on_error": False, "allow_abbrev": False}
+        kwargs.setdefault("parser_kwargs", {**no_exit, "prog": "mnist-bench", "description": DESCRIPTION,
+                                            **{cmd: dict(no_exit) for cmd in SUBCOMMANDS}})
+        kwargs.setdefault("save_config_callback", SaveConfigToRunDir)
+        kwargs.setdefault("save_config_kwargs", {"run_dir": self.run_dir})
+        kwargs.setdefault("seed_everything_default", DEFAULT_SEED)
+        kwargs.setdefault("parser_class", SafeLoadingParser)
+        restrict_config_imports(allow_imports)
+        self._run_dir: Path | None = None
+        self._resumed_version: int | None = None
+        super().__init__(MNISTClassifier, MNISTDataModule, *args, subclass_mode_model=True, subclass_mode_data=True,
+                         **kwargs)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {name: args for name, args in LightningCLI.subcommands().items() if name in SUBCOMMANDS}
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--logger", type=str | None, default=None,
+                            help="experiment loggers by short name, comma-separated: tensorboard (the default), csv, "
+                                 "mlflow, wandb; each writes into the run's folder. Full classes go under "
+                                 "trainer.logger")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # One checkpoint per run, the newest, saved at the end of each training epoch (so it holds the whole epoch,
+        # train metrics too), and last.ckpt linked to it. (With a monitor, Lightning 2.6 refreshes last.ckpt only
+        # when the monitored metric improves, which would resume a killed run from a stale epoch.)
+        parser.set_defaults({"checkpoint.save_top_k": 1, "checkpoint.save_last": "link",
+                             "checkpoint.save_on_train_epoch_end": True,
+                             # a config's data section may name another DataModule; without one, MNIST's
+                             "data": {"class_path": f"{MNISTDataModule.__module__}.{MNISTDataModule.__name__}"}})
+        # the DataModule owns its dataset's facts (statistics, class names, image size); the model is built for them
+        parser.link_arguments("data.dataset_info", "model.init_args.dataset", apply_on="instantiate")
+
+    # --- parsing: refuse what is unsafe or misleading, and decide the run's folder --------------------------------
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        if self.config.get("subcommand"):
+            config = self.config[self.config.subcommand]
+            self._check_config(config, self.config.subcommand)
+            self._choose_checkpoint_and_run_dir(config, self.config.subcommand)
+
+    def _check_config(self, config: Any, subcommand: str) -> None:
+        """Settings that would make a run unsafe or its result misleading are refused before anything is read or
+        built."""
+        if "weights_only" in config and config.get("weights_only") is not True:
+            raise ConfigError("weights_only cannot be turned off: mnist-bench loads every checkpoint as tensors and "
+                              "plain data only (torch.load(weights_only=True)), never as code. Fix: remove "
+                              "weights_only from the config and the arguments")
+        if config.get("ckpt_path") in UNSUPPORTED_CKPT_PATHS:
+            raise ConfigError(f"--ckpt_path {config['ckpt_path']} is not supported: each run keeps its newest "
+                              "checkpoint. Fix: --ckpt_path last (the newest checkpoint of this model) or a .ckpt path")
+        checkpoint = config.get("checkpoint") or {}
+        for key in ("every_n_train_steps", "train_time_interval"):
+            if checkpoint.get(key):
+                raise ConfigError(f"checkpoint.{key}: mid-epoch checkpoints are not supported (a run's clock, "
+                                  "history and resume work per epoch). Fix: leave it out; a checkpoint is written "
+                                  "after every epoch")
+        trainer = config.get("trainer") or {}
+        if subcommand == "fit" and any(trainer.get(key) in (0, 0.0) for key in NOTHING_TO_TRAIN):
+            raise ConfigError("trainer.max_epochs, max_steps or limit_train_batches of 0 trains nothing, and its test "
+                              "would score an untrained model. Fix: train at least one batch, or use mnist-bench test "
+                              "--ckpt_path")
+
+    def _choose_checkpoint_and_run_dir(self, config: Any, subcommand: str) -> None:
+        """``--ckpt_path last`` is the newest run of this model that has a ``last.ckpt``, for every subcommand
+        (plain LightningCLI would look in the new, empty version dir, and test or start over from random weights).
+        It is resolved before LightningCLI reads the checkpoint's hyperparameters, so the model is built as it was
+        trained. ``fit`` continues in that run's folder; everything else gets a new one."""
+        module, _, name = str(config.model.class_path).rpartition(".")
+        model_name = run_name(getattr(importlib.import_module(module), name).model_name, config.get("data"))
+        root = Path(config.trainer.get("default_root_dir") or os.getcwd())
+        if config.get("ckpt_path") == "last":
+            version, path = newest_last_checkpoint(root, model_name, subcommand)
+            config.ckpt_path = str(path)
+            if subcommand == "fit":
+                self._resumed_version = version
+            print(f"{'resuming' if subcommand == 'fit' else subcommand + ' with'} {path}", file=sys.stderr)
+        if config.get("ckpt_path") is not None:
+            check_checkpoint(config.ckpt_path)
+        self._model_name = model_name
+        self._log_root = model_logs(root, model_name).parent
+        version = self._resumed_version
+        self._version = next_version(self._log_root / model_name) if version is None else version
+        self._run_dir = self._log_root / model_name / f"version_{self._version}"
+        checkpoint = config.get("checkpoint")
+        if checkpoint is not None and checkpoint.get("dirpath") is None:  # checkpoints in the run's folder
+            checkpoint.dirpath = str(self._run_dir / "checkpoints")
+
+    def run_dir(self) -> Path:
+        return self._run_dir
+
+    # --- building ------------------------------------------------------------------------------------------------
+    def instantiate_classes(self) -> None:
+        """A value that the model, DataModule or Trainer rejects when it is built is a config error (exit 2)."""
+        try:
+            super().instantiate_classes()
+        except (ConfigError, UserFacingError):
+            raise
+        except (ValueError, TypeError, MisconfigurationException) as err:
+            if user_error_in(err) is not None:
+                raise
+            raise ConfigError(f"{one_line(err)} (while building the model, data or trainer from the config)") \
+                from err
+
+    def instantiate_trainer(self, **kwargs: Any):
+        """The Trainer with the run's loggers, the resolved precision, the quiet profiler and the report callbacks;
+        anything the config sets explicitly wins."""
+        config = self._config()
+        trainer_config = {**self.config_init.get(str(self.subcommand), self.config_init)["trainer"], **kwargs}
+        if self._run_dir is None:  # run=False: no subcommand parsed
+            self._choose_checkpoint_and_run_dir(config, "fit")
+        overrides: dict[str, Any] = {
+            "logger": self._loggers(trainer_config.get("logger"), config.get("logger")),
+            "profiler": trainer_config.get("profiler") or NoProfiler(),
+        }
+        rank_zero_info(f"mnist-bench: run dir {self._run_dir}")  # what the benchmark's runner reads
+        self._hardware = detect(trainer_config.get("accelerator") or "auto")
+        model_class = type(self.model)
+        overrides["precision"], reason = resolve(trainer_config.get("precision"), self._hardware,
+                                                 model_class.bf16_on_cpu, model_class.mixed_precision)
+        rank_zero_info(f"mnist-bench: {reason}")  # beside Lightning's own "GPU available: ..." lines
+        given = trainer_config.get("callbacks") or []
+        given = list(given) if isinstance(given, list) else [given]
+        overrides["callbacks"] = given + self._run_callbacks(trainer_config, given)
+        return super().instantiate_trainer(**{**kwargs, **overrides})
+
+    def _config(self) -> Any:
+        return self.config.get(str(self.subcommand), self.config)
+
+    def _loggers(self, given: Any, shortcut: str | None) -> list[Logger] | bool:
+        """``--logger``'s loggers (TensorBoard when neither it nor ``trainer.logger`` is set), then those given in
+        full under ``trainer.logger``; ``trainer.logger: false`` turns logging off (the run's folder stays)."""
+        if given is False:
+            if shortcut is not None:
+                raise ConfigError(f"--logger {shortcut} and trainer.logger false contradict each other. Fix: drop "
+                                  "one of them")
+            return False
+        from_config = [] if given in (None, True) else (list(given) if isinstance(given, list) else [given])
+        names = logger_names(shortcut) if shortcut or not from_config else []
+        return build_loggers(names, self._log_root, self._model_name, self._version) + from_config or False
+
+    def _run_callbacks(self, trainer_config: dict[str, Any], given: list) -> list:
+        config = self._config()
+        optimizer = config.model.init_args.get("optimizer") if "init_args" in config.model else None
+        lr = optimizer.get("init_args", {}).get("lr") if hasattr(optimizer, "get") else None
+        info = {
+            "seed": config.get("seed_everything"),
+            "batch_size": getattr(self.datamodule, "batch_size", None),
+            "lr": lr,
+            "hardware": self._hardware.name,
+            "config": self._config_dict(),
+        }
+        callbacks: list = [TimingCallback(), RunReport(self.run_dir, info)]
+        if self.subcommand == "test":  # fit gets it for its closing test pass (after_fit)
+            callbacks.append(TestFigures(self.run_dir))
+        if trainer_config.get("enable_progress_bar") is False:
+            callbacks.append(EpochLine())
+        elif not any(isinstance(cb, ProgressBar) for cb in given):
+            callbacks.append(RichProgressBar())
+        return callbacks
+
+    def _config_dict(self) -> dict[str, Any]:
+        import yaml
+
+        full = yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_link_targets=False))
+        return full.get(str(self.subcommand), full) if self.subcommand else full
+
+    # --- after each subcommand -----------------------------------------------------------------------------------
+    def after_fit(self) -> None:
+        if not self.trainer.interrupted:
+            # the pictures come from the closing test pass; attached only now, they cost no training step anything
+            self.trainer.callbacks.append(TestFigures(self.run_dir))
+            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+            self._print_result()
+        self._leave_together()
+
+    def after_test(self) -> None:
+        self._print_result()
+        self._leave_together()
+
+    def after_validate(self) -> None:
+        self._leave_together()
+
+    def _leave_together(self) -> None:
+        """Under DDP the ranks finish together: rank 0 may still be drawing figures when the others are done, and a
+        process that exits while its process group is alive aborts (torchrun then kills the job)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            self.trainer.strategy.barrier("mnist_bench_done")
+            dist.destroy_process_group()
+
+    def _print_result(self) -> None:
+        report = next((cb for cb in self.trainer.callbacks if isinstance(cb, RunReport)), None)
+        if report is None or report.metrics is None or not self.trainer.is_global_zero:
+            return
+        print_rich_table([report.metrics], title=f"mnist-bench: {report.metrics['model']} on {report.metrics['device']}")
+        loggers = ", ".join(type(logger).__name__ for logger in self.trainer.loggers) or "no logger"
+        print(f"run dir: {report.metrics['run_dir']}  (metrics.json, config.yaml, checkpoints/, figures; {loggers})")

@@ -1,0 +1,81 @@
+"""``mnist-bench``'s entry point: the tools of our own (data, predict, export), else LightningCLI; every error that is
+the user's to fix becomes one line and an exit code (2: config, 1: input or environment)."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import logging
+import re
+import sys
+import warnings
+
+from jsonargparse import ArgumentError
+
+from mnist_bench.allowlist import allowed_imports, import_refusal
+from mnist_bench.cli.app import MNISTBenchCLI
+from mnist_bench.errors import ConfigError, one_line, user_error_in
+
+# subcommands of our own, outside LightningCLI (its `predict` on the test set gives way to ours on image files)
+TOOLS = {"data": "mnist_bench.data.fetch", "predict": "mnist_bench.use.predict", "export": "mnist_bench.use.export"}
+# disk full, file too large, read-only file system, permission denied, quota exceeded
+WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``mnist-bench`` and ``python -m mnist_bench``."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in TOOLS:
+        module = importlib.import_module(TOOLS[argv[0]])
+        sys.exit(module.main(argv[1:]))
+    _quiet_lightning()
+    try:
+        with warnings.catch_warnings():
+            # main() passes the arguments itself; LightningCLI would warn that sys.argv differs from them
+            warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+            argv, packages = allowed_imports(argv)
+            MNISTBenchCLI(args=argv, allow_imports=packages)
+    except ArgumentError as err:
+        _exit(2, f"config error: {concise(one_line(err))}", hint=True)
+    except OSError as err:
+        if err.errno not in WRITE_ERRORS:
+            raise
+        _exit(1, f"could not write {err.filename or 'a file'}: {err.strerror}. Free some space (or pick a writable "
+                 "--trainer.default_root_dir) and rerun with --ckpt_path last; the last complete checkpoint is kept")
+    except Exception as err:
+        cause = user_error_in(err)
+        if cause is None:
+            raise
+        if isinstance(cause, ConfigError):
+            _exit(2, f"config error: {one_line(cause)}")
+        _exit(1, one_line(cause))
+
+
+def concise(message: str) -> str:
+    """jsonargparse's message for a bad value under a model's init_args repeats every member of the Union it tried;
+    the part that names the key is kept."""
+    refusal = import_refusal(message)
+    if refusal is not None:
+        return refusal
+    outer = re.match(r'Parser key "([^"]+)"', message)
+    inner = re.search(r"Problem with given class_path '([^']+)': (.*?)(?: - Expected a <class 'NoneType'>|$)", message)
+    if outer and inner:
+        return f"{outer.group(1)} ({inner.group(1)}): {inner.group(2).strip()}"
+    return message
+
+
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def _quiet_lightning() -> None:
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        handler.addFilter(_DropAdverts())
+
+
+def _exit(code: int, message: str, hint: bool = False) -> None:
+    print(f"mnist-bench: {message}", file=sys.stderr)
+    if hint:
+        print("  (run with --help for the accepted options)", file=sys.stderr)
+    sys.exit(code)

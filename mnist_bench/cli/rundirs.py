@@ -1,0 +1,58 @@
+"""Where a run writes, and which checkpoint ``--ckpt_path`` means.
+
+Every run owns ``<root>/lightning_logs/<model>/version_<n>``; ``fit --ckpt_path last`` continues in the newest run of
+that model that has a ``last.ckpt``, and ``test``/``validate --ckpt_path last`` score it in a new folder. A checkpoint
+is read with ``torch.load(weights_only=True)`` before anything is built, so that a damaged or unsafe file stops the
+command with one line.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from mnist_bench.errors import UserFacingError
+from mnist_bench.use.inference import load_failure
+
+# Lightning's special --ckpt_path values that name no checkpoint this project writes ("best" needs a monitored metric)
+UNSUPPORTED_CKPT_PATHS = ("best", "hpc", "registry")
+
+
+def model_logs(root: str | Path, model: str) -> Path:
+    return Path(root) / "lightning_logs" / model
+
+
+def next_version(logs: Path) -> int:
+    """The next ``version_<n>`` under ``logs``, as Lightning's TensorBoard and CSV loggers number them."""
+    taken = [int(p.name.removeprefix("version_")) for p in logs.glob("version_*")
+             if p.is_dir() and p.name.removeprefix("version_").isdigit()]
+    return max(taken) + 1 if taken else 0
+
+
+def newest_last_checkpoint(root: str | Path, model: str, subcommand: str) -> tuple[int, Path]:
+    """The version and ``last.ckpt`` of the newest run of ``model`` that has one (``--ckpt_path last``)."""
+    logs = model_logs(root, model)
+    versions = {int(v): p for p in logs.glob("version_*/checkpoints/last.ckpt")
+                if (v := p.parent.parent.name.removeprefix("version_")).isdigit()}
+    if not versions:
+        action = "resume" if subcommand == "fit" else subcommand
+        fix = "start a new run without --ckpt_path last" if subcommand == "fit" else \
+            "train one first (mnist-bench fit), or give a .ckpt path"
+        raise UserFacingError(f"nothing to {action}: no {logs}/version_*/checkpoints/last.ckpt for --ckpt_path last. "
+                              f"Fix: {fix}")
+    version = max(versions)
+    return version, versions[version]
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """Refuses a missing file, and one that ``torch.load(weights_only=True)`` will not read: unsafe (its pickled
+    code never runs), truncated or not a checkpoint."""
+    if not Path(path).is_file():
+        raise UserFacingError(f"checkpoint {path} not found. Fix: give an existing .ckpt file, or --ckpt_path last "
+                              "to resume the newest run of this model")
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        raise UserFacingError(load_failure(path, err)) from None

@@ -1,0 +1,133 @@
+"""The datasets the DataModule serves, each with its own facts: statistics, class names, image size, files.
+
+``DatasetInfo`` is what a model needs to know about its images; it travels from the DataModule to the model (a
+LightningCLI link) and is saved in every checkpoint, so that predict, export and the figures use the dataset the
+model was trained on. ``DatasetSpec`` adds what the DataModule needs to read the files. Nothing outside ``data/``
+knows any dataset's numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mnist_bench.errors import ConfigError
+
+DEFAULT_DATASET = "mnist"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset's images as a model sees them: N×1×size×size, normalized with ``mean`` and ``std``."""
+
+    name: str
+    class_names: tuple[str, ...]
+    mean: float
+    std: float
+    image_size: int = 28
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def normalize(self, pixels: Tensor) -> Tensor:
+        """Pixels (uint8, or floats in [0, 1]) to the normalized floats the models are trained on."""
+        if pixels.dtype == torch.uint8:
+            pixels = pixels.float() / 255.0
+        return (pixels - self.mean) / self.std
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Back to [0, 1] pixels, for pictures and for the detector's ink boxes."""
+        return (x * self.std + self.mean).clamp(0, 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (lists, floats), as checkpoints store it (loadable with ``torch.load(weights_only=True)``)."""
+        return {**asdict(self), "class_names": list(self.class_names)}
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any] | None) -> DatasetInfo:
+        """The info a checkpoint or a config holds; ``None`` (a checkpoint from before datasets had info, or a
+        model built in Python without a DataModule) is the default dataset's."""
+        if value is None:
+            return dataset_spec(DEFAULT_DATASET).info
+        if isinstance(value, DatasetInfo):
+            return value
+        try:
+            return cls(name=str(value["name"]), class_names=tuple(str(c) for c in value["class_names"]),
+                       mean=float(value["mean"]), std=float(value["std"]),
+                       image_size=int(value.get("image_size", 28)))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"model.dataset must hold name, class_names, mean and std, got {value!r}") from err
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the DataModule needs besides the info: torchvision's dataset class (also the folder under data_dir, as
+    torchvision lays it out), the raw IDX files with their md5s and item counts, and the augmentation policy."""
+
+    info: DatasetInfo
+    torchvision_class: str  # e.g. "MNIST": torchvision.datasets.MNIST, files in <data_dir>/MNIST/raw
+    # name -> (md5 of the uncompressed file, or None where none is published; number of items)
+    raw_files: dict[str, tuple[str | None, int]] = field(default_factory=dict)
+    hflip: bool = False  # horizontal flips in augmentation (they suit clothes, never digits)
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Adds a dataset under ``spec.info.name`` (a user's module can add its own)."""
+    DATASETS[spec.info.name] = spec
+    return spec
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ConfigError(f"data.dataset: unknown dataset {name!r}. Fix: one of {', '.join(sorted(DATASETS))}") \
+            from None
+
+
+MNIST = register_dataset(DatasetSpec(
+    # mean and std of the 60k training images, as fractions of 255
+    info=DatasetInfo("mnist", tuple(str(d) for d in range(10)), mean=0.1307, std=0.3081),
+    torchvision_class="MNIST",
+    raw_files={
+        "train-images-idx3-ubyte": ("6bbc9ace898e44ae57da46a324031adb", 60_000),
+        "train-labels-idx1-ubyte": ("a25bea736e30d166cdddb491f175f624", 60_000),
+        "t10k-images-idx3-ubyte": ("2646ac647ad5339dbf082846283269ea", 10_000),
+        "t10k-labels-idx1-ubyte": ("27ae3e4e09519cfbb04c329615203637", 10_000),
+    },
+))
+
+FASHION_MNIST = register_dataset(DatasetSpec(
+    # Zalando's Fashion-MNIST (MIT licence): the same IDX layout; mean and std of its 60k training images
+    info=DatasetInfo("fashion_mnist", ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                                       "Sneaker", "Bag", "Ankle boot"), mean=0.2860, std=0.3530),
+    torchvision_class="FashionMNIST",
+    raw_files={
+        "train-images-idx3-ubyte": ("f4a8712d7a061bf5bd6d2ca38dc4d50a", 60_000),
+        "train-labels-idx1-ubyte": ("9018921c3c673c538a1fc5bad174d6f9", 60_000),
+        "t10k-images-idx3-ubyte": ("8181f5470baa50b63fa0f6fddb340f0a", 10_000),
+        "t10k-labels-idx1-ubyte": ("15d484375f8d13e6eb1aabb0c3f46965", 10_000),
+    },
+    hflip=True,  # a mirrored shirt is a shirt
+))
+
+KMNIST = register_dataset(DatasetSpec(
+    # Kuzushiji-MNIST (CC BY-SA 4.0): ten cursive hiragana, torchvision's KMNIST. Only the compressed files' md5s
+    # are published (torchvision checks them when it downloads); here the uncompressed files' structure is checked.
+    info=DatasetInfo("kmnist", ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"), mean=0.1918,
+                     std=0.3483),
+    torchvision_class="KMNIST",
+    raw_files={
+        "train-images-idx3-ubyte": (None, 60_000),
+        "train-labels-idx1-ubyte": (None, 60_000),
+        "t10k-images-idx3-ubyte": (None, 10_000),
+        "t10k-labels-idx1-ubyte": (None, 10_000),
+    },
+))
