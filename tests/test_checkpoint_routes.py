@@ -132,3 +132,17 @@ def test_resuming_with_other_epochs_under_a_step_schedule_is_one_line(synthetic_
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("mnist-bench: config error: model.scheduler: the run being resumed planned its OneCycleLR")
     assert record.read_text() == finished, "the finished run's metrics.json is kept"
+
+
+@pytest.mark.parametrize("payload", [torch.zeros(3), 5, {"hyper_parameters": 5, "state_dict": {}}],
+                         ids=["tensor", "int", "bad-hparams"])
+def test_a_loadable_file_that_is_not_a_checkpoint_is_one_line(payload, synthetic_data, tmp_path, capsys):
+    from mnist_bench.cli import main
+
+    path = tmp_path / "odd.ckpt"
+    torch.save(payload, path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "--model", "CNN", "--ckpt_path", str(path), f"--data.data_dir={synthetic_data}",
+              f"--trainer.default_root_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err and "not a checkpoint" in err, err

@@ -144,3 +144,73 @@ def test_a_datamodule_of_your_own_is_named_in_the_config_once_allowed(synthetic_
     main(["fit", "--config", str(config), "--allow-imports", "toy_data"])
     metrics = json.loads((tmp_path / "lightning_logs" / "cnn" / "version_0" / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["config"]["data"]["class_path"] == "toy_data.HalfMNIST"
+
+
+OWN_DATA = '''
+"""A dataset of a user's own: three classes, its own facts, read from the synthetic MNIST files."""
+from mnist_bench.data.datamodule import MNISTDataModule, TensorDigits
+from mnist_bench.data.datasets import DatasetInfo
+
+
+class ThreeDigits(MNISTDataModule):
+    info = DatasetInfo("three_digits", ("zero", "one", "two"), mean=0.1, std=0.3)
+
+    def _load(self, train):
+        from torchvision.datasets import MNIST
+
+        ds = MNIST(self.data_dir, train=train, download=False)
+        keep = ds.targets < 3
+        return TensorDigits(ds.data[keep].unsqueeze(1).contiguous(), ds.targets[keep].long())
+'''
+
+
+def test_a_datamodule_with_its_own_facts_gets_its_own_run_folder_and_checkpoints_stay_with_it(
+        synthetic_data, tmp_path, monkeypatch, capsys):
+    package = tmp_path / "lab" / "own_data"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(OWN_DATA)
+    monkeypatch.syspath_prepend(str(tmp_path / "lab"))
+    config = tmp_path / "three.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        trainer: {{max_epochs: 1, default_root_dir: {tmp_path}, enable_progress_bar: false}}
+        model: {{class_path: CNN}}
+        data:
+          class_path: own_data.ThreeDigits
+          init_args: {{data_dir: {synthetic_data}, val_size: 30, eval_batch_size: 50, batch_size: 30}}
+        """))
+    main(["fit", "--config", str(config), "--allow-imports", "own_data"])
+    run = tmp_path / "lightning_logs" / "cnn_three_digits" / "version_0"
+    assert (run / "checkpoints" / "last.ckpt").exists() and load_trained(run).num_classes == 3
+    # `last` finds it through the DataModule's own facts
+    main(["test", "--config", str(config), "--allow-imports", "own_data", "--ckpt_path", "last"])
+    assert (tmp_path / "lightning_logs" / "cnn_three_digits" / "version_1" / "metrics.json").exists()
+    # the same checkpoint on MNIST: one line, not a size-mismatch traceback
+    capsys.readouterr()
+    code, err = run_main(["test", "--model", "CNN", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+                          f"--data.data_dir={synthetic_data}", f"--trainer.default_root_dir={tmp_path}"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "trained on three_digits (3 classes)" in err and "the data is mnist" in err
+
+
+def test_a_checkpoint_is_not_scored_or_resumed_on_other_data(toy3, tmp_path, capsys):
+    main(fit_args(toy3, tmp_path))
+    ckpt = tmp_path / "lightning_logs" / "cnn_toy3" / "version_0" / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    for subcommand in ("test", "fit"):
+        code, err = run_main([subcommand, "--config", str(ROOT / "configs/cnn.yaml"), "--ckpt_path", str(ckpt),
+                              f"--data.data_dir={toy3}", f"--trainer.default_root_dir={tmp_path}",
+                              "--trainer.max_epochs=2"], capsys)
+        assert code == 2 and "trained on toy3" in err and "--data.dataset toy3" in err, err
+    assert not (tmp_path / "lightning_logs" / "cnn").exists()
+
+
+def test_a_saved_config_reruns_into_a_new_folder_with_its_own_checkpoints(synthetic_data, tmp_path):
+    args = ["--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}", "--data.val_size=100",
+            f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]
+    main(["fit", *args])
+    first = tmp_path / "lightning_logs" / "cnn" / "version_0"
+    main(["fit", "--config", str(first / "config.yaml")])
+    second = tmp_path / "lightning_logs" / "cnn" / "version_1"
+    assert (second / "checkpoints" / "last.ckpt").exists()
+    assert sorted(p.name for p in (first / "checkpoints").iterdir()) == sorted(
+        p.name for p in (second / "checkpoints").iterdir())

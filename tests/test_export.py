@@ -84,7 +84,7 @@ def test_export_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("old_name, module", [("FasterRCNN", "faster_rcnn"), ("AlexNet", "alexnet"),
-                                              ("VGG16", "vgg")])
+                                              ("VGG16", "vgg"), ("AlexNet", None), ("FasterRCNN", None)])
 def test_checkpoints_from_before_the_renames_and_datasets_still_load(old_name, module, tmp_path):
     """Checkpoints written before the LightningModules were renamed (FasterRCNN -> FasterRCNNClassifier, ...) and
     before models kept their dataset's info name the old class and carry no ``dataset``: they load as MNIST's."""
@@ -93,6 +93,7 @@ def test_checkpoints_from_before_the_renames_and_datasets_still_load(old_name, m
     hparams = {k: v for k, v in model.hparams.items() if k not in ("optimizer", "scheduler", "dataset")}
     path = tmp_path / "old.ckpt"
     torch.save({"state_dict": model.state_dict(),
-                "hyper_parameters": {"_class_path": f"mnist_bench.models.{module}.{old_name}", **hparams}}, path)
+                "hyper_parameters": {"_class_path": f"mnist_bench.models.{module + '.' if module else ''}{old_name}",
+                                     **hparams}}, path)
     loaded = load_trained(path)
     assert type(loaded) is type(model) and loaded.dataset.name == "mnist" and loaded.num_classes == 10

