@@ -16,9 +16,9 @@ from mnist_bench.plots import boxed_digits, confusion_matrix_figure, digit_grid_
 class TestFigures(Callback):
     """Collects the first ``grid_size`` test images and the first ``grid_size`` misclassified ones, then draws
     ``confusion_matrix.png``, ``predictions.png`` and ``misclassified.png`` in the run dir and logs the first two
-    to TensorBoard as images. For a detector (test step outputs with ``boxes``) it also draws ``detections.png``:
-    the same images with the predicted box in red and the ink box in green. Pixels and class names come from the
-    model's dataset info."""
+    to TensorBoard as images. For a detector (test step outputs with ``boxes`` and ``true_boxes``) it also draws
+    ``detections.png``: the same images with the predicted box in red and the ink box in green. Pixels and class
+    names come from the model's dataset info."""
 
     def __init__(self, run_dir: Callable[[], str | Path], grid_size: int = 48):
         self.run_dir = run_dir
@@ -29,6 +29,7 @@ class TestFigures(Callback):
         self.samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.wrong: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.boxes: list[torch.Tensor] = []
+        self.true_boxes: list[torch.Tensor] = []
         self._n_samples = self._n_wrong = 0
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -45,6 +46,7 @@ class TestFigures(Callback):
             self.samples.append((x[:k].detach().cpu(), preds[:k].cpu(), y[:k].cpu()))
             if "boxes" in outputs:
                 self.boxes.append(outputs["boxes"][:k].detach().cpu())
+                self.true_boxes.append(outputs["true_boxes"][:k].detach().cpu())
             self._n_samples += len(y[:k])
         if self._n_wrong < self.grid_size:
             mask = preds != y
@@ -63,10 +65,7 @@ class TestFigures(Callback):
 
     def _detections_figure(self, pl_module: LightningModule) -> Any:
         pixels, preds, targets = self._cat(self.samples, pl_module)
-        x = torch.cat([x for x, _, _ in self.samples]).float()
-        y = torch.cat([y for _, _, y in self.samples])
-        truth = torch.cat([t["boxes"] for t in pl_module.targets(x, y)])
-        drawn = boxed_digits(pixels, torch.cat(self.boxes).numpy(), truth.numpy())
+        drawn = boxed_digits(pixels, torch.cat(self.boxes).numpy(), torch.cat(self.true_boxes).numpy())
         return digit_grid_figure(drawn, preds, targets,
                                  f"{pl_module.model_name}: predicted box (red), ink box (green), predicted class",
                                  class_names=pl_module.dataset.class_names)

@@ -199,7 +199,7 @@ class MNISTBenchCLI(LightningCLI):
 
     def _check_checkpoint_fits_the_data(self) -> None:
         """A checkpoint is scored or resumed only on the dataset it was trained on."""
-        trained = getattr(self, "_ckpt_dataset", None)
+        trained = self._ckpt_dataset
         data = self.model.dataset
         if trained is not None and (trained.name, trained.class_names) != (data.name, data.class_names):
             raise ConfigError(f"the checkpoint was trained on {trained.name} ({trained.num_classes} classes) and the "

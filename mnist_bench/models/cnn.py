@@ -24,5 +24,5 @@ class CNN(MNISTClassifier):
             raise ConfigError(f"model.channels has {len(channels)} pooling stages, which halve {self.image_size} px "
                               f"to nothing. Fix: at most {self.image_size.bit_length() - 1} stages at this image_size")
         self.save_hyperparameters(logger=False)
-        self.net = SmallCNN(self.adapt.in_chans, self.image_size, tuple(channels), hidden, dropout,
-                            self.num_classes)
+        self.net = SmallCNN(in_chans=self.adapt.in_chans, image_size=self.image_size, channels=tuple(channels),
+                            hidden=hidden, dropout=dropout, num_classes=self.num_classes)

@@ -204,7 +204,7 @@ class FasterRCNNClassifier(MNISTClassifier):
         self.localization[f"{stage}_fallback_rate"].update(out.fallback.float())
         if stage == "test":
             self.map50.update(out.all, targets)
-        return {"loss": loss, "preds": out.digits, "boxes": out.boxes}
+        return {"loss": loss, "preds": out.digits, "boxes": out.boxes, "true_boxes": truth}
 
     def _log_localization(self, stage: str) -> dict[str, float]:
         values = {f"{stage}/{name}": self.localization[f"{stage}_{name}"].compute()

@@ -62,8 +62,8 @@ class FinetunedClassifier(MNISTClassifier):
         self.pretrained = state_dict is not None
         self.backbone_lr_scale = backbone_lr_scale if self.pretrained else 1.0
         self.freeze_backbone_epochs = freeze_backbone_epochs
-        self.net = TorchvisionBackbone(self.arch, state_dict, self.adapt.in_chans, hidden, dropout,
-                                       self.num_classes)
+        self.net = TorchvisionBackbone(self.arch, state_dict=state_dict, in_chans=self.adapt.in_chans,
+                                       hidden=hidden, dropout=dropout, num_classes=self.num_classes)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         base_lr = class_and_kwargs(self.optimizer)[1].get("lr")

@@ -33,8 +33,9 @@ class ViT(MNISTClassifier):
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"model.{key} must be in [0, 1), got {value}")
         self.save_hyperparameters(logger=False)
-        self.net = VisionTransformer(self.image_size, patch_size, self.adapt.in_chans, self.num_classes, dim, depth,
-                                     num_heads, mlp_ratio, drop, attn_drop, drop_path)
+        self.net = VisionTransformer(image_size=self.image_size, patch_size=patch_size, in_chans=self.adapt.in_chans,
+                                     num_classes=self.num_classes, dim=dim, depth=depth, num_heads=num_heads,
+                                     mlp_ratio=mlp_ratio, drop=drop, attn_drop=attn_drop, drop_path=drop_path)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         skip = self.net.no_weight_decay()
