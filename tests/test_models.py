@@ -69,8 +69,10 @@ def test_train_time_excludes_validation_and_survives_a_state_round_trip(syntheti
     summary = timing.summary()
     # 2 validation passes of 0.3 s each are inside fit but not inside train
     assert summary["time/fit_s"] - summary["time/train_s"] >= 0.6
-    # each epoch's 5 training steps sleep 0.2 s in all: the epoch clocks hold them, and not the 0.3 s validation
-    assert len(timing.epoch_s) == 2 and all(0.2 <= s < 0.2 + 0.3 for s in timing.epoch_s), timing.epoch_s
+    # each epoch's 5 training steps sleep 0.2 s in all: the epoch clocks hold them and add up to the training-loop
+    # clock, which holds no validation (above). No upper bound in seconds: a loaded machine is slower.
+    assert len(timing.epoch_s) == 2 and all(s >= 0.2 for s in timing.epoch_s), timing.epoch_s
+    assert sum(timing.epoch_s) == pytest.approx(summary["time/train_s"], abs=1e-3), (timing.epoch_s, summary)
     assert timing.train_images == 1000
     resumed = TimingCallback()
     resumed.load_state_dict(timing.state_dict())

@@ -42,7 +42,7 @@ def metadata(model: nn.Module, ckpt_path: str) -> dict[str, str]:
     info = model.dataset
     size = info.image_size
     if model.onnx_kind == "detector":
-        shape = f"digits: float32 [1, 1, {size}, {size}] (one {info.name} image per call), normalized"
+        shape = f"digits: float32 [1, 1, {size}, {size}] (one image per call; {info.name}), normalized"
         outputs = "boxes: float32 [K, 4] (x1, y1, x2, y2 in pixels), classes: int64 [K] (the class index), scores: float32 [K]"
     else:
         shape = f"digits: float32 [batch, 1, {size}, {size}] ({info.name} images), normalized"
