@@ -43,3 +43,13 @@ def tiny_fit_args(synthetic_data, tmp_path) -> list[str]:
 
 def real_data_available() -> bool:
     return all((raw_dir(REAL_DATA) / n).is_file() for n in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"))
+
+
+def user_package(tmp_path: Path, monkeypatch, name: str, source: str) -> None:
+    """A package of a user's own (``name``, one ``__init__.py``) on the import path, and no allowance for it in the
+    environment: what a researcher writes outside mnist_bench."""
+    package = tmp_path / "lab" / name
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path / "lab"))
+    monkeypatch.delenv("MNIST_BENCH_ALLOW_IMPORTS", raising=False)

@@ -21,7 +21,7 @@ from mnist_bench.use.export import main as export_main
 from mnist_bench.use.inference import load_trained
 from mnist_bench.use.predict import main as predict_main
 
-from .conftest import ROOT
+from .conftest import ROOT, user_package
 from .test_bad_configs import run_main
 
 NAMES = ("circle", "line", "cross")
@@ -126,11 +126,7 @@ class HalfMNIST(MNISTDataModule):
 
 
 def test_a_datamodule_of_your_own_is_named_in_the_config_once_allowed(synthetic_data, tmp_path, monkeypatch, capsys):
-    package = tmp_path / "lab" / "toy_data"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text(DATA_PACKAGE)
-    monkeypatch.syspath_prepend(str(tmp_path / "lab"))
-    monkeypatch.delenv("MNIST_BENCH_ALLOW_IMPORTS", raising=False)
+    user_package(tmp_path, monkeypatch, "toy_data", DATA_PACKAGE)
     config = tmp_path / "half.yaml"
     config.write_text(textwrap.dedent(f"""\
         trainer: {{max_epochs: 1, default_root_dir: {tmp_path}, enable_progress_bar: false}}
@@ -166,10 +162,7 @@ class ThreeDigits(MNISTDataModule):
 
 def test_a_datamodule_with_its_own_facts_gets_its_own_run_folder_and_checkpoints_stay_with_it(
         synthetic_data, tmp_path, monkeypatch, capsys):
-    package = tmp_path / "lab" / "own_data"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text(OWN_DATA)
-    monkeypatch.syspath_prepend(str(tmp_path / "lab"))
+    user_package(tmp_path, monkeypatch, "own_data", OWN_DATA)
     config = tmp_path / "three.yaml"
     config.write_text(textwrap.dedent(f"""\
         trainer: {{max_epochs: 1, default_root_dir: {tmp_path}, enable_progress_bar: false}}

@@ -8,7 +8,7 @@ import pytest
 
 from mnist_bench.cli import main
 
-from .conftest import ROOT
+from .conftest import ROOT, user_package
 from .test_bad_configs import run_main
 
 TOY_PACKAGE = '''
@@ -49,11 +49,7 @@ class EpochMarker(Callback):
 @pytest.fixture
 def toy(tmp_path, monkeypatch):
     """The package ``toy_models`` on the import path, and a config (any file name) that trains its model."""
-    package = tmp_path / "lab" / "toy_models"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text(TOY_PACKAGE)
-    monkeypatch.syspath_prepend(str(tmp_path / "lab"))
-    monkeypatch.delenv("MNIST_BENCH_ALLOW_IMPORTS", raising=False)
+    user_package(tmp_path, monkeypatch, "toy_models", TOY_PACKAGE)
     config = tmp_path / "my experiment.yaml"
     config.write_text(textwrap.dedent(f"""\
         trainer:
