@@ -17,6 +17,9 @@ from torch import Tensor
 from mnist_bench.errors import ConfigError
 
 DEFAULT_DATASET = "mnist"
+# How a user's own image is made into one of a dataset's (mnist_bench.use.images): ink strokes framed as MNIST's
+# digits, or an object photographed on a plain background framed as Fashion-MNIST's garments.
+FRAMINGS = ("digit", "product")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,12 @@ class DatasetInfo:
     mean: float
     std: float
     image_size: int = 28
+    framing: str = "digit"  # one of FRAMINGS
+
+    def __post_init__(self) -> None:
+        if self.framing not in FRAMINGS:
+            raise ConfigError(f"dataset {self.name!r}: framing {self.framing!r} is unknown. Fix: one of "
+                              f"{', '.join(FRAMINGS)}")
 
     @property
     def num_classes(self) -> int:
@@ -56,9 +65,12 @@ class DatasetInfo:
         if isinstance(value, DatasetInfo):
             return value
         try:
-            return cls(name=str(value["name"]), class_names=tuple(str(c) for c in value["class_names"]),
+            name = str(value["name"])
+            known = DATASETS.get(name)  # a checkpoint saved before the info had a framing: the dataset's own
+            framing = value.get("framing") or (known.info.framing if known else "digit")
+            return cls(name=name, class_names=tuple(str(c) for c in value["class_names"]),
                        mean=float(value["mean"]), std=float(value["std"]),
-                       image_size=int(value.get("image_size", 28)))
+                       image_size=int(value.get("image_size", 28)), framing=str(framing))
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"model.dataset must hold name, class_names, mean and std, got {value!r}") from err
 
@@ -107,7 +119,8 @@ MNIST = register_dataset(DatasetSpec(
 FASHION_MNIST = register_dataset(DatasetSpec(
     # Zalando's Fashion-MNIST (MIT licence): the same IDX layout; mean and std of its 60k training images
     info=DatasetInfo("fashion_mnist", ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                                       "Sneaker", "Bag", "Ankle boot"), mean=0.2860, std=0.3530),
+                                       "Sneaker", "Bag", "Ankle boot"), mean=0.2860, std=0.3530,
+                     framing="product"),  # product photos on white, trimmed, longer side 28 px
     torchvision_class="FashionMNIST",
     raw_files={
         "train-images-idx3-ubyte": ("f4a8712d7a061bf5bd6d2ca38dc4d50a", 60_000),

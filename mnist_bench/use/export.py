@@ -27,6 +27,7 @@ from torch import nn
 from mnist_bench.allowlist import ALLOW_IMPORTS_FLAG, ALLOW_IMPORTS_HELP, allowed_packages
 from mnist_bench.errors import ConfigError, UserFacingError, first_line
 from mnist_bench.models.components.detection import label_to_digit
+from mnist_bench.use.images import FRAMING_STEPS
 from mnist_bench.use.inference import load_trained
 from mnist_bench.utils import atomic_path
 
@@ -55,8 +56,7 @@ def metadata(model: nn.Module, ckpt_path: str) -> dict[str, str]:
         "mnist_bench.normalization": f"(pixel / 255 - {info.mean}) / {info.std}",
         "mnist_bench.mean": str(info.mean),
         "mnist_bench.std": str(info.std),
-        "mnist_bench.preprocessing": ("grayscale; invert dark-on-light; crop to the ink; scale the longer side to "
-                                      "20 px; centre of mass at the centre of the 28x28 field"),
+        "mnist_bench.preprocessing": FRAMING_STEPS[info.framing],
         "mnist_bench.output": outputs,
         "mnist_bench.classes": json.dumps(list(info.class_names)),
     }

@@ -1,9 +1,16 @@
-"""A user's digit image made into an MNIST digit, the way MNIST's own digits were made.
+"""A user's image made into one of the dataset's images, framed the way the dataset framed its own.
 
-Grayscale; dark ink on a light background detected and inverted (MNIST is light ink on black); the background
-(uneven light, grey paper) estimated locally and removed, the ink found by Otsu's threshold, specks dropped; cropped to
-the ink's bounding box; scaled so that the longer side is 20 px, keeping the aspect ratio; placed in a 28×28 field so that the
-ink's centre of mass is at the centre. Any size and mode that Pillow reads (RGBA, palette, 16-bit, ...).
+Two framings, named by the dataset (``DatasetInfo.framing``):
+
+- ``digit`` (MNIST, KMNIST: ink strokes): grayscale; dark ink on a light background detected and inverted (MNIST is
+  light ink on black); the background (uneven light, grey paper) estimated locally and removed, the ink found by
+  Otsu's threshold, specks dropped; cropped to the ink's bounding box; scaled so that the longer side is 20 px,
+  keeping the aspect ratio; placed in a 28×28 field so that the ink's centre of mass is at the centre.
+- ``product`` (Fashion-MNIST: a product photo on a plain background), Zalando's own steps: the edges that have the
+  background's colour (within 5% of the range) trimmed; the longer side scaled to 28 px; sharpened; centred in the
+  28×28 field by its box; negated where the background is light, so that the object is light on black.
+
+Any size and mode that Pillow reads (RGBA, palette, 16-bit, ...).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from mnist_bench.data.datasets import FRAMINGS
 from mnist_bench.errors import UserFacingError
 
 FIELD = 28  # the MNIST image
@@ -26,8 +34,20 @@ SMOOTHING_PX = 1.0  # Gaussian sigma at that size against noise (less for smalle
 MAX_PIXELS = 40_000_000  # larger images are refused (Pillow's decompression-bomb guard, made an error)
 
 
+TRIM_TOLERANCE = 0.05  # product framing: pixels this close to the background's level are background
+
+
+# each framing in one line, for the ONNX metadata of an exported model
+FRAMING_STEPS = {
+    "digit": ("grayscale; invert dark-on-light; crop to the ink; scale the longer side to 20 px; centre of mass at "
+              "the centre of the 28x28 field"),
+    "product": ("grayscale; trim the edges within 5% of the background's level; scale the longer side to 28 px; "
+                "sharpen; centre the box in the 28x28 field; negate a light background"),
+}
+
+
 class ImageError(UserFacingError):
-    """This file can't be made into a digit; the message says why."""
+    """This file can't be made into the dataset's kind of image; the message says why."""
 
 
 def read_image(path: str | Path) -> Image.Image:
@@ -146,3 +166,46 @@ def mnist_digit(ink: np.ndarray) -> np.ndarray:
 def load_digit(path: str | Path) -> np.ndarray:
     """The whole pipeline for one file: a 28×28 float32 array in [0, 1], light ink on black."""
     return mnist_digit(light_ink_on_dark(to_gray(read_image(path))))
+
+
+def product_photo(gray: np.ndarray) -> np.ndarray:
+    """A photo of one object on a plain background (any size, 1 = white) → a 28×28 float image in [0, 1], framed
+    as Fashion-MNIST frames its garments: trimmed to the object, the longer side 28 px, centred by its box, the
+    background black."""
+    from skimage.filters import gaussian, unsharp_mask
+
+    gray = _working_size(gray)
+    sigma = SMOOTHING_PX * max(gray.shape) / WORKING_SIZE
+    smooth = gaussian(gray, sigma=sigma) if sigma >= 0.5 else gray  # JPEG noise must not count as object
+    border = np.concatenate([smooth[0], smooth[-1], smooth[:, 0], smooth[:, -1]])
+    background = float(np.median(border))
+    rows, cols = np.nonzero(np.abs(smooth - background) > TRIM_TOLERANCE)
+    if len(rows) == 0:
+        raise ImageError("no object found (the image is one plain colour)")
+    crop = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    if background > 0.5:  # a light background (a product photo): negate, as Fashion-MNIST did
+        crop, background = 1.0 - crop, 1.0 - background
+    crop = np.clip((crop - background) / (1.0 - background), 0, 1)  # the background at 0
+    h, w = crop.shape
+    scale = FIELD / max(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = np.asarray(Image.fromarray(crop.astype(np.float32)).resize((new_w, new_h), Image.LANCZOS))
+    resized = np.clip(unsharp_mask(np.clip(resized, 0, 1), radius=1.0, amount=1.0), 0, 1)
+    field = np.zeros((FIELD, FIELD), dtype=np.float32)
+    top, left = (FIELD - new_h) // 2, (FIELD - new_w) // 2
+    field[top : top + new_h, left : left + new_w] = resized
+    return field
+
+
+def load_product(path: str | Path) -> np.ndarray:
+    """The whole pipeline for a product photo: a 28×28 float32 array in [0, 1], the object light on black."""
+    return product_photo(to_gray(read_image(path)))
+
+
+def load_image(path: str | Path, framing: str = "digit") -> np.ndarray:
+    """One file framed as the dataset frames its images (``framing``: one of ``FRAMINGS``)."""
+    if framing == "product":
+        return load_product(path)
+    if framing == "digit":
+        return load_digit(path)
+    raise ValueError(f"unknown framing {framing!r}; one of {', '.join(FRAMINGS)}")

@@ -1,8 +1,9 @@
-"""``mnist-bench predict``: digits in the user's own image files, with any trained checkpoint.
+"""``mnist-bench predict``: the user's own image files classified by any trained checkpoint.
 
     mnist-bench predict --ckpt_path lightning_logs/cnn/version_0 my_digits/ seven.png [--csv predictions.csv]
 
-Each file is made into an MNIST digit (``mnist_bench.use.images``) and classified. A file that can't be read gets an
+Each file is framed as the model's dataset framed its images (``mnist_bench.use.images``: an MNIST digit, a
+Fashion-MNIST garment) and classified. A file that can't be read gets an
 error row; the others are still predicted. Exit code 0 when every file was predicted, 1 when any failed, 2 for bad
 arguments or checkpoint.
 """
@@ -22,7 +23,7 @@ from PIL import Image
 
 from mnist_bench.allowlist import ALLOW_IMPORTS_FLAG, ALLOW_IMPORTS_HELP, allowed_packages
 from mnist_bench.errors import ConfigError, UserFacingError
-from mnist_bench.use.images import ImageError, load_digit
+from mnist_bench.use.images import ImageError, load_image
 from mnist_bench.use.inference import class_probabilities, load_trained
 from mnist_bench.utils import write_text_atomic
 
@@ -32,7 +33,7 @@ BATCH = 256
 @dataclass
 class Prediction:
     file: str
-    digit: str | None = None  # the predicted class's name (for MNIST, the digit)
+    label: str | None = None  # the predicted class's name (for MNIST, the digit)
     confidence: float | None = None
     top3: list[tuple[str, float]] | None = None
     error: str | None = None
@@ -66,26 +67,26 @@ def predict_files(model: torch.nn.Module, files: list[Path], device: torch.devic
             row.error = "no such file"
             continue
         try:
-            digit = load_digit(path)
+            image = load_image(path, model.dataset.framing)
         except ImageError as err:
             row.error = str(err)
             continue
-        ready.append((row, digit))
+        ready.append((row, image))
         if save_prepared is not None:
             name, k = f"{path.stem}.png", 1
             while name in saved:  # a.png and b/a.jpg: a.png, a-2.png
                 k += 1
                 name = f"{path.stem}-{k}.png"
             saved.add(name)
-            Image.fromarray(np.rint(digit * 255).astype(np.uint8)).save(save_prepared / name)
+            Image.fromarray(np.rint(image * 255).astype(np.uint8)).save(save_prepared / name)
     for start in range(0, len(ready), BATCH):
         chunk = ready[start : start + BATCH]
-        pixels = torch.from_numpy(np.stack([digit for _, digit in chunk]))[:, None].to(device)
+        pixels = torch.from_numpy(np.stack([image for _, image in chunk]))[:, None].to(device)
         probs = class_probabilities(model, model.dataset.normalize(pixels)).cpu()
         values, classes = probs.topk(3, dim=1)
         for (row, _), v, c in zip(chunk, values.tolist(), classes.tolist(), strict=True):
             names = [model.dataset.class_names[k] for k in c]
-            row.digit, row.confidence, row.top3 = names[0], v[0], list(zip(names, v, strict=True))
+            row.label, row.confidence, row.top3 = names[0], v[0], list(zip(names, v, strict=True))
     return rows
 
 
@@ -101,28 +102,33 @@ def unwritable(path: Path) -> str | None:
     return None
 
 
-def csv_text(rows: list[Prediction]) -> str:
+def class_column(framing: str) -> str:
+    """The name of the predicted class's column: ``digit`` for digit datasets (as ever), ``class`` for others."""
+    return "digit" if framing == "digit" else "class"
+
+
+def csv_text(rows: list[Prediction], column: str = "digit") -> str:
     import io
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["file", "digit", "confidence", "top3", "error"])
+    writer.writerow(["file", column, "confidence", "top3", "error"])
     for r in rows:
-        writer.writerow([r.file, r.digit or "",
+        writer.writerow([r.file, r.label or "",
                          "" if r.confidence is None else f"{r.confidence:.4f}", r.top3_text(), r.error or ""])
     return buf.getvalue()
 
 
-def print_table(rows: list[Prediction], title: str) -> None:
+def print_table(rows: list[Prediction], title: str, column: str = "digit") -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
-    for name, justify in (("file", "left"), ("digit", "right"), ("confidence", "right"), ("top-3", "left"),
+    for name, justify in (("file", "left"), (column, "right"), ("confidence", "right"), ("top-3", "left"),
                           ("error", "left")):
         table.add_column(name, justify=justify)
     for r in rows:
-        table.add_row(r.file, r.digit or "",
+        table.add_row(r.file, r.label or "",
                       "" if r.confidence is None else f"{r.confidence:.3f}", r.top3_text(),
                       f"[red]{r.error}[/red]" if r.error else "")
     Console(width=160).print(table)
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", help="also write the rows to this CSV file")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--save_prepared", metavar="DIR", type=Path,
-                        help="write each prepared 28x28 digit (what the model sees) as DIR/<file name>.png")
+                        help="write each prepared 28x28 image (what the model sees) as DIR/<file name>.png")
     parser.add_argument(ALLOW_IMPORTS_FLAG, action="append", metavar="PKG", help=ALLOW_IMPORTS_HELP)
     args = parser.parse_args(argv)
     if args.csv and (problem := unwritable(Path(args.csv))):
@@ -164,9 +170,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mnist-bench predict: cannot write in --save_prepared {args.save_prepared}", file=sys.stderr)
             return 2
     rows = predict_files(model, files, device, args.save_prepared)
-    print_table(rows, f"mnist-bench predict: {model.model_name} ({args.ckpt_path})")
+    column = class_column(model.dataset.framing)
+    print_table(rows, f"mnist-bench predict: {model.model_name} on {model.dataset.name} ({args.ckpt_path})", column)
     if args.csv:
-        write_text_atomic(Path(args.csv), csv_text(rows))
+        write_text_atomic(Path(args.csv), csv_text(rows, column))
         print(f"wrote {args.csv}")
     failed = sum(r.error is not None for r in rows)
     if failed:
