@@ -66,6 +66,17 @@ def _check_run(root: Path, data_dir: Path) -> None:
     assert metrics["test/acc"] == reference["test/acc"]
     assert metrics["test/f1"] == pytest.approx(reference["test/f1"], abs=1e-6)
     assert metrics["test/loss"] == pytest.approx(reference["test/loss"], rel=1e-4)
+    # each test image's prediction, gathered from both ranks back into test-set order
+    import numpy as np
+
+    from mnist_bench.callbacks.predictions import read_predictions
+
+    ranks = read_predictions(run_dir / "test_predictions.npz")
+    alone = read_predictions(Path(reference["run_dir"]) / "test_predictions.npz")
+    assert len(ranks["pred"]) == N_TEST
+    for key in ("index", "target", "pred"):
+        np.testing.assert_array_equal(ranks[key], alone[key])
+    np.testing.assert_allclose(ranks["confidence"], alone["confidence"], atol=1e-3)
 
 
 def test_lightning_launched_ddp_is_exact_and_writes_once(ddp_data, tmp_path):

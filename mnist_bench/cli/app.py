@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 import mnist_bench.models  # noqa: F401  (registers the models for short class paths)
 from mnist_bench.allowlist import restrict_config_imports
 from mnist_bench.benchmark.table import print_rich_table
-from mnist_bench.callbacks import EpochLine, RunReport, TestFigures, TimingCallback
+from mnist_bench.callbacks import EpochLine, RunReport, TestFigures, TestPredictions, TimingCallback
 from mnist_bench.cli.loggers import build_loggers, logger_names
 from mnist_bench.cli.rundirs import (
     UNSUPPORTED_CKPT_PATHS,
@@ -271,7 +271,7 @@ class MNISTBenchCLI(LightningCLI):
             "hardware": self._hardware.name,
             "config": self._config_dict(),
         }
-        callbacks: list = [TimingCallback(), RunReport(self.run_dir, info)]
+        callbacks: list = [TimingCallback(), RunReport(self.run_dir, info), TestPredictions(self.run_dir)]
         if self.subcommand == "test":  # fit gets it for its closing test pass (after_fit)
             callbacks.append(TestFigures(self.run_dir))
         if trainer_config.get("enable_progress_bar") is False:

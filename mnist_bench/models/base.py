@@ -117,6 +117,8 @@ class MNISTClassifier(LightningModule):
         preds = logits.argmax(dim=1)
         self._metrics(stage).update(preds, y)
         self.update_loss(stage, loss, len(y))
+        if stage == "test":  # each test image's class probabilities, for the per-image record
+            return {"loss": loss, "preds": preds, "scores": logits.detach().float().softmax(dim=1)}
         return {"loss": loss, "preds": preds}
 
     def update_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:

@@ -202,9 +202,11 @@ class FasterRCNNClassifier(MNISTClassifier):
         self.update_loss(stage, loss, len(y))
         self.localization[f"{stage}_iou"].update(box_iou_pairs(out.boxes, truth))
         self.localization[f"{stage}_fallback_rate"].update(out.fallback.float())
-        if stage == "test":
-            self.map50.update(out.all, targets)
-        return {"loss": loss, "preds": out.digits, "boxes": out.boxes, "true_boxes": truth}
+        if stage != "test":
+            return {"loss": loss, "preds": out.digits, "boxes": out.boxes, "true_boxes": truth}
+        self.map50.update(out.all, targets)
+        return {"loss": loss, "preds": out.digits, "boxes": out.boxes, "true_boxes": truth,
+                "scores": self._scores(out)}
 
     def _log_localization(self, stage: str) -> dict[str, float]:
         values = {f"{stage}/{name}": self.localization[f"{stage}_{name}"].compute()
@@ -236,8 +238,10 @@ class FasterRCNNClassifier(MNISTClassifier):
     def class_scores(self, x: Tensor) -> Tensor:
         """N×classes: each class's best detection score; the box classifier's probabilities where nothing was
         detected. Its argmax is the predicted class."""
-        out = self.detect(x)
-        scores = torch.zeros(len(x), self.num_classes, device=x.device)
+        return self._scores(self.detect(x))
+
+    def _scores(self, out: Detections) -> Tensor:
+        scores = torch.zeros(len(out.digits), self.num_classes, device=out.digits.device)
         for i, found in enumerate(out.all):
             if len(found["labels"]):
                 scores[i].scatter_reduce_(0, label_to_digit(found["labels"]), found["scores"], reduce="amax")
