@@ -158,7 +158,9 @@ def test_results_from_run_dirs_without_training(synthetic_data, tmp_path):
     assert benchmark_main(["--from_runs", str(run), str(killed), "--results", str(again)]) == 1  # one failed row
     rows = json.loads((again / "benchmark.json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["cnn", "vit"]
-    assert rows[0] == {**json.loads((run / "metrics.json").read_text()), "run_dir": str(run)}
+    low, high = rows[0]["test/acc_ci"]  # each run's row gets the interval of its accuracy
+    assert low <= rows[0]["test/acc"] <= high
+    assert rows[0] == {**json.loads((run / "metrics.json").read_text()), "run_dir": str(run), "test/acc_ci": [low, high]}
     assert rows[1]["status"] == "failed" and "no metrics.json" in rows[1]["error"]
     assert (again / "confusion_matrix_cnn.png").is_file()
     md = (again / "benchmark.md").read_text()

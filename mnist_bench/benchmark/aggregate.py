@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from mnist_bench.benchmark.stats import seed_interval, wilson_interval
 from mnist_bench.utils import read_json
 
 # numeric columns that get mean ± std over seeds
@@ -40,8 +41,25 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             summary[f"{key}:std"] = statistics.stdev(values) if len(values) > 1 else None
         errors = [r.get("error") for r in runs if r.get("status") != "ok"]
         summary["error"] = errors[0] if errors else None
+        summary["test/acc_ci"] = test_images_interval(summary)
+        accs = [r["test/acc"] for r in ok if isinstance(r.get("test/acc"), (int, float))]
+        summary["test/acc_seed_ci"] = seed_interval(accs)
         table.append(summary)
     return table
+
+
+def test_images_interval(row: dict[str, Any]) -> tuple[float, float] | None:
+    """The 95% interval of a row's test accuracy from the number of test images it was scored on (for a mean over
+    seeds: the interval of one run with that accuracy)."""
+    acc, n = row.get("test/acc"), row.get("test/images")
+    if not isinstance(acc, (int, float)) or not isinstance(n, int) or n <= 0:
+        return None
+    return wilson_interval(round(acc * n), n)
+
+
+def with_intervals(row: dict[str, Any]) -> dict[str, Any]:
+    """A run's row with the interval of its test accuracy."""
+    return {**row, "test/acc_ci": test_images_interval(row)}
 
 
 def rows_from_run_dirs(run_dirs: list[Path]) -> list[dict[str, Any]]:

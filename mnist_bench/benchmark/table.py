@@ -27,6 +27,12 @@ def _test_images(row: dict[str, Any]) -> str:
     return f"{n:,} of {full:,} (partial)" if partial_test(row) else f"{n:,}"
 
 
+def _interval(v: Any) -> str:
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        return "—"
+    return f"{100 * v[0]:.2f}–{100 * v[1]:.2f}%"
+
+
 def _params(v: Any) -> str:
     if not isinstance(v, int):
         return "—"
@@ -38,6 +44,8 @@ COLUMNS: list[tuple[str, str, Callable[[Any], str] | None]] = [
     ("model", "model", str),
     ("status", "status", str),
     ("test/acc", "test acc", _pct),
+    ("test/acc_ci", "95% CI (test images)", _interval),
+    ("test/acc_seed_ci", "95% CI (seeds)", _interval),
     ("test/f1", "macro F1", _num(".4f")),
     ("test/loss", "test loss", _num(".4f")),
     ("test/images", "test imgs", None),  # formatted from the row (see _test_images)
@@ -62,13 +70,15 @@ OPTIONAL_COLUMNS: list[tuple[str, str, Callable[[Any], str] | None]] = [
 
 
 # shown only when some row has them (seed units are measured by the benchmark, not by a single run)
-SOMETIMES = {"time/fit_su", "hardware", "test/images"}
+SOMETIMES = {"time/fit_su", "hardware", "test/images", "test/acc_ci", "test/acc_seed_ci"}
 
 
 def columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, Callable[[Any], str]]]:
     extra = [c for c in OPTIONAL_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
     cols = [c for c in COLUMNS if c[0] not in SOMETIMES or any(r.get(c[0]) is not None for r in rows)]
-    return cols[:6] + extra + cols[6:]
+    first = 2 + sum(key in ("test/acc", "test/f1", "test/loss", "test/images", "test/acc_ci", "test/acc_seed_ci")
+                    for key, _, _ in cols)
+    return cols[:first] + extra + cols[first:]
 
 
 def test_set_note(rows: Sequence[dict[str, Any]]) -> str:
@@ -119,11 +129,17 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
     keys += [f"{k}:std" for k in keys if any(f"{k}:std" in r for r in rows)]
     keys += [k for k in ("test/full_images", "seed", "seeds", "n_ok", "n_runs", "batch_size", "loss_kind", "error")
              if any(k in r for r in rows)]
+    pairs = {k for k in keys if any(isinstance(r.get(k), (list, tuple)) and len(r[k]) == 2 for r in rows)}
+    keys = [part for k in keys for part in ((f"{k}:low", f"{k}:high") if k in pairs else (k,))]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: row.get(k) for k in keys})
+        flat = dict(row)
+        for k in pairs:
+            low_high = row.get(k) if isinstance(row.get(k), (list, tuple)) else (None, None)
+            flat[f"{k}:low"], flat[f"{k}:high"] = low_high
+        writer.writerow({k: flat.get(k) for k in keys})
     return buf.getvalue()
 
 

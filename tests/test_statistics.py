@@ -1,0 +1,119 @@
+"""The benchmark's statistics against cases worked by hand: Wilson's interval, Student's t over seeds, McNemar's
+exact test, Holm's correction, and the paired tests read from runs' per-image predictions."""
+
+import math
+
+import numpy as np
+import pytest
+
+from mnist_bench.benchmark.comparison import compare, markdown_section, paired_tests_figure
+from mnist_bench.benchmark.stats import (
+    PairedTest,
+    holm,
+    mcnemar_exact,
+    paired_tests,
+    seed_interval,
+    wilson_interval,
+)
+from mnist_bench.plots import save_figure
+
+
+def wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize(("k", "n"), [(8, 10), (9_279, 10_000), (10_000, 10_000), (0, 50)])
+def test_wilson_interval_is_the_score_interval(k, n):
+    low, high = wilson_interval(k, n)
+    assert (low, high) == pytest.approx(wilson_by_hand(k, n), abs=1e-9)
+    assert 0 <= low <= k / n <= high <= 1
+    if k == n:
+        assert high == pytest.approx(1.0) and low < 1, "all right still leaves doubt below"
+
+
+def test_wilson_on_ten_thousand_images_is_about_half_a_point_wide():
+    low, high = wilson_interval(9_279, 10_000)
+    assert 100 * (high - low) == pytest.approx(1.01, abs=0.01)
+
+
+def test_seed_interval_is_student_s_t():
+    low, high = seed_interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2 degrees of freedom) × sd / √n
+    assert (low, high) == pytest.approx((2 - half, 2 + half))
+    assert seed_interval([0.9]) is None
+    assert seed_interval([0.9, 0.9]) == (0.9, 0.9)
+
+
+def test_mcnemar_exact_on_a_hand_made_table():
+    # 10 images only a got right, 2 only b, 88 both: p = 2 × P(X <= 2), X ~ Binomial(12, 1/2) = 2 × 79 / 4096
+    a = np.array([True] * 10 + [False] * 2 + [True] * 88)
+    b = np.array([False] * 10 + [True] * 2 + [True] * 88)
+    only_a, only_b, p = mcnemar_exact(a, b)
+    assert (only_a, only_b) == (10, 2)
+    assert p == pytest.approx(2 * 79 / 4096)
+    assert mcnemar_exact(a, a)[2] == pytest.approx(1.0), "identical predictions: nothing to tell apart"
+
+
+def test_holm_adjusts_in_order():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([]) == []
+
+
+def test_a_reading_in_plain_words():
+    test = PairedTest("vgg16", "cnn", 42, 10_000, 9_956, 9_948, 40, 32, 0.41, 1.0)
+    assert test.reading() == ("vgg16 vs cnn: 8 more correct out of 10,000 (vgg16 alone right on 40, cnn alone on 32), "
+                              "p = 0.41, Holm-adjusted 1: not significant")
+    assert not test.significant
+    assert PairedTest("a", "b", 42, 100, 90, 80, 12, 2, 0.01, 0.03).significant
+
+
+def _run_dir(tmp_path, name: str, target: np.ndarray, pred: np.ndarray) -> str:
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    np.savez_compressed(run_dir / "test_predictions.npz", index=np.arange(len(target)), target=target, pred=pred,
+                        confidence=np.ones(len(target), dtype=np.float32), model=np.array(name),
+                        dataset=np.array("mnist"), class_names=np.array(list("0123456789")))
+    return str(run_dir)
+
+
+def test_paired_tests_from_runs_predictions(tmp_path):
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 10, 1000)
+    good = target.copy()
+    good[:20] = (good[:20] + 1) % 10  # 98.0%
+    bad = target.copy()
+    bad[:120] = (bad[:120] + 1) % 10  # 88.0%: wrong wherever good is, and on 100 more
+    close = target.copy()
+    close[980:1000] = (close[980:1000] + 1) % 10  # 98.0% too, wrong on other images
+    rows = [{"model": m, "seed": 42, "status": "ok", "run_dir": _run_dir(tmp_path, m, target, p)}
+            for m, p in (("good", good), ("bad", bad), ("close", close))]
+    rows.append({"model": "broken", "seed": 42, "status": "failed", "run_dir": None})
+    rows.append({"model": "old", "seed": 42, "status": "ok", "run_dir": str(tmp_path)})  # no predictions file
+    tests, skipped = paired_tests(rows)
+    by_pair = {(t.a, t.b): t for t in tests}
+    assert set(by_pair) == {("good", "bad"), ("good", "close"), ("bad", "close")}
+    assert by_pair[("good", "bad")].only_a == 100 and by_pair[("good", "bad")].only_b == 0
+    assert by_pair[("good", "bad")].significant
+    assert (by_pair[("good", "close")].only_a, by_pair[("good", "close")].only_b) == (20, 20)
+    assert not by_pair[("good", "close")].significant
+    assert by_pair[("good", "bad")].p_holm == pytest.approx(min(1.0, 3 * by_pair[("good", "bad")].p))
+    assert any("old" in s and "no per-image predictions" in s for s in skipped)
+
+    comparison = compare(rows)
+    text = markdown_section(comparison)
+    assert "| good | — |" in text and "+10.00 (p <0.001)*" in text
+    assert "good vs close: the same number right out of 1,000" in text
+    path = save_figure(paired_tests_figure(comparison), tmp_path / "paired.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_on_different_test_sets_are_not_compared(tmp_path):
+    target = np.arange(100) % 10
+    rows = [{"model": "a", "seed": 42, "status": "ok", "run_dir": _run_dir(tmp_path, "a", target, target)},
+            {"model": "b", "seed": 42, "status": "ok", "run_dir": _run_dir(tmp_path, "b", target[::-1], target)}]
+    tests, skipped = paired_tests(rows)
+    assert tests == [] and skipped == ["a vs b (seed 42): not scored on the same test images"]
+    assert "No pair of models could be compared" in markdown_section(compare(rows))
