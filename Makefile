@@ -17,6 +17,10 @@ RESULTS ?= $(if $(filter mnist,$(DATASET)),results,results/$(DATASET))
 PYTEST_ARGS ?=
 OVERHEAD_ARGS ?=
 BENCH_ARGS ?=
+# runs at once (each on its own GPU, or its own CPU cores); empty: one per visible GPU, 1 without a GPU
+JOBS ?=
+# FORCE=1 trains every run again, even those done before with the same config, seed and code
+FORCE ?=
 # The Python that runs the benchmarks, and what must be done before: scripts/gpu_check.sh runs them with the GPU
 # machine's own python (PY=python3 SETUP=) after installing from gpu-bundle/.
 PY ?= $(BIN)/python
@@ -28,7 +32,7 @@ GPU_BUNDLE ?= gpu-bundle
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: DATASET=fashion_mnist MODELS=cnn,vit SEEDS=3 ARGS=\"--trainer.max_epochs=1\" RESULTS=results DATA_DIR=data TORCH_PKGS=..."
+	@echo "  Variables: DATASET=fashion_mnist MODELS=cnn,vit SEEDS=3 JOBS=2 FORCE=1 ARGS=\"--trainer.max_epochs=1\" RESULTS=results DATA_DIR=data TORCH_PKGS=..."
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,14 +52,15 @@ test: install data ## Run the whole test suite, including the real-MNIST CNN run
 test-fast: install ## Run the fast tests only (synthetic data, no real MNIST)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: install ## Lint with ruff
+lint: install ## Lint with ruff and shellcheck
 	$(BIN)/ruff check mnist_bench tests scripts
+	$(BIN)/shellcheck scripts/*.sh
 
 tensorboard: install ## Open TensorBoard on the runs, at http://127.0.0.1:6006
 	$(BIN)/tensorboard --logdir lightning_logs --host 127.0.0.1 --port 6006
 
 benchmark: $(SETUP) ## Train MODELS (default: all configs) and write results/benchmark.{md,csv,json} and plots
-	$(PY) -m mnist_bench.benchmark --models $(MODELS) --seeds $(SEEDS) --data_dir $(DATA_DIR) --config_dir $(CONFIG_DIR) --results $(RESULTS) $(BENCH_ARGS) -- $(ARGS)
+	$(PY) -m mnist_bench.benchmark --models $(MODELS) --seeds $(SEEDS) --data_dir $(DATA_DIR) --config_dir $(CONFIG_DIR) --results $(RESULTS) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force) $(BENCH_ARGS) -- $(ARGS)
 
 bench-overhead: $(SETUP) ## Time the seed notebook's pipeline, a plain PyTorch loop and Lightning on the same CNN
 	$(PY) -m mnist_bench.benchmark.overhead --data_dir $(DATA_DIR) --output $(RESULTS)/overhead.json $(OVERHEAD_ARGS)

@@ -36,3 +36,17 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 def read_json(path: Path) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+CPUS_VARIABLE = "MNIST_BENCH_CPUS"  # a benchmark job's own CPU cores (python -m mnist_bench.benchmark --jobs N)
+
+
+def pin_to_given_cpus() -> None:
+    """Keeps this process (and the threads it starts later) on the cores ``$MNIST_BENCH_CPUS`` names ("0,2,4")."""
+    given = os.environ.get(CPUS_VARIABLE)
+    if not given or not hasattr(os, "sched_setaffinity"):
+        return
+    try:
+        os.sched_setaffinity(0, {int(c) for c in given.split(",") if c.strip()})
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"mnist-bench: {CPUS_VARIABLE}={given!r} is not a list of this machine's cores ({err})") from None

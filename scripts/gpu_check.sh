@@ -59,8 +59,10 @@ run_make() {  # make where there is one; else the same command it runs
   if command -v make >/dev/null; then
     make "$1" PY="$python" SETUP= DATA_DIR=data RESULTS="$out/results" "${@:2}"
   elif [ "$1" = benchmark ]; then
+    # shellcheck disable=SC2086  # $bench_args is a list of options, split on purpose
     "$python" -m mnist_bench.benchmark --models "$models" --data_dir data --results "$out/results" $bench_args -- "$fit_args"
   else
+    # shellcheck disable=SC2086  # $OVERHEAD_ARGS likewise
     "$python" -m mnist_bench.benchmark.overhead --data_dir data --output "$out/results/overhead.json" $OVERHEAD_ARGS
   fi
 }

@@ -10,16 +10,30 @@ from pathlib import Path
 
 import torch
 
-from mnist_bench.benchmark.aggregate import rows_from_run_dirs, summarize
+from mnist_bench.benchmark.aggregate import rows_from_run_dirs, summarize, with_intervals
+from mnist_bench.benchmark.comparison import compare, markdown_section, paired_tests_figure
+from mnist_bench.benchmark.plan import (
+    Run,
+    done_before,
+    job_environments,
+    ledger_path,
+    record_done,
+    run_key,
+    run_list,
+    usable_cpus,
+    visible_gpus,
+)
 from mnist_bench.benchmark.plots import write_plots
-from mnist_bench.benchmark.runner import available_models, run_one
+from mnist_bench.benchmark.runner import available_models, failed_row, run_all, run_one
 from mnist_bench.benchmark.table import csv_text, loss_note, markdown_table, print_rich_table, test_set_note
 from mnist_bench.errors import first_line
+from mnist_bench.plots import save_figure
 from mnist_bench.precision import cpu_capability
 from mnist_bench.provenance import cpu_name, git_sha, versions
-from mnist_bench.utils import write_json_atomic, write_text_atomic
+from mnist_bench.utils import read_json, write_json_atomic, write_text_atomic
 
-DEFAULT_SEED = 42
+INTERVALS = ("95% CI (test images): Wilson's interval for the accuracy from the number of test images; "
+             "95% CI (seeds): Student's t interval for the mean over seeds (with two seeds or more).")
 
 
 def environment() -> dict:
@@ -78,17 +92,23 @@ def with_seed_units(row: dict, seed_unit_s: float | None) -> dict:
 def write_results(results: Path, env: dict, rows: list[dict], wall_s: float | None, seed_unit_s: float | None,
                   extra: list[str]) -> list[dict]:
     """benchmark.{json,csv,md} and the plots from per-run rows; returns the summary table."""
+    rows = [with_intervals(row) for row in rows]
     summary = summarize(rows)
+    comparison = compare(rows)
     head = header(env, wall_s, seed_unit_s)
     write_json_atomic(results / "benchmark.json", {"environment": env, "wall_s": round(wall_s, 1) if wall_s else None,
                                                    "seed_unit_s": round(seed_unit_s, 3) if seed_unit_s else None,
-                                                   "extra_args": extra, "rows": rows, "summary": summary})
+                                                   "extra_args": extra, "rows": rows, "summary": summary,
+                                                   "paired_tests": comparison})
     write_text_atomic(results / "benchmark.csv", csv_text(rows))
     seeds = {r.get("seed") for r in rows if r.get("seed") is not None}
     seeds_note = f"mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
-    write_text_atomic(results / "benchmark.md", f"{head}\n\n{test_set_note(summary)}; {seeds_note}.\n\n"
-                      f"{markdown_table(summary)}\n\n{loss_note(summary)}\n")
+    write_text_atomic(results / "benchmark.md", f"{head}\n\n{test_set_note(summary)}; {seeds_note}. {INTERVALS}\n\n"
+                      f"{markdown_table(summary)}\n\n{loss_note(summary)}\n\n{markdown_section(comparison)}")
     write_plots(rows, summary, results, subtitle=head.split(";")[0])
+    figure = paired_tests_figure(comparison)
+    if figure is not None:
+        save_figure(figure, results / "paired_tests.png")
     print_rich_table(summary, title="mnist-bench results")
     print(head)
     print(f"wrote {results}/benchmark.{{json,csv,md}} and plots")
@@ -136,6 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout_s", type=float, default=None, help="kill a model's run after this long")
     parser.add_argument("--seed_unit", choices=["measure", "skip"], default="measure",
                         help="measure: time the seed notebook's pipeline first and report times in su too (default)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs at once, each on its own GPU or its own CPU cores (default: one per visible GPU, "
+                             "1 without a GPU)")
+    parser.add_argument("--force", action="store_true",
+                        help="train every run again, even those done before with the same config, seed and code")
+    parser.add_argument("--list", action="store_true", help="print the runs (index, model, seed) and exit")
+    parser.add_argument("--only", type=int, metavar="INDEX",
+                        help="train only the run with this index in --list (a SLURM array task); no table")
+    parser.add_argument("--aggregate", action="store_true",
+                        help="train nothing: build the table from the runs recorded in <results>/runs (after --only)")
     parser.add_argument("--from_runs", nargs="+", type=Path, metavar="RUN_DIR",
                         help="train nothing: build the results from these run dirs")
     args = parser.parse_args(argv)
@@ -154,24 +184,85 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1:
         print("benchmark: error: --seeds must be >= 1", file=sys.stderr)
         return 2
+    runs = run_list(models, args.seeds)
+    if args.list:
+        for index, run in enumerate(runs):
+            print(index, run.model, run.seed)
+        return 0
+    if args.only is not None and not 0 <= args.only < len(runs):
+        print(f"benchmark: error: --only {args.only}: the runs are 0..{len(runs) - 1} (see --list)", file=sys.stderr)
+        return 2
+    gpus = visible_gpus()
+    jobs = args.jobs if args.jobs is not None else max(1, len(gpus))
+    try:
+        environments = job_environments(jobs, gpus, usable_cpus())
+    except ValueError as err:
+        print(f"benchmark: error: --jobs {jobs}: {err}", file=sys.stderr)
+        return 2
 
     results, root = Path(args.results), Path(args.root)
+    keys = {run: run_key(run, config_dir, args.data_dir, extra) for run in runs}
+    if args.aggregate:
+        return aggregate(runs, keys, results)
+    selected = [runs[args.only]] if args.only is not None else runs
     env = environment()
-    rows = []
     start = time.perf_counter()
-    seed_unit_s = measure_seed_unit(args.data_dir, extra) if args.seed_unit == "measure" else None
-    for model in models:
-        for k in range(args.seeds):
-            seed = DEFAULT_SEED + k
-            print(f"== {model} (seed {seed}) == [{(time.perf_counter() - start) / 60:.1f} min into the benchmark]",
-                  flush=True)
-            row = run_one(model, seed, config_dir, args.data_dir, root, extra, results / "logs" / f"{model}-seed{seed}.log",
-                          args.timeout_s)
-            print(f"   -> {row['status']}" + (f": {row['error']}" if row.get("error") else
-                                              f", test acc {100 * row['test/acc']:.2f}%"), flush=True)
-            rows.append(with_seed_units(row, seed_unit_s))
+    reused = {} if args.force else {run: e for run in selected if (e := done_before(results, run, keys[run]))}
+    todo = [run for run in selected if run not in reused]
+    for run, entry in reused.items():
+        print(f"== {run.model} (seed {run.seed}) == done before with the same config, seed and code: "
+              f"{entry['row'].get('run_dir')} (--force to train it again)", flush=True)
+    measure = args.seed_unit == "measure" and todo and args.only is None
+    seed_unit_s = measure_seed_unit(args.data_dir, extra) if measure else None
+    if seed_unit_s is None and reused and args.only is None:
+        seed_unit_s = next(iter(reused.values())).get("seed_unit_s")
+
+    def train(run: Run, env: dict[str, str], label: str, on_run_dir) -> dict:
+        print(f"== {run.model} (seed {run.seed}) == [{(time.perf_counter() - start) / 60:.1f} min into the benchmark]"
+              + (f" {' '.join(f'{k}={v}' for k, v in env.items())}" if env else ""), flush=True)
+        row = run_one(run.model, run.seed, config_dir, args.data_dir, root, extra,
+                      results / "logs" / f"{run.name}.log", args.timeout_s, env=env, label=label,
+                      on_run_dir=on_run_dir)
+        print(f"   {label}-> {row['status']}" + (f": {row['error']}" if row.get("error") else
+                                                 f", test acc {100 * row['test/acc']:.2f}%"), flush=True)
+        return with_seed_units(row, seed_unit_s)
+
+    trained = run_all(todo, train, environments,
+                      done=lambda run, row: record_done(results, run, keys[run], row, seed_unit_s))
+    if args.only is not None:
+        row = trained.get(selected[0]) or reused[selected[0]]["row"]
+        return 0 if row.get("status") == "ok" else 1
+    rows = [trained[run] if run in trained else reused[run]["row"] for run in runs]
     wall_s = time.perf_counter() - start
-    write_results(results, env, rows, wall_s, seed_unit_s, extra)
+    write_results(results, env, rows, wall_s if todo else None, seed_unit_s, extra)
+    return 0 if all(r.get("status") == "ok" for r in rows) else 1
+
+
+def aggregate(runs: list[Run], keys: dict[Run, str], results: Path) -> int:
+    """The table from the runs recorded in ``<results>/runs`` (SLURM array tasks); a run not recorded with the
+    current key is a failed row that says so."""
+    rows, seed_unit_s = [], None
+    for index, run in enumerate(runs):
+        path = ledger_path(results, run)
+        try:
+            entry = read_json(path) if path.is_file() else None
+        except (OSError, ValueError) as err:
+            entry, missing = None, f"unreadable {path}: {err}"
+        else:
+            missing = f"run {index} has no result ({path} is missing: the task did not finish)"
+        if entry is not None and entry.get("key") != keys[run]:
+            entry, missing = None, f"run {index}'s result in {path} is for another config, code or data"
+        if entry is None:
+            rows.append(failed_row(run.model, run.seed, missing))
+            continue
+        rows.append(entry["row"])
+        seed_unit_s = seed_unit_s or entry.get("seed_unit_s")
+    first = next((r for r in rows if r.get("status") == "ok"), rows[0])
+    env = {"date": "from recorded runs", "cpu": first.get("device"), "cpu_cores": "?",
+           "cpu_capability": first.get("hardware"),
+           "gpus": [first["device"].removeprefix("cuda: ")] if str(first.get("device")).startswith("cuda") else [],
+           "versions": first.get("versions") or versions(), "git_sha": commits_of(rows)}
+    write_results(results, env, rows, None, seed_unit_s, [])
     return 0 if all(r.get("status") == "ok" for r in rows) else 1
 
 

@@ -30,15 +30,18 @@ RUN_DIR_LINE = "mnist-bench: run dir "  # the CLI names its run dir in this line
 
 def run_logged(cmd: list[str], log_file: Path, timeout_s: float | None = None,
                echo: Callable[[str], bool] = lambda line: False,
-               keep: Callable[[str], bool] = lambda line: False) -> tuple[int | None, list[str], list[str]]:
+               keep: Callable[[str], bool] = lambda line: False,
+               env: dict[str, str] | None = None, label: str = "",
+               on_keep: Callable[[str], None] = lambda line: None) -> tuple[int | None, list[str], list[str]]:
     """Runs ``cmd`` with its output in ``log_file``; returns (exit code, last lines, every line for which ``keep``
     is true), exit code None when it ran longer than ``timeout_s`` and was killed with all its processes (a silent
-    child, DDP ranks too). Lines for which ``echo`` is true are printed."""
+    child, DDP ranks too). Lines for which ``echo`` is true are printed (after ``label``, when several runs share
+    the terminal); ``on_keep`` hears each kept line as it comes. ``env`` is added to this process's environment."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     lines: deque[str] = deque(maxlen=200)
     kept: list[str] = []
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_file, "w") as log, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                       text=True, env=env, start_new_session=True) as proc:
         log.write(" ".join(cmd) + "\n")
@@ -61,8 +64,9 @@ def run_logged(cmd: list[str], log_file: Path, timeout_s: float | None = None,
                 lines.append(line.rstrip())
                 if keep(line):
                     kept.append(line.rstrip())
+                    on_keep(line.rstrip())
                 if echo(line):
-                    print(f"  {line.rstrip()}   [{time.perf_counter() - start:.0f} s since start]", flush=True)
+                    print(f"  {label}{line.rstrip()}   [{time.perf_counter() - start:.0f} s since start]", flush=True)
             code = proc.wait()
         finally:
             if timer is not None:
@@ -72,11 +76,13 @@ def run_logged(cmd: list[str], log_file: Path, timeout_s: float | None = None,
 
 
 def run_one(model: str, seed: int, config_dir: Path, data_dir: str, root: Path, extra: list[str],
-            log_file: Path, timeout_s: float | None = None) -> dict[str, Any]:
+            log_file: Path, timeout_s: float | None = None, env: dict[str, str] | None = None, label: str = "",
+            on_run_dir: Callable[[Path], None] = lambda run_dir: None) -> dict[str, Any]:
     """``mnist-bench fit`` of one config in a subprocess; its output goes to the terminal and to ``log_file``.
 
     The row is the ``metrics.json`` of the run dir the run names; a crash, an out-of-memory kill or a timeout gives a
-    failed row with the reason, never a missing one.
+    failed row with the reason, never a missing one. ``env`` pins the run (its GPU or CPU cores); ``on_run_dir``
+    hears the run dir as soon as the run names it.
     """
     log_root = root / "lightning_logs"
     before = set(log_root.glob("*/version_*"))
@@ -87,7 +93,8 @@ def run_one(model: str, seed: int, config_dir: Path, data_dir: str, root: Path, 
     ]
     code, lines, named_lines = run_logged(cmd, log_file, timeout_s,
                                           echo=lambda line: line.startswith("[") or line.startswith("mnist-bench:"),
-                                          keep=lambda line: line.startswith(RUN_DIR_LINE))
+                                          keep=lambda line: line.startswith(RUN_DIR_LINE), env=env, label=label,
+                                          on_keep=lambda line: on_run_dir(Path(line[len(RUN_DIR_LINE):].strip())))
     named = [Path(line[len(RUN_DIR_LINE):].strip()) for line in named_lines]
     new = sorted(set(log_root.glob("*/version_*")) - before, key=lambda p: p.stat().st_mtime)
     run_dir = named[-1] if named else (new[-1] if new else None)
@@ -102,3 +109,58 @@ def run_one(model: str, seed: int, config_dir: Path, data_dir: str, root: Path, 
     tail = lines[-30:]
     reason = next((line for line in reversed(tail) if "error" in line.lower()), tail[-1] if tail else "no output")
     return failed_row(model, seed, f"exit code {code}: {reason} (log: {log_file})")
+
+
+RUN_DIR_WAIT_S = 120.0  # a parallel job starts when the one before it has made its run dir, or after this long
+
+
+def run_all(runs: list, train: Callable[..., dict[str, Any]], environments: list[dict[str, str]],
+            done: Callable[[Any, dict[str, Any]], None] = lambda run, row: None) -> dict[Any, dict[str, Any]]:
+    """Trains ``runs`` with ``train(run, env=..., label=..., on_run_dir=...)``, as many at once as there are
+    ``environments`` (each run gets a free one). Runs start one at a time, each when the one before it has made its
+    run dir, so that two runs of a model never pick the same ``version_<n>``. ``done`` hears each row as it comes;
+    returns the rows by run, whatever order they finished in."""
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(environments) == 1:
+        rows = {}
+        for run in runs:
+            rows[run] = train(run, env=environments[0], label="", on_run_dir=lambda run_dir: None)
+            done(run, rows[run])
+        return rows
+    free: queue.Queue[dict[str, str]] = queue.Queue()
+    for env in environments:
+        free.put(env)
+    start_gate = threading.Lock()
+
+    def one(run: Any) -> dict[str, Any]:
+        env = free.get()
+        start_gate.acquire()
+        once = threading.Lock()
+
+        def release() -> None:
+            if once.acquire(blocking=False):  # the first caller (the poll or the run's end) opens the gate
+                start_gate.release()
+
+        def wait_for(run_dir: Path) -> None:  # off the output loop, which must keep reading
+            def poll() -> None:
+                deadline = time.monotonic() + RUN_DIR_WAIT_S
+                while not run_dir.is_dir() and time.monotonic() < deadline and not once.locked():
+                    time.sleep(0.2)
+                release()
+
+            threading.Thread(target=poll, daemon=True).start()
+
+        try:
+            label = f"[{getattr(run, 'name', run)}] "
+            row = train(run, env=env, label=label, on_run_dir=wait_for)
+        finally:
+            release()
+            free.put(env)
+        done(run, row)
+        return row
+
+    with ThreadPoolExecutor(max_workers=len(environments)) as pool:
+        futures = {run: pool.submit(one, run) for run in runs}
+        return {run: future.result() for run, future in futures.items()}

@@ -15,6 +15,7 @@ from jsonargparse import ArgumentError
 from mnist_bench.allowlist import allowed_imports, import_refusal
 from mnist_bench.cli.app import MNISTBenchCLI
 from mnist_bench.errors import ConfigError, one_line, user_error_in
+from mnist_bench.utils import pin_to_given_cpus
 
 # subcommands of our own, outside LightningCLI (its `predict` on the test set gives way to ours on image files)
 TOOLS = {"data": "mnist_bench.data.fetch", "predict": "mnist_bench.use.predict", "export": "mnist_bench.use.export"}
@@ -25,6 +26,7 @@ WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPER
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``mnist-bench`` and ``python -m mnist_bench``."""
     argv = list(sys.argv[1:] if args is None else args)
+    pin_to_given_cpus()
     if argv and argv[0] in TOOLS:
         module = importlib.import_module(TOOLS[argv[0]])
         sys.exit(module.main(argv[1:]))

@@ -1,0 +1,115 @@
+"""The benchmark's runs as a list: what to run, what is already done, and where each run may run.
+
+The list (model × seed, in order) is the same for a sequential run, ``--jobs N`` and a SLURM job array, so that any of
+them gives the same table. A finished run is recorded in ``<results>/runs/<model>-seed<seed>.json`` with a key made of
+everything that decides its result (the config file, the extra arguments, the seed, the data folder and the code);
+rerunning the benchmark with the same key reuses the run instead of training it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_bench.callbacks.predictions import PREDICTIONS_FILE
+from mnist_bench.provenance import source_digest
+from mnist_bench.utils import CPUS_VARIABLE, read_json, write_json_atomic
+
+DEFAULT_SEED = 42
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the tree that holds mnist_bench/ (and configs/ in a clone)
+
+
+@dataclass(frozen=True)
+class Run:
+    model: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-seed{self.seed}"
+
+
+def run_list(models: list[str], seeds: int) -> list[Run]:
+    """Every model with seeds 42, 43, ...: model by model, as the table lists them."""
+    return [Run(model, DEFAULT_SEED + k) for model in models for k in range(seeds)]
+
+
+def run_key(run: Run, config_dir: Path, data_dir: str, extra: list[str]) -> str:
+    """What decides a run's result, hashed: its config file, the extra arguments, the seed, the data folder and the
+    code (every source file and config of the tree, so an uncommitted change counts too)."""
+    config = config_dir / f"{run.model}.yaml"
+    parts = {
+        "model": run.model,
+        "seed": run.seed,
+        "config": config.read_text() if config.is_file() else None,
+        "extra": extra,
+        "data_dir": str(Path(data_dir).resolve()),
+        "code": source_digest(PACKAGE_ROOT),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def ledger_path(results: Path, run: Run) -> Path:
+    return results / "runs" / f"{run.name}.json"
+
+
+def record_done(results: Path, run: Run, key: str, row: dict[str, Any], seed_unit_s: float | None) -> None:
+    """Keeps a run's row (ok or failed) under its key."""
+    write_json_atomic(ledger_path(results, run), {"key": key, "seed_unit_s": seed_unit_s, "row": row})
+
+
+def done_before(results: Path, run: Run, key: str) -> dict[str, Any] | None:
+    """The recorded entry of a finished run with this key, when its run dir still holds an ok ``metrics.json`` and
+    the per-image predictions; else None (the run is trained again)."""
+    path = ledger_path(results, run)
+    try:
+        entry = read_json(path) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("row"), dict):
+        return None
+    row = entry["row"]
+    run_dir = Path(str(row.get("run_dir") or ""))
+    try:
+        metrics = read_json(run_dir / "metrics.json")
+    except (OSError, ValueError):
+        return None
+    if row.get("status") != "ok" or metrics.get("status") != "ok" or not (run_dir / PREDICTIONS_FILE).is_file():
+        return None
+    return entry
+
+
+def job_environments(jobs: int, gpus: list[str], cpus: list[int]) -> list[dict[str, str]]:
+    """The environment of each of ``jobs`` parallel slots: one job keeps the whole machine; else each its own GPU
+    (``CUDA_VISIBLE_DEVICES``) when there are GPUs, round robin, else its own share of the CPU cores (``MNIST_BENCH_CPUS``, which the run pins itself to, and as many
+    threads)."""
+    if jobs < 1:
+        raise ValueError("jobs must be >= 1")
+    if jobs == 1:
+        return [{}]  # one job keeps the whole machine (a DDP run over several GPUs too)
+    if gpus:
+        return [{"CUDA_VISIBLE_DEVICES": gpus[k % len(gpus)]} for k in range(jobs)]
+    shares = [cpus[k::jobs] for k in range(jobs)]
+    if any(not share for share in shares):
+        raise ValueError(f"{jobs} jobs but only {len(cpus)} CPU cores: at most one job per core")
+    return [{CPUS_VARIABLE: ",".join(map(str, share)), "OMP_NUM_THREADS": str(len(share))} for share in shares]
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them for a child."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given:
+        return [g.strip() for g in given.split(",") if g.strip()][: torch.cuda.device_count()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def usable_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))

@@ -1,0 +1,162 @@
+"""The benchmark's list of runs: done runs reused, runs at once on their own cores or GPUs, a SLURM job array."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from mnist_bench.benchmark.__main__ import main as benchmark_main
+from mnist_bench.benchmark.plan import Run, job_environments
+from mnist_bench.benchmark.runner import run_all
+
+from .conftest import ROOT
+
+FAST = "--trainer.fast_dev_run=true --data.val_size=100 --data.eval_batch_size=100"
+
+
+def bench(synthetic_data, tmp_path, *args: str, extra: str = FAST, results: str = "results") -> int:
+    return benchmark_main([*args, "--data_dir", str(synthetic_data), "--config_dir", str(ROOT / "configs"),
+                           "--root", str(tmp_path), "--results", str(tmp_path / results), "--seed_unit", "skip",
+                           "--", extra])
+
+
+def versions(tmp_path, model: str = "cnn") -> list[str]:
+    return sorted(p.name for p in (tmp_path / "lightning_logs" / model).glob("version_*"))
+
+
+def rows(tmp_path, results: str = "results") -> list[dict]:
+    return json.loads((tmp_path / results / "benchmark.json").read_text())["rows"]
+
+
+def test_a_rerun_reuses_runs_done_with_the_same_config_seed_and_code(synthetic_data, tmp_path, capsys):
+    assert bench(synthetic_data, tmp_path, "--models", "cnn") == 0
+    first = rows(tmp_path)
+    assert versions(tmp_path) == ["version_0"]
+    capsys.readouterr()
+    assert bench(synthetic_data, tmp_path, "--models", "cnn") == 0
+    assert "done before with the same config, seed and code" in capsys.readouterr().out
+    assert versions(tmp_path) == ["version_0"], "nothing trained again"
+    assert rows(tmp_path)[0]["test/acc"] == first[0]["test/acc"]
+    assert rows(tmp_path)[0]["run_dir"] == first[0]["run_dir"]
+    # other arguments, another seed, or --force: trained again
+    assert bench(synthetic_data, tmp_path, "--models", "cnn", extra=FAST + " --data.batch_size=32") == 0
+    assert versions(tmp_path) == ["version_0", "version_1"]
+    assert bench(synthetic_data, tmp_path, "--models", "cnn", "--force") == 0
+    assert versions(tmp_path) == ["version_0", "version_1", "version_2"]
+    # a reused run whose folder lost its predictions is trained again
+    (tmp_path / "lightning_logs/cnn/version_2/test_predictions.npz").unlink()
+    assert bench(synthetic_data, tmp_path, "--models", "cnn") == 0
+    assert versions(tmp_path) == ["version_0", "version_1", "version_2", "version_3"]
+
+
+def test_each_job_gets_its_own_gpu_or_its_own_cores():
+    assert job_environments(2, ["0", "1"], [0, 1, 2, 3]) == [{"CUDA_VISIBLE_DEVICES": "0"},
+                                                            {"CUDA_VISIBLE_DEVICES": "1"}]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in job_environments(3, ["4", "6"], [0])] == ["4", "6", "4"]
+    assert job_environments(1, [], [0, 1]) == [{}], "one job keeps the whole machine"
+    assert job_environments(1, ["0", "1"], [0, 1]) == [{}], "one job keeps every GPU (a DDP run may use them all)"
+    assert job_environments(2, [], [0, 1, 2, 3]) == [{"MNIST_BENCH_CPUS": "0,2", "OMP_NUM_THREADS": "2"},
+                                                     {"MNIST_BENCH_CPUS": "1,3", "OMP_NUM_THREADS": "2"}]
+    with pytest.raises(ValueError, match="at most one job per core"):
+        job_environments(3, [], [0, 1])
+
+
+def test_runs_at_once_never_share_a_slot_and_come_back_in_list_order():
+    environments = [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    runs = [Run("cnn", 42 + k) for k in range(5)]
+    in_use: list[str] = []
+    seen: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def train(run, env, label, on_run_dir):
+        with lock:
+            assert env["CUDA_VISIBLE_DEVICES"] not in in_use, "two runs on one GPU"
+            in_use.append(env["CUDA_VISIBLE_DEVICES"])
+            seen.append((run.name, env["CUDA_VISIBLE_DEVICES"]))
+        on_run_dir(ROOT)  # an existing folder: the next run may start
+        time.sleep(0.05 * (5 - run.seed + 42))  # the first runs end last
+        with lock:
+            in_use.remove(env["CUDA_VISIBLE_DEVICES"])
+        return {"model": run.model, "seed": run.seed, "label": label}
+
+    done = []
+    result = run_all(runs, train, environments, done=lambda run, row: done.append(run))
+    assert list(result) == runs and [r["seed"] for r in result.values()] == [42, 43, 44, 45, 46]
+    assert {gpu for _, gpu in seen} == {"0", "1"} and sorted(done, key=lambda r: r.seed) == runs
+    assert result[runs[0]]["label"] == "[cnn-seed42] "
+
+
+def test_a_job_pins_itself_to_its_cores():
+    core = sorted(os.sched_getaffinity(0))[-1]
+    out = subprocess.run([sys.executable, "-c", "import os; from mnist_bench.utils import pin_to_given_cpus; "
+                          "pin_to_given_cpus(); print(sorted(os.sched_getaffinity(0)))"],
+                         env={**os.environ, "MNIST_BENCH_CPUS": str(core)}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"[{core}]"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="two jobs need two CPU cores")
+def test_two_jobs_give_the_same_table_as_one(synthetic_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same threads per run either way: the same arithmetic
+    assert bench(synthetic_data, tmp_path / "one", "--models", "cnn,vit", "--jobs", "1") == 0
+    assert bench(synthetic_data, tmp_path / "two", "--models", "cnn,vit", "--jobs", "2") == 0
+    keys = ("model", "seed", "status", "test/acc", "test/f1", "test/loss", "test/acc_ci", "epochs", "params")
+    one, two = rows(tmp_path / "one"), rows(tmp_path / "two")
+    assert [{k: r[k] for k in keys} for r in one] == [{k: r[k] for k in keys} for r in two]
+    md_one = (tmp_path / "one/results/benchmark.md").read_text()
+    md_two = (tmp_path / "two/results/benchmark.md").read_text()
+    assert md_one.split("## Paired tests")[1] == md_two.split("## Paired tests")[1]
+
+
+def test_an_array_task_runs_one_run_and_the_table_shows_the_missing_ones(synthetic_data, tmp_path, capsys):
+    assert bench(synthetic_data, tmp_path, "--models", "cnn", "--seeds", "2", "--list") == 0
+    assert capsys.readouterr().out.splitlines() == ["0 cnn 42", "1 cnn 43"]
+    assert bench(synthetic_data, tmp_path, "--models", "cnn", "--seeds", "2", "--only", "0") == 0
+    assert not (tmp_path / "results/benchmark.md").exists(), "a task writes its run, not the table"
+    assert bench(synthetic_data, tmp_path, "--models", "cnn", "--seeds", "2", "--aggregate") == 1
+    done, missing = rows(tmp_path)
+    assert done["status"] == "ok" and done["seed"] == 42
+    assert missing["status"] == "failed" and "run 1 has no result" in missing["error"]
+    assert bench(synthetic_data, tmp_path, "--models", "cnn", "--seeds", "2", "--only", "2") == 2
+
+
+def _slurm(tmp_path, *args: str, path: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / "scripts/slurm_benchmark.sh"), *args], cwd=tmp_path, text=True,
+                          capture_output=True, env={**os.environ, "PY": sys.executable, "PATH": path}, timeout=120)
+
+
+def test_the_slurm_script_submits_one_task_per_run_and_a_table_after_them(tmp_path):
+    args = ("--models", "cnn,vit", "--seeds", "2", "--config_dir", str(ROOT / "configs"), "--results", "out")
+    no_sbatch = _slurm(tmp_path, *args, path="/usr/bin:/bin")
+    assert no_sbatch.returncode == 0, no_sbatch.stderr
+    assert "4 runs" in no_sbatch.stdout and "0 cnn 42\n1 cnn 43\n2 vit 42\n3 vit 43" in no_sbatch.stdout
+    assert "dry run" in no_sbatch.stdout and "--array=0-3" in no_sbatch.stdout
+    assert "--only \\$SLURM_ARRAY_TASK_ID" in no_sbatch.stdout or "--only $SLURM_ARRAY_TASK_ID" in no_sbatch.stdout
+    # with an sbatch on the PATH: the array, then the table after it whatever became of the tasks
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text('#!/bin/bash\necho "$@" >> "$SBATCH_LOG"\necho 1234\n')
+    (fake / "sbatch").chmod(0o755)
+    os.environ["SBATCH_LOG"] = str(tmp_path / "sbatch.log")
+    try:
+        submitted = _slurm(tmp_path, *args, "--", "--trainer.max_epochs=1", path=f"{fake}:/usr/bin:/bin")
+    finally:
+        del os.environ["SBATCH_LOG"]
+    assert submitted.returncode == 0, submitted.stderr
+    array, table = (tmp_path / "sbatch.log").read_text().splitlines()
+    assert "--array=0-3" in array and "--only $SLURM_ARRAY_TASK_ID" in array and "--trainer.max_epochs=1" in array
+    assert "slurm_runs/task_$SLURM_ARRAY_TASK_ID" in array
+    assert "--dependency=afterany:1234" in table and "--aggregate" in table and "--trainer.max_epochs=1" in table
+
+
+def test_the_shell_scripts_pass_shellcheck():
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=os.path.dirname(sys.executable))
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (make install brings it with the dev extras)")
+    scripts = sorted(str(p) for p in (ROOT / "scripts").glob("*.sh"))
+    result = subprocess.run([shellcheck, *scripts], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
