@@ -66,17 +66,19 @@ def git_sha(cwd: str | Path | None = None) -> str | None:
         return fallback
 
 
-SOURCE_GLOBS = ("mnist_bench/**/*.py", "configs/*.yaml", "scripts/*", "Makefile", "pyproject.toml")
+SOURCE_GLOBS = ("mnist_bench/**/*.py", "configs/**/*.yaml", "scripts/*", "Makefile", "pyproject.toml")
 
 
-def source_digest(root: str | Path) -> str:
-    """sha256 (first 16 hex digits) of the code and configs under ``root``: tells whether a copy of the tree is the
-    one a commit was recorded for."""
+def source_digest(root: str | Path, patterns: tuple[str, ...] = SOURCE_GLOBS, skip: tuple[str, ...] = ()) -> str:
+    """sha256 (first 16 hex digits) of the files under ``root`` that match ``patterns`` (by default the code and
+    configs: tells whether a copy of the tree is the one a commit was recorded for), less those named in ``skip``
+    (paths relative to ``root``)."""
     import hashlib
 
     root = Path(root)
     digest = hashlib.sha256()
-    files = sorted({p for pattern in SOURCE_GLOBS for p in root.glob(pattern) if p.is_file()})
+    files = sorted({p for pattern in patterns for p in root.glob(pattern)
+                    if p.is_file() and p.relative_to(root).as_posix() not in skip})
     for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]

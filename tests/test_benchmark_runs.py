@@ -160,3 +160,25 @@ def test_the_shell_scripts_pass_shellcheck():
     scripts = sorted(str(p) for p in (ROOT / "scripts").glob("*.sh"))
     result = subprocess.run([shellcheck, *scripts], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_the_key_changes_with_the_code_a_run_executes_not_with_the_reporting(tmp_path, monkeypatch):
+    import mnist_bench.benchmark.plan as plan
+
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT / "mnist_bench", tree / "mnist_bench", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tree / "pyproject.toml")
+    monkeypatch.setattr(plan, "PACKAGE_ROOT", tree)
+    run = Run("cnn", 42)
+
+    def key(*extra: str, seed: int = 42) -> str:
+        return plan.run_key(Run("cnn", seed), ROOT / "configs", "data", list(extra))
+
+    before = key()
+    with open(tree / "mnist_bench/benchmark/table.py", "a") as f:
+        f.write("\n# a new column\n")
+    assert key() == before, "a change to the table does not make the runs stale"
+    assert key("--trainer.max_epochs=1") != before and key(seed=43) != before and run.name == "cnn-seed42"
+    with open(tree / "mnist_bench/models/cnn.py", "a") as f:
+        f.write("\n# a change to a model\n")
+    assert key() != before

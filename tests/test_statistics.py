@@ -65,9 +65,10 @@ def test_holm_adjusts_in_order():
 def test_a_reading_in_plain_words():
     test = PairedTest("vgg16", "cnn", 42, 10_000, 9_956, 9_948, 40, 32, 0.41, 1.0)
     assert test.reading() == ("vgg16 vs cnn: 8 more correct out of 10,000 (vgg16 alone right on 40, cnn alone on 32), "
-                              "p = 0.41, Holm-adjusted 1: not significant")
+                              "p = 0.41, Holm-adjusted = 1: not significant")
     assert not test.significant
     assert PairedTest("a", "b", 42, 100, 90, 80, 12, 2, 0.01, 0.03).significant
+    assert "p < 0.001, Holm-adjusted < 0.001: significant" in PairedTest("a", "b", 1, 9, 9, 0, 9, 0, 1e-5, 1e-4).reading()
 
 
 def _run_dir(tmp_path, name: str, target: np.ndarray, pred: np.ndarray) -> str:

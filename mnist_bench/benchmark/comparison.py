@@ -99,7 +99,8 @@ def paired_tests_figure(comparison: dict[str, Any]):
     for r in range(k):
         for c in range(k):
             if text[r][c]:
-                ax.text(c, r, text[r][c], ha="center", va="center", fontsize=8,
+                dark = abs(diff[r, c]) > 0.6 * limit  # white on the darkest cells
+                ax.text(c, r, text[r][c], ha="center", va="center", fontsize=8, color="white" if dark else "black",
                         fontweight="bold" if significant[r, c] else "normal")
             if significant[r, c]:
                 ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, lw=2, ec="black"))

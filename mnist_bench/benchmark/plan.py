@@ -21,6 +21,11 @@ from mnist_bench.utils import CPUS_VARIABLE, read_json, write_json_atomic
 
 DEFAULT_SEED = 42
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the tree that holds mnist_bench/ (and configs/ in a clone)
+# the code a run executes: the package and its dependencies, less the modules that only read finished runs (a new
+# column or plot does not make the runs done before stale)
+RUN_CODE = ("mnist_bench/**/*.py", "pyproject.toml")
+READS_FINISHED_RUNS = tuple(f"mnist_bench/benchmark/{name}.py" for name in
+                            ("__main__", "aggregate", "comparison", "overhead", "plan", "plots", "stats", "table"))
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,8 @@ def run_list(models: list[str], seeds: int) -> list[Run]:
 
 def run_key(run: Run, config_dir: Path, data_dir: str, extra: list[str]) -> str:
     """What decides a run's result, hashed: its config file, the extra arguments, the seed, the data folder and the
-    code (every source file and config of the tree, so an uncommitted change counts too)."""
+    code it executes (every source file of the package but the benchmark's reporting, so an uncommitted change counts
+    too)."""
     config = config_dir / f"{run.model}.yaml"
     parts = {
         "model": run.model,
@@ -48,7 +54,7 @@ def run_key(run: Run, config_dir: Path, data_dir: str, extra: list[str]) -> str:
         "config": config.read_text() if config.is_file() else None,
         "extra": extra,
         "data_dir": str(Path(data_dir).resolve()),
-        "code": source_digest(PACKAGE_ROOT),
+        "code": source_digest(PACKAGE_ROOT, RUN_CODE, skip=READS_FINISHED_RUNS),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 

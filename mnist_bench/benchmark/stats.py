@@ -94,16 +94,17 @@ class PairedTest:
             lead = f"{ahead} vs {behind}: {abs(diff)} more correct out of {self.n:,}"
         verdict = "significant" if self.significant else "not significant"
         return (f"{lead} ({self.a} alone right on {self.only_a}, {self.b} alone on {self.only_b}), "
-                f"p = {_p(self.p)}, Holm-adjusted {_p(self.p_holm)}: {verdict}")
+                f"p {_p(self.p)}, Holm-adjusted {_p(self.p_holm)}: {verdict}")
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "significant": self.significant, "reading": self.reading()}
 
 
 def _p(p: float | None) -> str:
+    """"= 0.41", "< 0.001"."""
     if p is None:
         return "—"
-    return f"{p:.2g}" if p >= 0.001 else "< 0.001"
+    return f"= {p:.2g}" if p >= 0.001 else "< 0.001"
 
 
 def load_correct(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
