@@ -20,7 +20,9 @@ while (($#)); do
     case "$1" in
         --dry-run) dry_run=1 ;;
         --) shift; fit=("$@"); break ;;
-        --results) bench+=("$1" "$2"); results=$2; shift ;;
+        --results)
+            (($# >= 2)) || { echo "slurm_benchmark.sh: --results needs a folder" >&2; exit 2; }
+            bench+=("$1" "$2"); results=$2; shift ;;
         --results=*) bench+=("$1"); results=${1#--results=} ;;
         *) bench+=("$1") ;;
     esac
@@ -37,7 +39,6 @@ quoted() { if (($#)); then printf '%q ' "$@"; fi; }
 task="$(quoted "$PY" -m mnist_bench.benchmark "${bench[@]}") --only \$SLURM_ARRAY_TASK_ID"
 task+=" --root $(printf %q "$results")/slurm_runs/task_\$SLURM_ARRAY_TASK_ID -- $(quoted "${fit[@]}")"
 table="$(quoted "$PY" -m mnist_bench.benchmark "${bench[@]}") --aggregate -- $(quoted "${fit[@]}")"
-mkdir -p "$results/logs"
 # shellcheck disable=SC2206  # SBATCH_ARGS is a list of options, split on purpose
 extra_sbatch=($SBATCH_ARGS)
 array=(sbatch --parsable --job-name=mnist-bench --array="0-$((count - 1))"
@@ -51,6 +52,7 @@ if ((dry_run)); then
     echo "  sbatch --dependency=afterany:<array job id> $(quoted "${after[@]:1:${#after[@]}-3}")--wrap '$table'"
     exit 0
 fi
+mkdir -p "$results/logs"
 job=$("${array[@]}")
 job=${job%%;*}
 table_job=$("${after[0]}" --dependency="afterany:$job" "${after[@]:1}")

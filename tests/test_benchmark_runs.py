@@ -39,7 +39,7 @@ def test_a_rerun_reuses_runs_done_with_the_same_config_seed_and_code(synthetic_d
     assert versions(tmp_path) == ["version_0"]
     capsys.readouterr()
     assert bench(synthetic_data, tmp_path, "--models", "cnn") == 0
-    assert "done before with the same config, seed and code" in capsys.readouterr().out
+    assert "done before with the same config, seed, code and hardware" in capsys.readouterr().out
     assert versions(tmp_path) == ["version_0"], "nothing trained again"
     assert rows(tmp_path)[0]["test/acc"] == first[0]["test/acc"]
     assert rows(tmp_path)[0]["run_dir"] == first[0]["run_dir"]
@@ -135,6 +135,9 @@ def test_the_slurm_script_submits_one_task_per_run_and_a_table_after_them(tmp_pa
     assert no_sbatch.returncode == 0, no_sbatch.stderr
     assert "4 runs" in no_sbatch.stdout and "0 cnn 42\n1 cnn 43\n2 vit 42\n3 vit 43" in no_sbatch.stdout
     assert "dry run" in no_sbatch.stdout and "--array=0-3" in no_sbatch.stdout
+    assert not (tmp_path / "out").exists(), "a dry run makes nothing"
+    missing = _slurm(tmp_path, "--results", path="/usr/bin:/bin")
+    assert missing.returncode == 2 and "--results needs a folder" in missing.stderr
     assert "--only \\$SLURM_ARRAY_TASK_ID" in no_sbatch.stdout or "--only $SLURM_ARRAY_TASK_ID" in no_sbatch.stdout
     # with an sbatch on the PATH: the array, then the table after it whatever became of the tasks
     fake = tmp_path / "bin"
@@ -182,3 +185,81 @@ def test_the_key_changes_with_the_code_a_run_executes_not_with_the_reporting(tmp
     with open(tree / "mnist_bench/models/cnn.py", "a") as f:
         f.write("\n# a change to a model\n")
     assert key() != before
+
+
+def test_a_record_is_reused_only_on_the_same_hardware_and_a_damaged_one_never(tmp_path):
+    from mnist_bench.benchmark.plan import done_before, placement, record_done
+
+    run_dir = tmp_path / "lightning_logs/cnn/version_0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text('{"status": "ok"}')
+    (run_dir / "test_predictions.npz").write_bytes(b"x")
+    env = {"cpu_capability": "AVX2", "cpu_cores": 2, "gpus": []}
+    here, there = placement(env, 1), placement(env, 2)
+    assert here != there and placement({**env, "gpus": ["NVIDIA H100"]}, 1) != here
+    run = Run("cnn", 42)
+    record_done(tmp_path, run, "k", here, {"status": "ok", "run_dir": str(run_dir)}, 100.0)
+    assert done_before(tmp_path, run, "k", here)["seed_unit_s"] == 100.0
+    assert done_before(tmp_path, run, "k", there) is None, "other jobs, other threads: trained again"
+    assert done_before(tmp_path, run, "other", here) is None
+    (run_dir / "metrics.json").write_text("[1]")
+    assert done_before(tmp_path, run, "k", here) is None
+    for damaged in ("[]", '{"key": "k"}', '{"key": "k", "row": null}', "{not json"):
+        (tmp_path / "runs/cnn-seed42.json").write_text(damaged)
+        assert done_before(tmp_path, run, "k", here) is None
+
+
+def test_a_damaged_record_is_a_row_that_says_so(synthetic_data, tmp_path):
+    (tmp_path / "results/runs").mkdir(parents=True)
+    (tmp_path / "results/runs/cnn-seed42.json").write_text("[]")
+    assert bench(synthetic_data, tmp_path, "--models", "cnn", "--aggregate") == 1
+    (only,) = rows(tmp_path)
+    assert only["status"] == "failed" and "is damaged" in only["error"]
+
+
+def test_a_model_named_twice_is_refused(capsys):
+    assert benchmark_main(["--models", "cnn,cnn", "--config_dir", str(ROOT / "configs"), "--list"]) == 2
+    assert "names cnn more than once" in capsys.readouterr().err
+
+
+def test_a_lone_run_keeps_the_whole_machine_and_several_share_the_gpus(tmp_path, monkeypatch):
+    import mnist_bench.benchmark.__main__ as bench_main
+
+    given = []
+
+    def fake_run_one(model, seed, *args, env=None, label="", on_run_dir=lambda d: None):
+        given.append(env)
+        on_run_dir(tmp_path)
+        return {"model": model, "seed": seed, "status": "ok", "run_dir": None, "test/acc": 0.9}
+
+    monkeypatch.setattr(bench_main, "visible_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr(bench_main, "run_one", fake_run_one)
+    common = ["--models", "cnn", "--config_dir", str(ROOT / "configs"), "--results", str(tmp_path / "r"),
+              "--seed_unit", "skip", "--force"]
+    assert bench_main.main([*common, "--seeds", "2", "--only", "1"]) == 0
+    assert given == [{}], "an array task with its GPUs uses them all"
+    given.clear()
+    assert bench_main.main([*common, "--seeds", "2"]) == 0
+    assert sorted(e["CUDA_VISIBLE_DEVICES"] for e in given) == ["0", "1"]
+
+
+def test_ctrl_c_stops_the_runs_going_on_and_starts_no_other(tmp_path):
+    import signal
+
+    from mnist_bench.benchmark.runner import run_logged
+
+    started = []
+
+    def train(run, env, label, on_run_dir):
+        started.append(run)
+        on_run_dir(tmp_path)
+        code, _, _ = run_logged(["sleep", "60"], tmp_path / f"{run.name}.log")
+        return {"model": run.model, "seed": run.seed, "status": "failed" if code else "ok"}
+
+    threading.Timer(2.0, os.kill, args=(os.getpid(), signal.SIGINT)).start()
+    begin = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_all([Run("cnn", 42 + k) for k in range(4)], train, [{}, {}])
+    assert time.monotonic() - begin < 15, "the runs going on were stopped, not waited for"
+    time.sleep(1)
+    assert len(started) == 2, "no run started after Ctrl-C"

@@ -107,3 +107,36 @@ def test_predict_with_a_fashion_model_frames_the_photo_as_a_garment(tmp_path):
     assert not np.allclose(seen, load_digit(tmp_path / "trouser.png"), atol=0.1)
     (row,) = list(csv.DictReader(table.open()))
     assert row["class"] in FASHION_MNIST.info.class_names, "the column says class, not digit, for garments"
+
+
+def test_an_object_lighter_than_a_light_background_or_darker_than_a_dark_one_is_kept(tmp_path):
+    reference = load_product(_saved(tmp_path, "white.png", garment()))
+    obj = (255 - garment()).astype(np.float64) / 235  # 0 = background, up to 1 = the object's strongest
+    light_on_light = np.rint(170 + obj * 80).astype(np.uint8)  # a pale garment on light grey paper
+    dark_on_dark = np.rint(115 - obj * 100).astype(np.uint8)  # a dark garment on dark grey
+    for name, photo in (("pale.png", light_on_light), ("dark.png", dark_on_dark)):
+        framed = load_product(_saved(tmp_path, name, photo))
+        assert framed.max() > 0.9, f"{name}: the garment is not erased"
+        assert np.corrcoef(framed.ravel(), reference.ravel())[0, 1] > 0.95, name
+
+
+def test_a_speck_far_from_the_garment_does_not_move_the_frame(tmp_path):
+    clean = load_product(_saved(tmp_path, "clean.png", garment()))
+    specked = garment()
+    specked[5:9, 5:9] = 120  # a grey speck in the corner of the photo
+    np.testing.assert_allclose(load_product(_saved(tmp_path, "specked.png", specked)), clean, atol=1e-6)
+
+
+def test_the_column_says_digit_only_for_the_ten_digits():
+    from mnist_bench.data.datasets import KMNIST, MNIST
+    from mnist_bench.use.predict import class_column
+
+    assert class_column(MNIST.info.class_names) == "digit"
+    assert class_column(KMNIST.info.class_names) == "class", "KMNIST's classes are characters, not digits"
+    assert class_column(FASHION_MNIST.info.class_names) == "class"
+
+
+def _saved(tmp_path, name: str, pixels: np.ndarray):
+    path = tmp_path / name
+    Image.fromarray(pixels).save(path)
+    return path

@@ -17,6 +17,8 @@ from mnist_bench.benchmark.plan import (
     done_before,
     job_environments,
     ledger_path,
+    placement,
+    read_record,
     record_done,
     run_key,
     run_list,
@@ -30,7 +32,7 @@ from mnist_bench.errors import first_line
 from mnist_bench.plots import save_figure
 from mnist_bench.precision import cpu_capability
 from mnist_bench.provenance import cpu_name, git_sha, versions
-from mnist_bench.utils import read_json, write_json_atomic, write_text_atomic
+from mnist_bench.utils import write_json_atomic, write_text_atomic
 
 INTERVALS = ("95% CI (test images): Wilson's interval for the accuracy from the number of test images; "
              "95% CI (seeds): Student's t interval for the mean over seeds (with two seeds or more).")
@@ -86,16 +88,23 @@ def measure_seed_unit(data_dir: str, extra: list[str]) -> float | None:
 def with_seed_units(row: dict, seed_unit_s: float | None) -> dict:
     fit_s = row.get("time/fit_s")
     row["time/fit_su"] = round(fit_s / seed_unit_s, 3) if seed_unit_s and isinstance(fit_s, (int, float)) else None
+    row["seed_unit_s"] = round(seed_unit_s, 3) if seed_unit_s else None  # the unit this run's su are in
     return row
 
 
 def write_results(results: Path, env: dict, rows: list[dict], wall_s: float | None, seed_unit_s: float | None,
-                  extra: list[str]) -> list[dict]:
-    """benchmark.{json,csv,md} and the plots from per-run rows; returns the summary table."""
+                  extra: list[str], reused: int = 0) -> list[dict]:
+    """benchmark.{json,csv,md} and the plots from per-run rows (``reused`` of them from earlier benchmarks); returns
+    the summary table."""
     rows = [with_intervals(row) for row in rows]
     summary = summarize(rows)
     comparison = compare(rows)
     head = header(env, wall_s, seed_unit_s)
+    units = {row.get("seed_unit_s") for row in rows if row.get("time/fit_su") is not None}
+    if reused:
+        head += (f" {reused} of the {len(rows)} runs were done by an earlier benchmark with the same config, seed, code "
+                 "and hardware and reused" + ("; their fit su are against the seed unit measured then (seed_unit_s "
+                                              "of each run in benchmark.json)." if len(units) > 1 else "."))
     write_json_atomic(results / "benchmark.json", {"environment": env, "wall_s": round(wall_s, 1) if wall_s else None,
                                                    "seed_unit_s": round(seed_unit_s, 3) if seed_unit_s else None,
                                                    "extra_args": extra, "rows": rows, "summary": summary,
@@ -176,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     config_dir = Path(args.config_dir)
     known = available_models(config_dir)
     models = known if args.models in ("all", "") else [m.strip() for m in args.models.split(",") if m.strip()]
+    twice = sorted({m for m in models if models.count(m) > 1})
+    if twice:
+        print(f"benchmark: error: --models names {', '.join(twice)} more than once", file=sys.stderr)
+        return 2
     unknown = [m for m in models if m not in known]
     if unknown:
         print(f"benchmark: error: no config for {', '.join(unknown)} in {config_dir}/ (have: {', '.join(known)})",
@@ -192,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.only is not None and not 0 <= args.only < len(runs):
         print(f"benchmark: error: --only {args.only}: the runs are 0..{len(runs) - 1} (see --list)", file=sys.stderr)
         return 2
+    selected = [runs[args.only]] if args.only is not None else runs
     gpus = visible_gpus()
-    jobs = args.jobs if args.jobs is not None else max(1, len(gpus))
+    # one per visible GPU by default; never more jobs than runs (a lone run, e.g. an array task, keeps the machine)
+    jobs = min(args.jobs if args.jobs is not None else max(1, len(gpus)), len(selected))
     try:
         environments = job_environments(jobs, gpus, usable_cpus())
     except ValueError as err:
@@ -204,13 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     keys = {run: run_key(run, config_dir, args.data_dir, extra) for run in runs}
     if args.aggregate:
         return aggregate(runs, keys, results)
-    selected = [runs[args.only]] if args.only is not None else runs
     env = environment()
+    where = placement(env, jobs)
     start = time.perf_counter()
-    reused = {} if args.force else {run: e for run in selected if (e := done_before(results, run, keys[run]))}
+    reused = {} if args.force else {run: e for run in selected if (e := done_before(results, run, keys[run], where))}
     todo = [run for run in selected if run not in reused]
     for run, entry in reused.items():
-        print(f"== {run.model} (seed {run.seed}) == done before with the same config, seed and code: "
+        print(f"== {run.model} (seed {run.seed}) == done before with the same config, seed, code and hardware: "
               f"{entry['row'].get('run_dir')} (--force to train it again)", flush=True)
     measure = args.seed_unit == "measure" and todo and args.only is None
     seed_unit_s = measure_seed_unit(args.data_dir, extra) if measure else None
@@ -227,14 +242,19 @@ def main(argv: list[str] | None = None) -> int:
                                                  f", test acc {100 * row['test/acc']:.2f}%"), flush=True)
         return with_seed_units(row, seed_unit_s)
 
-    trained = run_all(todo, train, environments,
-                      done=lambda run, row: record_done(results, run, keys[run], row, seed_unit_s))
+    try:
+        trained = run_all(todo, train, environments,
+                          done=lambda run, row: record_done(results, run, keys[run], where, row, seed_unit_s))
+    except KeyboardInterrupt:
+        print("benchmark: interrupted: the runs going on were stopped; the finished ones are recorded, and the same "
+              "command continues with the rest", file=sys.stderr)
+        return 130
     if args.only is not None:
         row = trained.get(selected[0]) or reused[selected[0]]["row"]
         return 0 if row.get("status") == "ok" else 1
     rows = [trained[run] if run in trained else reused[run]["row"] for run in runs]
     wall_s = time.perf_counter() - start
-    write_results(results, env, rows, wall_s if todo else None, seed_unit_s, extra)
+    write_results(results, env, rows, wall_s if todo else None, seed_unit_s, extra, reused=len(reused))
     return 0 if all(r.get("status") == "ok" for r in rows) else 1
 
 
@@ -244,19 +264,16 @@ def aggregate(runs: list[Run], keys: dict[Run, str], results: Path) -> int:
     rows, seed_unit_s = [], None
     for index, run in enumerate(runs):
         path = ledger_path(results, run)
-        try:
-            entry = read_json(path) if path.is_file() else None
-        except (OSError, ValueError) as err:
-            entry, missing = None, f"unreadable {path}: {err}"
-        else:
-            missing = f"run {index} has no result ({path} is missing: the task did not finish)"
-        if entry is not None and entry.get("key") != keys[run]:
-            entry, missing = None, f"run {index}'s result in {path} is for another config, code or data"
+        entry = read_record(results, run)
         if entry is None:
-            rows.append(failed_row(run.model, run.seed, missing))
-            continue
-        rows.append(entry["row"])
-        seed_unit_s = seed_unit_s or entry.get("seed_unit_s")
+            why = "is missing: the task did not finish" if not path.exists() else "is damaged"
+            rows.append(failed_row(run.model, run.seed, f"run {index} has no result ({path} {why})"))
+        elif entry["key"] != keys[run]:
+            rows.append(failed_row(run.model, run.seed,
+                                   f"run {index}'s result in {path} is for another config, code or data"))
+        else:
+            rows.append(entry["row"])
+            seed_unit_s = seed_unit_s or entry.get("seed_unit_s")
     first = next((r for r in rows if r.get("status") == "ok"), rows[0])
     env = {"date": "from recorded runs", "cpu": first.get("device"), "cpu_cores": "?",
            "cpu_capability": first.get("hardware"),

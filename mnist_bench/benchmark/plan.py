@@ -63,20 +63,38 @@ def ledger_path(results: Path, run: Run) -> Path:
     return results / "runs" / f"{run.name}.json"
 
 
-def record_done(results: Path, run: Run, key: str, row: dict[str, Any], seed_unit_s: float | None) -> None:
-    """Keeps a run's row (ok or failed) under its key."""
-    write_json_atomic(ledger_path(results, run), {"key": key, "seed_unit_s": seed_unit_s, "row": row})
+def placement(environment: dict[str, Any], jobs: int) -> str:
+    """Where the runs train: the hardware (CPU capability and cores, GPUs) and how many share it. A run done with
+    other hardware or another number of jobs (fewer threads, another precision) is not reused."""
+    gpus = ", ".join(environment.get("gpus") or []) or "no GPU"
+    return (f"{environment.get('cpu_capability')} x{environment.get('cpu_cores')} cores; {gpus}; "
+            f"{jobs} job{'s' if jobs > 1 else ''}")
 
 
-def done_before(results: Path, run: Run, key: str) -> dict[str, Any] | None:
-    """The recorded entry of a finished run with this key, when its run dir still holds an ok ``metrics.json`` and
-    the per-image predictions; else None (the run is trained again)."""
+def record_done(results: Path, run: Run, key: str, where: str, row: dict[str, Any],
+                seed_unit_s: float | None) -> None:
+    """Keeps a run's row (ok or failed) under its key and placement."""
+    write_json_atomic(ledger_path(results, run), {"key": key, "placement": where, "seed_unit_s": seed_unit_s,
+                                                  "row": row})
+
+
+def read_record(results: Path, run: Run) -> dict[str, Any] | None:
+    """A run's record, or None when there is none or it is damaged (not JSON, not a record)."""
     path = ledger_path(results, run)
     try:
         entry = read_json(path) if path.is_file() else None
     except (OSError, ValueError):
         return None
-    if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("row"), dict):
+    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not isinstance(entry.get("row"), dict):
+        return None
+    return entry
+
+
+def done_before(results: Path, run: Run, key: str, where: str) -> dict[str, Any] | None:
+    """The record of a run finished with this key and placement, when its run dir still holds an ok
+    ``metrics.json`` and the per-image predictions; else None (the run is trained again)."""
+    entry = read_record(results, run)
+    if entry is None or entry["key"] != key or entry.get("placement") != where:
         return None
     row = entry["row"]
     run_dir = Path(str(row.get("run_dir") or ""))
@@ -84,7 +102,8 @@ def done_before(results: Path, run: Run, key: str) -> dict[str, Any] | None:
         metrics = read_json(run_dir / "metrics.json")
     except (OSError, ValueError):
         return None
-    if row.get("status") != "ok" or metrics.get("status") != "ok" or not (run_dir / PREDICTIONS_FILE).is_file():
+    if not isinstance(metrics, dict) or row.get("status") != "ok" or metrics.get("status") != "ok" \
+            or not (run_dir / PREDICTIONS_FILE).is_file():
         return None
     return entry
 

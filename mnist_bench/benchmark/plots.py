@@ -80,7 +80,9 @@ def write_plots(rows: list[dict[str, Any]], summary: list[dict[str, Any]], out: 
     ]
     # each model's confusion matrix and misclassified digits (and the detector's boxes), drawn by its run (first seed)
     for model, row in first_ok.items():
-        run_dir = Path(row.get("run_dir", ""))
+        if not row.get("run_dir"):
+            continue
+        run_dir = Path(row["run_dir"])
         for name in ("confusion_matrix", "misclassified", "detections"):
             src = run_dir / f"{name}.png"
             if src.is_file():

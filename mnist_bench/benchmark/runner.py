@@ -26,6 +26,38 @@ def failed_row(model: str, seed: int, error: str) -> dict[str, Any]:
 
 
 RUN_DIR_LINE = "mnist-bench: run dir "  # the CLI names its run dir in this line, before training
+INTERRUPT_GRACE_S = 20.0  # an interrupted run gets this long to stop on SIGINT before it is killed
+RUNNING: set[int] = set()  # the process groups of the runs going on now (each run has its own session)
+STOPPING = threading.Event()  # set on Ctrl-C: no run starts after it
+
+
+def stop_all_runs() -> None:
+    """Ctrl-C for every run going on: SIGINT to each run's process group (Lightning stops at the next step), then
+    SIGKILL to what is left after INTERRUPT_GRACE_S. No run starts after this."""
+    STOPPING.set()
+    groups = list(RUNNING)
+    for group in groups:
+        _signal_group(group, signal.SIGINT)
+    deadline = time.monotonic() + INTERRUPT_GRACE_S
+    while any(_alive(g) for g in groups) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for group in groups:
+        _signal_group(group, signal.SIGKILL)
+
+
+def _signal_group(group: int, sig: int) -> None:
+    try:
+        os.killpg(group, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def run_logged(cmd: list[str], log_file: Path, timeout_s: float | None = None,
@@ -44,6 +76,7 @@ def run_logged(cmd: list[str], log_file: Path, timeout_s: float | None = None,
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_file, "w") as log, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                       text=True, env=env, start_new_session=True) as proc:
+        RUNNING.add(proc.pid)
         log.write(" ".join(cmd) + "\n")
         killed = threading.Event()
 
@@ -68,7 +101,11 @@ def run_logged(cmd: list[str], log_file: Path, timeout_s: float | None = None,
                 if echo(line):
                     print(f"  {label}{line.rstrip()}   [{time.perf_counter() - start:.0f} s since start]", flush=True)
             code = proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C reaches only this process: the run is in a session of its own
+            stop_all_runs()
+            raise
         finally:
+            RUNNING.discard(proc.pid)
             if timer is not None:
                 timer.cancel()
     timed_out = killed.is_set() and code != 0  # a run that ended as the timer fired counts as ended
@@ -121,7 +158,7 @@ def run_all(runs: list, train: Callable[..., dict[str, Any]], environments: list
     run dir, so that two runs of a model never pick the same ``version_<n>``. ``done`` hears each row as it comes;
     returns the rows by run, whatever order they finished in."""
     import queue
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     if len(environments) == 1:
         rows = {}
@@ -129,14 +166,19 @@ def run_all(runs: list, train: Callable[..., dict[str, Any]], environments: list
             rows[run] = train(run, env=environments[0], label="", on_run_dir=lambda run_dir: None)
             done(run, rows[run])
         return rows
+    STOPPING.clear()
     free: queue.Queue[dict[str, str]] = queue.Queue()
     for env in environments:
         free.put(env)
     start_gate = threading.Lock()
 
-    def one(run: Any) -> dict[str, Any]:
+    def one(run: Any) -> dict[str, Any] | None:
         env = free.get()
         start_gate.acquire()
+        if STOPPING.is_set():  # interrupted while waiting: this run never starts
+            start_gate.release()
+            free.put(env)
+            return None
         once = threading.Lock()
 
         def release() -> None:
@@ -158,9 +200,19 @@ def run_all(runs: list, train: Callable[..., dict[str, Any]], environments: list
         finally:
             release()
             free.put(env)
-        done(run, row)
+        if not STOPPING.is_set():  # a run cut short by Ctrl-C is not recorded as done
+            done(run, row)
         return row
 
-    with ThreadPoolExecutor(max_workers=len(environments)) as pool:
-        futures = {run: pool.submit(one, run) for run in runs}
-        return {run: future.result() for run, future in futures.items()}
+    pool = ThreadPoolExecutor(max_workers=len(environments))
+    futures = {run: pool.submit(one, run) for run in runs}
+    try:
+        while not all(future.done() for future in futures.values()):  # awake, so that Ctrl-C is heard at once
+            wait(list(futures.values()), timeout=0.5, return_when=FIRST_EXCEPTION)
+        rows = {run: future.result() for run, future in futures.items()}
+    except KeyboardInterrupt:  # in this thread; the runs are stopped and nothing waiting starts
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_all_runs()
+        raise
+    pool.shutdown()
+    return rows

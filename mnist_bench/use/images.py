@@ -7,8 +7,9 @@ Two framings, named by the dataset (``DatasetInfo.framing``):
   Otsu's threshold, specks dropped; cropped to the ink's bounding box; scaled so that the longer side is 20 px,
   keeping the aspect ratio; placed in a 28×28 field so that the ink's centre of mass is at the centre.
 - ``product`` (Fashion-MNIST: a product photo on a plain background), Zalando's own steps: the edges that have the
-  background's colour (within 5% of the range) trimmed; the longer side scaled to 28 px; sharpened; centred in the
-  28×28 field by its box; negated where the background is light, so that the object is light on black.
+  background's colour (within 5% of the range; specks much smaller than the object ignored) trimmed; the longer side
+  scaled to 28 px; sharpened; centred in the 28×28 field by its box; negated where the object is darker than its
+  background, so that the object is light on black.
 
 Any size and mode that Pillow reads (RGBA, palette, 16-bit, ...).
 """
@@ -179,12 +180,13 @@ def product_photo(gray: np.ndarray) -> np.ndarray:
     smooth = gaussian(gray, sigma=sigma) if sigma >= 0.5 else gray  # JPEG noise must not count as object
     border = np.concatenate([smooth[0], smooth[-1], smooth[:, 0], smooth[:, -1]])
     background = float(np.median(border))
-    rows, cols = np.nonzero(np.abs(smooth - background) > TRIM_TOLERANCE)
-    if len(rows) == 0:
+    differs = np.abs(smooth - background) > TRIM_TOLERANCE
+    if not differs.any():
         raise ImageError("no object found (the image is one plain colour)")
+    rows, cols = np.nonzero(_without_specks(differs))
     crop = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    if background > 0.5:  # a light background (a product photo): negate, as Fashion-MNIST did
-        crop, background = 1.0 - crop, 1.0 - background
+    if smooth[differs].mean() < background:  # darker than its background (a product on white): negate, as Fashion-
+        crop, background = 1.0 - crop, 1.0 - background  # MNIST did, so the object is light on black
     crop = np.clip((crop - background) / (1.0 - background), 0, 1)  # the background at 0
     h, w = crop.shape
     scale = FIELD / max(h, w)
@@ -195,6 +197,16 @@ def product_photo(gray: np.ndarray) -> np.ndarray:
     top, left = (FIELD - new_h) // 2, (FIELD - new_w) // 2
     field[top : top + new_h, left : left + new_w] = resized
     return field
+
+
+def _without_specks(mask: np.ndarray) -> np.ndarray:
+    """The mask less its connected parts much smaller than the largest (dust, a speck, noise)."""
+    from skimage.measure import label
+
+    parts = label(mask, connectivity=2)
+    areas = np.bincount(parts.ravel())
+    areas[0] = 0
+    return np.isin(parts, np.nonzero(areas >= KEEP_FRACTION * areas.max())[0])
 
 
 def load_product(path: str | Path) -> np.ndarray:

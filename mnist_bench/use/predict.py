@@ -102,9 +102,10 @@ def unwritable(path: Path) -> str | None:
     return None
 
 
-def class_column(framing: str) -> str:
-    """The name of the predicted class's column: ``digit`` for digit datasets (as ever), ``class`` for others."""
-    return "digit" if framing == "digit" else "class"
+def class_column(class_names: tuple[str, ...]) -> str:
+    """The name of the predicted class's column: ``digit`` when the classes are the ten digits (as ever), ``class``
+    for any other dataset (garments, KMNIST's characters, a user's own)."""
+    return "digit" if tuple(class_names) == tuple(str(d) for d in range(10)) else "class"
 
 
 def csv_text(rows: list[Prediction], column: str = "digit") -> str:
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mnist-bench predict: cannot write in --save_prepared {args.save_prepared}", file=sys.stderr)
             return 2
     rows = predict_files(model, files, device, args.save_prepared)
-    column = class_column(model.dataset.framing)
+    column = class_column(model.dataset.class_names)
     print_table(rows, f"mnist-bench predict: {model.model_name} on {model.dataset.name} ({args.ckpt_path})", column)
     if args.csv:
         write_text_atomic(Path(args.csv), csv_text(rows, column))
