@@ -256,10 +256,15 @@ def test_ctrl_c_stops_the_runs_going_on_and_starts_no_other(tmp_path):
         code, _, _ = run_logged(["sleep", "60"], tmp_path / f"{run.name}.log")
         return {"model": run.model, "seed": run.seed, "status": "failed" if code else "ok"}
 
+    # Python's own Ctrl-C (an earlier test in this process may have left Lightning's or another handler in place)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Timer(2.0, os.kill, args=(os.getpid(), signal.SIGINT)).start()
     begin = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        run_all([Run("cnn", 42 + k) for k in range(4)], train, [{}, {}])
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_all([Run("cnn", 42 + k) for k in range(4)], train, [{}, {}])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - begin < 15, "the runs going on were stopped, not waited for"
     time.sleep(1)
     assert len(started) == 2, "no run started after Ctrl-C"
