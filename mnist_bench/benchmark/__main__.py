@@ -135,17 +135,21 @@ def commits_of(rows: list[dict]) -> str | None:
     return ", ".join(f"{sha} ({', '.join(dict.fromkeys(names))})" for sha, names in models.items())
 
 
+def environment_of(rows: list[dict], date: str) -> dict:
+    """The environment header for a table built from finished runs (their first ok row's device and versions)."""
+    first = next((r for r in rows if r.get("status") == "ok"), rows[0])
+    return {"date": date, "cpu": first.get("device"), "cpu_cores": "?", "cpu_capability": first.get("hardware"),
+            "gpus": [first["device"].removeprefix("cuda: ")] if str(first.get("device")).startswith("cuda") else [],
+            "versions": first.get("versions") or versions(), "git_sha": commits_of(rows)}
+
+
 def from_runs(run_dirs: list[Path], results: Path) -> int:
     """The results of finished (or failed) runs, without training: a run dir without metrics.json is a failed row."""
     rows = rows_from_run_dirs(run_dirs)
     if not rows:
         print("benchmark: error: no run dirs given (lightning_logs/<model>/version_<n>)", file=sys.stderr)
         return 2
-    first = next((r for r in rows if r.get("status") == "ok"), rows[0])
-    env = {"date": "from run dirs", "cpu": first.get("device"), "cpu_cores": "?", "cpu_capability": first.get("hardware"),
-           "gpus": [first["device"].removeprefix("cuda: ")] if str(first.get("device")).startswith("cuda") else [],
-           "versions": first.get("versions") or versions(), "git_sha": commits_of(rows)}
-    write_results(results, env, rows, None, None, [])
+    write_results(results, environment_of(rows, "from run dirs"), rows, None, None, [])
     return 0 if all(r.get("status") == "ok" for r in rows) else 1
 
 
@@ -274,12 +278,7 @@ def aggregate(runs: list[Run], keys: dict[Run, str], results: Path) -> int:
         else:
             rows.append(entry["row"])
             seed_unit_s = seed_unit_s or entry.get("seed_unit_s")
-    first = next((r for r in rows if r.get("status") == "ok"), rows[0])
-    env = {"date": "from recorded runs", "cpu": first.get("device"), "cpu_cores": "?",
-           "cpu_capability": first.get("hardware"),
-           "gpus": [first["device"].removeprefix("cuda: ")] if str(first.get("device")).startswith("cuda") else [],
-           "versions": first.get("versions") or versions(), "git_sha": commits_of(rows)}
-    write_results(results, env, rows, None, seed_unit_s, [])
+    write_results(results, environment_of(rows, "from recorded runs"), rows, None, seed_unit_s, [])
     return 0 if all(r.get("status") == "ok" for r in rows) else 1
 
 
