@@ -190,7 +190,7 @@ def test_label_above_9_is_caught(tmp_path):
     labels[7] = 12
     write_idx(raw_dir(tmp_path) / "t10k-labels-idx1-ubyte", labels)
     dm = MNISTDataModule(data_dir=str(tmp_path))
-    with pytest.raises(MissingDataError, match="t10k-labels-idx1-ubyte holds a label above 9"):
+    with pytest.raises(MissingDataError, match="t10k-labels-idx1-ubyte holds a label outside 0..9"):
         dm.setup("test")
 
 

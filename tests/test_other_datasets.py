@@ -1,4 +1,4 @@
-"""Fashion-MNIST and KMNIST through the dataset seam: Debian's package read with Python (a small planted archive),
+"""Fashion-MNIST, KMNIST and QMNIST through the dataset seam: Debian's package read with Python (a small planted archive),
 md5 failures, the one line when no source works, torchvision's loaders on synthetic files, and every
 configs/fashion_mnist/ recipe instantiating."""
 
@@ -133,3 +133,64 @@ def test_a_package_with_a_broken_member_header_is_one_line(tmp_path, capsys):
     deb.write_bytes(b"!<arch>\n" + b"debian-binary   0           0     0     100644  xx        `\n")
     assert fetch.main(["--dataset", "fashion_mnist", "--data_dir", str(tmp_path / "d"), "--deb", str(deb)]) == 1
     assert "damaged Debian package" in capsys.readouterr().err
+
+
+def test_qmnist_offline_names_its_files_and_where_they_are_published(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(fetch, "try_torchvision", lambda d, *_: "unavailable (no network)")
+    assert fetch.main(["--dataset", "qmnist", "--data_dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(raw_dir(tmp_path, "qmnist")) in err
+    assert "qmnist-test-labels-idx2-int" in err and "facebookresearch/qmnist" in err and "apt-get" not in err
+
+
+def test_qmnist_planted_files_load_through_torchvision_with_their_n_by_8_labels(tmp_path):
+    write_synthetic_mnist(tmp_path, n_train=200, n_test=60, dataset="qmnist")
+    root = raw_dir(tmp_path, "qmnist")
+    assert root == tmp_path / "QMNIST" / "raw"
+    labels = root / "qmnist-test-labels-idx2-int"
+    assert labels.read_bytes()[:4] == bytes([0, 0, 0x0C, 2]), "QMNIST's labels are a 2-D int32 IDX file"
+    dm = MNISTDataModule(data_dir=str(tmp_path), dataset="qmnist", val_size=20)
+    dm.setup("fit")
+    dm.setup("test")
+    assert len(dm.train_set) == 180 and len(dm.test_set) == 60
+    assert dm.test_set.labels.ndim == 1 and set(dm.test_set.labels.tolist()) == set(range(10))
+    assert dm.info.class_names == tuple(str(d) for d in range(10)) and not dm.spec.hflip
+
+
+def test_a_qmnist_label_file_of_the_wrong_type_names_the_file(tmp_path):
+    from mnist_bench.data.datamodule import MissingDataError
+
+    write_synthetic_mnist(tmp_path, n_train=100, n_test=30, dataset="qmnist")
+    labels = raw_dir(tmp_path, "qmnist") / "qmnist-train-labels-idx2-int"
+    data = bytearray(labels.read_bytes())
+    data[2] = 0x08  # declared uint8: the sizes no longer add up either
+    labels.write_bytes(bytes(data))
+    dm = MNISTDataModule(data_dir=str(tmp_path), dataset="qmnist", val_size=10)
+    with pytest.raises(MissingDataError, match="qmnist-train-labels-idx2-int.*not a int32 IDX file.*--dataset qmnist"):
+        dm.setup("fit")
+
+
+def test_a_qmnist_class_out_of_range_is_caught(tmp_path):
+    import numpy as np
+
+    from mnist_bench.data.datamodule import MissingDataError
+    from mnist_bench.data.idx import write_idx
+
+    write_synthetic_mnist(tmp_path, n_train=100, n_test=30, dataset="qmnist")
+    labels = np.zeros((30, 8), dtype=np.int32)
+    labels[5, 0] = 11
+    write_idx(raw_dir(tmp_path, "qmnist") / "qmnist-test-labels-idx2-int", labels)
+    dm = MNISTDataModule(data_dir=str(tmp_path), dataset="qmnist", val_size=10)
+    with pytest.raises(MissingDataError, match="qmnist-test-labels-idx2-int holds a label outside 0..9"):
+        dm.setup("test")
+
+
+def test_the_mnist_recipes_train_on_qmnist_by_one_option(tmp_path):
+    write_synthetic_mnist(tmp_path / "data", n_train=200, n_test=50, dataset="qmnist")
+    cli = MNISTBenchCLI(args=["--config", str(ROOT / "configs" / "cnn.yaml"), "--data.dataset=qmnist",
+                              f"--data.data_dir={tmp_path / 'data'}", f"--trainer.default_root_dir={tmp_path}",
+                              "--data.val_size=40", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+                              "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1"], run=False)
+    assert cli.model.dataset.name == "qmnist"
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.current_epoch == 1

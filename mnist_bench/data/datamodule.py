@@ -197,11 +197,12 @@ class MNISTDataModule(LightningDataModule):
         self.check_files()
         loader = getattr(torchvision.datasets, self.spec.torchvision_class)
         ds = loader(str(Path(self.data_dir)), train=train, download=False)
-        if len(ds.targets) and int(ds.targets.max()) >= self.info.num_classes:
-            name = "train-labels-idx1-ubyte" if train else "t10k-labels-idx1-ubyte"
-            raise MissingDataError(f"{self._raw_dir / name} holds a label above {self.info.num_classes - 1} "
+        targets = ds.targets if ds.targets.ndim == 1 else ds.targets[:, 0]  # QMNIST: the class, then provenance
+        if len(targets) and (int(targets.max()) >= self.info.num_classes or int(targets.min()) < 0):
+            name = self.spec.split_files(train)[1]
+            raise MissingDataError(f"{self._raw_dir / name} holds a label outside 0..{self.info.num_classes - 1} "
                                    f"(damaged). Fix: {self._fetch_command} --force")
-        return TensorDigits(ds.data.unsqueeze(1).contiguous(), ds.targets.long())
+        return TensorDigits(ds.data.unsqueeze(1).contiguous(), targets.long())
 
     def setup(self, stage: str) -> None:
         device = self._device()

