@@ -55,6 +55,7 @@ class RunReport(Callback):
             "batch_size": self.info.get("batch_size"),
             "seed": self.info.get("seed"),
             "precision": str(trainer.precision),
+            "compile": getattr(pl_module, "compiled", False),
             "hardware": self.info.get("hardware"),
             "device": device_description(pl_module.device),
             "versions": versions(),

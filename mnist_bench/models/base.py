@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,8 @@ from mnist_bench.speed import skip_nvml_probe_without_nvml
 skip_nvml_probe_without_nvml()  # lightning (imported above) has just turned the NVML probe on
 
 CHECK_EVERY = 50  # training steps between two checks for a non-finite loss (one host sync each)
+# torch.compile's modes (torch._inductor.list_mode_options())
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 class DivergenceError(UserFacingError):
@@ -44,7 +46,8 @@ class MNISTClassifier(LightningModule):
 
     Subclasses build ``self.net`` (a plain ``nn.Module`` mapping the adapted batch to ``self.num_classes`` logits)
     and set ``model_name``. ``dataset`` (statistics, class names, image size) comes from the DataModule through a
-    LightningCLI link and is saved with the model's hyperparameters; left out, it is MNIST's. Schedulers are stepped every optimizer step; one whose class takes ``total_steps`` (``OneCycleLR``,
+    LightningCLI link and is saved with the model's hyperparameters; left out, it is MNIST's. ``compile`` runs the
+    network through ``torch.compile`` (``compile_mode``) in every Trainer stage. Schedulers are stepped every optimizer step; one whose class takes ``total_steps`` (``OneCycleLR``,
     ``WarmupCosineLR``) gets it from the trainer.
     """
 
@@ -64,6 +67,8 @@ class MNISTClassifier(LightningModule):
         label_smoothing: float = 0.0,
         channels_last: bool = False,
         dataset: dict[str, Any] | None = None,
+        compile: bool = False,
+        compile_mode: CompileMode = "default",
     ):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
@@ -77,6 +82,8 @@ class MNISTClassifier(LightningModule):
         self.scheduler = scheduler
         self.label_smoothing = label_smoothing
         self.channels_last = channels_last
+        self.compile_net = compile
+        self.compile_mode = compile_mode
         metrics = metric_collection(self.num_classes)
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
@@ -93,6 +100,21 @@ class MNISTClassifier(LightningModule):
     def setup(self, stage: str) -> None:
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+        target = self.compile_target()
+        if self.compile_net and getattr(target, "_compiled_call_impl", None) is None:
+            # nn.Module.compile compiles in place: the parameters keep their names, so checkpoints load into an
+            # uncompiled model (predict, export) as they are. Compiling happens at the first batch.
+            target.compile(mode=self.compile_mode)
+
+    def compile_target(self) -> nn.Module:
+        """The part that ``compile`` compiles: the network (a model whose shapes vary from batch to batch
+        compiles only its fixed-shape part)."""
+        return self.net
+
+    @property
+    def compiled(self) -> str | bool:
+        """What metrics.json records: the torch.compile mode, or False."""
+        return self.compile_mode if self.compile_net else False
 
     # --- forward and steps -------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:

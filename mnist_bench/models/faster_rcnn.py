@@ -186,6 +186,10 @@ class FasterRCNNClassifier(MNISTClassifier):
     def forward(self, x: Tensor) -> Detections:
         return self.detect(x)
 
+    def compile_target(self) -> nn.Module:
+        """The backbone: proposals and detections change shape from batch to batch."""
+        return self.detector.backbone
+
     # --- steps ---------------------------------------------------------------------------------------------------
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
         x, y = batch
