@@ -28,7 +28,7 @@ SETUP ?= install data
 GPU_BUNDLE ?= gpu-bundle
 
 .DEFAULT_GOAL := help
-.PHONY: help install data test test-fast lint tensorboard benchmark bench-overhead gpu-bundle clean
+.PHONY: help install data test test-fast lint tensorboard benchmark bench-overhead bench-compile gpu-bundle clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,6 +64,9 @@ benchmark: $(SETUP) ## Train MODELS (default: all configs) and write results/ben
 
 bench-overhead: $(SETUP) ## Time the seed notebook's pipeline, a plain PyTorch loop and Lightning on the same CNN
 	$(PY) -m mnist_bench.benchmark.overhead --data_dir $(DATA_DIR) --output $(RESULTS)/overhead.json $(OVERHEAD_ARGS)
+
+bench-compile: $(SETUP) ## Train each recipe in CONFIG_DIR eagerly and compiled, side by side; write $(RESULTS)/compile.{json,md}
+	$(PY) -m mnist_bench.benchmark.compile_speed --configs $(CONFIG_DIR)/*.yaml --data_dir $(DATA_DIR) --output $(RESULTS)/compile.json
 
 gpu-bundle: install ## Gather into gpu-bundle/ what a GPU machine without internet needs (see scripts/gpu_check.sh)
 	$(BIN)/python scripts/gpu_bundle.py $(GPU_BUNDLE)

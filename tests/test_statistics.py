@@ -118,3 +118,47 @@ def test_runs_on_different_test_sets_are_not_compared(tmp_path):
     tests, skipped = paired_tests(rows)
     assert tests == [] and skipped == ["a vs b (seed 42): not scored on the same test images"]
     assert "No pair of models could be compared" in markdown_section(compare(rows))
+
+
+def test_ab_of_two_results_folders_pairs_each_model_seed_by_seed(tmp_path):
+    import json
+
+    from mnist_bench.benchmark.ab import main as ab_main
+
+    rng = np.random.default_rng(1)
+    target = rng.integers(0, 10, 1000)
+
+    def arm(name: str, wrong_by_seed: dict[int, int]) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = []
+        for seed, wrong in wrong_by_seed.items():
+            pred = target.copy()
+            pred[:wrong] = (pred[:wrong] + 1) % 10
+            run = _run_dir(tmp_path, f"{name}_{seed}", target, pred)
+            rows.append({"model": "cnn", "seed": seed, "status": "ok", "run_dir": run, "test/acc": 1 - wrong / 1000,
+                         "time/fit_s": 10.0})
+        rows.append({"model": "vit", "seed": 42, "status": "failed", "run_dir": None})
+        (folder / "benchmark.json").write_text(json.dumps({"rows": rows}))
+
+    arm("off", {42: 100, 43: 110, 44: 90})
+    arm("on", {42: 20, 43: 30, 44: 25})  # right wherever "off" is, and on ~80 more images per seed
+    assert ab_main(["--a", str(tmp_path / "off"), "--b", str(tmp_path / "on"), "--labels", "EMA off", "EMA on",
+                    "--output", str(tmp_path / "ab")]) == 0
+    result = json.loads((tmp_path / "ab.json").read_text())
+    (summary,) = result["summary"]
+    assert summary["model"] == "cnn" and summary["seeds"] == [42, 43, 44]
+    assert summary["mean_diff"] == pytest.approx((80 + 80 + 65) / 3 / 1000)
+    assert summary["ci_diff"][0] > 0, "every seed gains: the paired interval excludes zero"
+    assert len(result["tests"]) == 3 and all(t["significant"] for t in result["tests"])
+    assert all(t["a"] == "cnn EMA off" and t["only_b"] >= 65 for t in result["tests"])
+    text = (tmp_path / "ab.md").read_text()
+    assert "| cnn | 42, 43, 44 | 90.00%, 89.00%, 91.00% |" in text and "+7.50 points" in text
+
+
+def test_ab_of_a_folder_without_a_benchmark_is_one_line(tmp_path, capsys):
+    from mnist_bench.benchmark.ab import main as ab_main
+
+    assert ab_main(["--a", str(tmp_path), "--b", str(tmp_path), "--output", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "benchmark.json" in err

@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         row = trained.get(selected[0]) or reused[selected[0]]["row"]
         return 0 if row.get("status") == "ok" else 1
     rows = [trained[run] if run in trained else reused[run]["row"] for run in runs]
+    env["git_sha"] = commits_of(rows) or env["git_sha"]  # the commits the rows ran at (reused rows keep theirs)
     wall_s = time.perf_counter() - start
     write_results(results, env, rows, wall_s if todo else None, seed_unit_s, extra, reused=len(reused))
     return 0 if all(r.get("status") == "ok" for r in rows) else 1

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import EarlyStopping, WeightAveraging
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mnist_bench.callbacks.timing import TimingCallback
@@ -24,6 +26,17 @@ def _scalar(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
+
+
+def early_stopping(trainer: Trainer) -> dict[str, Any] | None:
+    """What an EarlyStopping callback watched and whether it stopped the run (the epoch index, as in history)."""
+    stopper = next((cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)), None)
+    if stopper is None:
+        return None
+    stopped = stopper.stopping_reason != EarlyStoppingReason.NOT_STOPPED
+    return {"monitor": stopper.monitor, "mode": stopper.mode, "patience": stopper.patience,
+            "stopped": stopped, "stopped_epoch": stopper.stopped_epoch if stopped else None,
+            "reason": stopper.stopping_reason_message}
 
 
 class RunReport(Callback):
@@ -56,6 +69,9 @@ class RunReport(Callback):
             "seed": self.info.get("seed"),
             "precision": str(trainer.precision),
             "compile": getattr(pl_module, "compiled", False),
+            "tested_weights": self.info.get("tested_weights"),
+            "weight_averaging": [type(cb).__name__ for cb in trainer.callbacks if isinstance(cb, WeightAveraging)],
+            "early_stopping": early_stopping(trainer),
             "hardware": self.info.get("hardware"),
             "device": device_description(pl_module.device),
             "versions": versions(),
@@ -85,7 +101,8 @@ class RunReport(Callback):
         if not trainer.is_global_zero:
             return
         error = first_line(f"{type(exception).__name__}: {exception}")
-        self.metrics = self.build(trainer, pl_module, "failed", error)
+        status = "pruned" if type(exception).__name__ == "TrialPruned" else "failed"  # a sweep's pruner stopped it
+        self.metrics = self.build(trainer, pl_module, status, error)
         self.metrics.update({key: None for key in TEST_KEYS})
         existing = Path(self.run_dir()) / "metrics.json"
         try:

@@ -2,8 +2,8 @@
 only (``add_arguments_to_parser``, ``parse_arguments``, ``instantiate_classes``, ``instantiate_trainer``,
 ``after_<subcommand>``).
 
-``fit`` ends with a test pass on the final weights, prints a one-row results table and writes ``metrics.json`` in
-``lightning_logs/<model>/version_<n>/``.
+``fit`` ends with a test pass on the final weights (or, with ``--test_weights best``, on the best validated epoch's),
+prints a one-row results table and writes ``metrics.json`` in ``lightning_logs/<model>/version_<n>/``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -39,13 +40,16 @@ from mnist_bench.errors import ConfigError, UserFacingError, one_line, user_erro
 from mnist_bench.models.base import MNISTClassifier
 from mnist_bench.precision import detect, resolve
 from mnist_bench.speed import NoProfiler
+from mnist_bench.sweep.pruning import pruning_callbacks
 
 SUBCOMMANDS = ("fit", "validate", "test")
 DEFAULT_SEED = 42
 NOTHING_TO_TRAIN = ("max_epochs", "max_steps", "limit_train_batches")  # a fit with any of these at 0
+BEST_FILENAME = "best-{epoch}"  # checkpoints/best-epoch=<n>.ckpt, kept by --test_weights best
 DESCRIPTION = ("Train, validate or test with a model config: mnist-bench fit --config configs/cnn.yaml. Also: "
                "'mnist-bench data' fetches and verifies MNIST; 'mnist-bench predict --ckpt_path RUN IMAGES...' "
-               "classifies image files; 'mnist-bench export --ckpt_path RUN --output M.onnx'. --allow-imports PKG "
+               "classifies image files; 'mnist-bench export --ckpt_path RUN --output M.onnx'; 'mnist-bench lr-find "
+               "--config C' runs the learning-rate range test. --allow-imports PKG "
                "(or MNIST_BENCH_ALLOW_IMPORTS) lets a config name your own package's classes.")
 
 
@@ -135,6 +139,12 @@ class MNISTBenchCLI(LightningCLI):
                              "data": {"class_path": f"{MNISTDataModule.__module__}.{MNISTDataModule.__name__}"}})
         # the DataModule owns its dataset's facts (statistics, class names, image size); the model is built for them
         parser.link_arguments("data.dataset_info", "model.init_args.dataset", apply_on="instantiate")
+        parser.add_argument("--test_weights", type=Literal["last", "best"], default="last",
+                            help="the weights fit's closing test scores: last (the final epoch's) or best (the epoch "
+                                 "with the best --best_monitor on validation, kept in checkpoints/best-epoch=<n>.ckpt)")
+        parser.add_argument("--best_monitor", type=str, default="val/acc",
+                            help="the validation metric that picks the best epoch for --test_weights best: val/acc or "
+                                 "val/f1 (higher is better), val/loss (lower is better)")
 
     # --- parsing: refuse what is unsafe or misleading, and decide the run's folder --------------------------------
     def parse_arguments(self, parser, args) -> None:
@@ -153,7 +163,8 @@ class MNISTBenchCLI(LightningCLI):
                               "weights_only from the config and the arguments")
         if config.get("ckpt_path") in UNSUPPORTED_CKPT_PATHS:
             raise ConfigError(f"--ckpt_path {config['ckpt_path']} is not supported: each run keeps its newest "
-                              "checkpoint. Fix: --ckpt_path last (the newest checkpoint of this model) or a .ckpt path")
+                              "checkpoint (and with --test_weights best its best, checkpoints/best-epoch=<n>.ckpt). "
+                              "Fix: --ckpt_path last (the newest checkpoint of this model) or a .ckpt path")
         checkpoint = config.get("checkpoint") or {}
         for key in ("every_n_train_steps", "train_time_interval"):
             if checkpoint.get(key):
@@ -161,6 +172,16 @@ class MNISTBenchCLI(LightningCLI):
                                   "history and resume work per epoch). Fix: leave it out; a checkpoint is written "
                                   "after every epoch")
         trainer = config.get("trainer") or {}
+        if subcommand != "fit" and config.get("test_weights") == "best":
+            raise ConfigError(f"test_weights best chooses the weights fit tests; {subcommand} scores the checkpoint "
+                              "it is given. Fix: --ckpt_path <run>/checkpoints/best-epoch=<n>.ckpt")
+        if subcommand == "fit" and config.get("test_weights") == "best":
+            if not str(config.get("best_monitor", "")).startswith("val/"):
+                raise ConfigError(f"best_monitor {config.get('best_monitor')!r}: the best epoch is picked on a "
+                                  "validation metric. Fix: val/acc, val/f1 or val/loss")
+            if trainer.get("limit_val_batches") in (0, 0.0):
+                raise ConfigError("test_weights best picks the best epoch on validation, and "
+                                  "trainer.limit_val_batches is 0. Fix: validate, or test_weights last")
         if subcommand == "fit" and any(trainer.get(key) in (0, 0.0) for key in NOTHING_TO_TRAIN):
             raise ConfigError("trainer.max_epochs, max_steps or limit_train_batches of 0 trains nothing, and its test "
                               "would score an untrained model. Fix: train at least one batch, or use mnist-bench test "
@@ -271,7 +292,16 @@ class MNISTBenchCLI(LightningCLI):
             "hardware": self._hardware.name,
             "config": self._config_dict(),
         }
+        if self.subcommand in ("test", "validate") and config.get("ckpt_path"):
+            info["tested_weights"] = {"which": "checkpoint", "checkpoint": str(config.ckpt_path)}
         callbacks: list = [TimingCallback(), RunReport(self.run_dir, info), TestPredictions(self.run_dir)]
+        if self.subcommand == "fit":
+            callbacks += pruning_callbacks()  # a sweep's trial reports to its study (none for an ordinary run)
+        if self.subcommand in ("fit", None) and config.get("test_weights") == "best":  # None: built with run=False
+            monitor = config.get("best_monitor")
+            callbacks.append(ModelCheckpoint(dirpath=str(self._run_dir / "checkpoints"), filename=BEST_FILENAME,
+                                             monitor=monitor, mode="min" if monitor.endswith("loss") else "max",
+                                             save_top_k=1, save_last=False, save_on_train_epoch_end=False))
         if self.subcommand == "test":  # fit gets it for its closing test pass (after_fit)
             callbacks.append(TestFigures(self.run_dir))
         if trainer_config.get("enable_progress_bar") is False:
@@ -289,11 +319,35 @@ class MNISTBenchCLI(LightningCLI):
     # --- after each subcommand -----------------------------------------------------------------------------------
     def after_fit(self) -> None:
         if not self.trainer.interrupted:
+            self._report_info()["tested_weights"] = self._choose_tested_weights()
             # the pictures come from the closing test pass; attached only now, they cost no training step anything
             self.trainer.callbacks.append(TestFigures(self.run_dir))
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
             self._print_result()
         self._leave_together()
+
+    def _report_info(self) -> dict[str, Any]:
+        report = next((cb for cb in self.trainer.callbacks if isinstance(cb, RunReport)), None)
+        return report.info if report is not None else {}
+
+    def _choose_tested_weights(self) -> dict[str, Any]:
+        """The weights the closing test scores, and what metrics.json says of them. ``last``: the model as training
+        left it (with weight averaging on, the averaged weights). ``best``: the best validated epoch's checkpoint,
+        loaded into the model (its averaged weights where averaging is on); the history stays the whole run's."""
+        history = self.model.history
+        last = {"which": "last", "epoch": history[-1]["epoch"] if history else None}
+        if self._config().get("test_weights") != "best":
+            return last
+        best = next((cb for cb in self.trainer.checkpoint_callbacks
+                     if isinstance(cb, ModelCheckpoint) and cb.filename == BEST_FILENAME), None)
+        if best is None or not best.best_model_path:
+            rank_zero_info("mnist-bench: no epoch was validated, so there is no best checkpoint: testing the last "
+                           "weights")
+            return {**last, "note": "test_weights best asked for, no epoch validated"}
+        checkpoint = torch.load(best.best_model_path, map_location=self.model.device, weights_only=True)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        return {"which": "best", "epoch": int(checkpoint["epoch"]), "monitor": best.monitor,
+                "score": float(best.best_model_score), "checkpoint": str(best.best_model_path)}
 
     def after_test(self) -> None:
         self._print_result()

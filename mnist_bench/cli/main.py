@@ -1,5 +1,5 @@
-"""``mnist-bench``'s entry point: the tools of our own (data, predict, export), else LightningCLI; every error that is
-the user's to fix becomes one line and an exit code (2: config, 1: input or environment)."""
+"""``mnist-bench``'s entry point: the tools of our own (data, predict, export), the LR finder, else LightningCLI; every
+error that is the user's to fix becomes one line and an exit code (2: config, 1: input or environment)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from jsonargparse import ArgumentError
 from mnist_bench.allowlist import allowed_imports, import_refusal
 from mnist_bench.cli.app import MNISTBenchCLI
 from mnist_bench.errors import ConfigError, one_line, user_error_in
+from mnist_bench.sweep.pruning import PRUNED_EXIT, TrialPruned, die_with_worker
 from mnist_bench.utils import pin_to_given_cpus
 
 # subcommands of our own, outside LightningCLI (its `predict` on the test set gives way to ours on image files)
-TOOLS = {"data": "mnist_bench.data.fetch", "predict": "mnist_bench.use.predict", "export": "mnist_bench.use.export"}
+TOOLS = {"data": "mnist_bench.data.fetch", "predict": "mnist_bench.use.predict", "export": "mnist_bench.use.export",
+         "sweep": "mnist_bench.sweep.main"}
 # disk full, file too large, read-only file system, permission denied, quota exceeded
 WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
@@ -27,6 +29,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of ``mnist-bench`` and ``python -m mnist_bench``."""
     argv = list(sys.argv[1:] if args is None else args)
     pin_to_given_cpus()
+    die_with_worker()  # a sweep's trial ends with its worker
     if argv and argv[0] in TOOLS:
         module = importlib.import_module(TOOLS[argv[0]])
         sys.exit(module.main(argv[1:]))
@@ -36,7 +39,12 @@ def main(args: list[str] | None = None) -> None:
             # main() passes the arguments itself; LightningCLI would warn that sys.argv differs from them
             warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
             argv, packages = allowed_imports(argv)
-            MNISTBenchCLI(args=argv, allow_imports=packages)
+            if argv and argv[0] == "lr-find":
+                from mnist_bench.cli.lr_find import run as lr_find
+
+                lr_find(argv[1:], packages)
+            else:
+                MNISTBenchCLI(args=argv, allow_imports=packages)
     except ArgumentError as err:
         _exit(2, f"config error: {concise(one_line(err))}", hint=True)
     except OSError as err:
@@ -50,6 +58,8 @@ def main(args: list[str] | None = None) -> None:
             raise
         if isinstance(cause, ConfigError):
             _exit(2, f"config error: {one_line(cause)}")
+        if isinstance(cause, TrialPruned):
+            _exit(PRUNED_EXIT, one_line(cause))
         _exit(1, one_line(cause))
 
 

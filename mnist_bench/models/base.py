@@ -94,6 +94,7 @@ class MNISTClassifier(LightningModule):
         self.train_loss = TrainingLossWindow(CHECK_EVERY)
         self.test_confusion = MulticlassConfusionMatrix(num_classes=self.num_classes)
         self.history: list[dict[str, float]] = []
+        self.stop_on_divergence = True  # the LR finder drives the loss up on purpose and turns this off
         self._total_steps: int | None = None  # what a step-counting LR schedule was built for
         self._resumed_total_steps: int | None = None  # ... in the checkpoint a run resumes from
 
@@ -207,6 +208,9 @@ class MNISTClassifier(LightningModule):
     def check_finite(self) -> None:
         """Stops the run at the first non-finite training loss (one host sync, every CHECK_EVERY steps). Under DDP
         every rank learns of it, so that all stop together."""
+        if not self.stop_on_divergence:
+            self.train_loss.fold()
+            return
         steps = self.all_gather(self.train_loss.fold())  # one per rank (the tensor itself on one device)
         bad = steps[steps >= 0]
         step = int(bad.min()) if len(bad) else -1

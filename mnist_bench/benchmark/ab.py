@@ -1,0 +1,127 @@
+"""A/B of two benchmark results folders: the same models and seeds trained two ways (a training option on and off).
+
+``python -m mnist_bench.benchmark.ab --a results/ema/off --b results/ema/on --labels "EMA off" "EMA on"``
+
+For each model in both, seed by seed: the two test accuracies, their difference, and McNemar's exact test on the same
+test images (per-image predictions from the run folders; Holm-corrected over every test of the comparison); over the
+seeds, each arm's mean with its 95% t interval and the mean difference with its own interval (the seeds paired).
+Writes ``<output>.md`` and ``<output>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from mnist_bench.benchmark.stats import paired_tests, seed_interval
+from mnist_bench.utils import read_json, write_json_atomic
+
+
+def rows_of(results: Path, root: Path | None) -> list[dict[str, Any]]:
+    """The ok rows of a benchmark's ``benchmark.json``, their run dirs resolved against ``root`` (the folder the
+    benchmark ran in) when relative."""
+    record = read_json(results / "benchmark.json")
+    rows = []
+    for row in record["rows"]:
+        if row.get("status") != "ok":
+            continue
+        run_dir = Path(row.get("run_dir") or "")
+        if row.get("run_dir") and not run_dir.is_absolute() and root is not None:
+            row = {**row, "run_dir": str(root / run_dir)}
+        rows.append(row)
+    return rows
+
+
+def compare(rows_a: list[dict], rows_b: list[dict], label_a: str, label_b: str) -> dict[str, Any]:
+    models = [m for m in dict.fromkeys(r["model"] for r in rows_a) if any(r["model"] == m for r in rows_b)]
+    arms = [{**r, "model": f"{r['model']} {label}"} for rows, label in ((rows_a, label_a), (rows_b, label_b))
+            for r in rows if r["model"] in models]
+    tests, skipped = [], []
+    for model in models:  # pairs within a model only: one family, Holm over all of them below
+        found, missed = paired_tests([r for r in arms if r["model"].startswith(f"{model} ")])
+        tests += found
+        skipped += missed
+    from mnist_bench.benchmark.stats import holm
+
+    for test, adjusted in zip(tests, holm([t.p for t in tests]), strict=True):
+        test.p_holm = adjusted
+    summary = []
+    for model in models:
+        acc_a = {r["seed"]: r["test/acc"] for r in rows_a if r["model"] == model}
+        acc_b = {r["seed"]: r["test/acc"] for r in rows_b if r["model"] == model}
+        seeds = sorted(set(acc_a) & set(acc_b))
+        diffs = [acc_b[s] - acc_a[s] for s in seeds]
+        summary.append({
+            "model": model, "seeds": seeds,
+            "acc_a": [acc_a[s] for s in seeds], "acc_b": [acc_b[s] for s in seeds],
+            "mean_a": statistics.fmean(acc_a[s] for s in seeds), "mean_b": statistics.fmean(acc_b[s] for s in seeds),
+            "ci_a": seed_interval([acc_a[s] for s in seeds]), "ci_b": seed_interval([acc_b[s] for s in seeds]),
+            "mean_diff": statistics.fmean(diffs), "ci_diff": seed_interval(diffs),
+            "fit_s_a": [next(r["time/fit_s"] for r in rows_a if r["model"] == model and r["seed"] == s)
+                        for s in seeds],
+            "fit_s_b": [next(r["time/fit_s"] for r in rows_b if r["model"] == model and r["seed"] == s)
+                        for s in seeds],
+        })
+    return {"labels": [label_a, label_b], "summary": summary, "tests": [t.as_dict() for t in tests],
+            "skipped": skipped}
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f}%"
+
+
+def _ci(ci: tuple[float, float] | None, points: bool = False) -> str:
+    if ci is None:
+        return "—"
+    scale = 100
+    return f"{scale * ci[0]:+.2f} to {scale * ci[1]:+.2f} points" if points else \
+        f"{scale * ci[0]:.2f}–{scale * ci[1]:.2f}%"
+
+
+def markdown(result: dict[str, Any], header: str) -> str:
+    a, b = result["labels"]
+    lines = [header, "", f"| model | seeds | {a}: test acc | {b}: test acc | {a} mean (95% CI) | {b} mean (95% CI) | "
+             f"{b} − {a}, mean (95% CI) | fit s {a} | fit s {b} |", "|---|---|---|---|---:|---:|---:|---|---|"]
+    for s in result["summary"]:
+        lines.append(
+            f"| {s['model']} | {', '.join(map(str, s['seeds']))} | {', '.join(_pct(v) for v in s['acc_a'])} | "
+            f"{', '.join(_pct(v) for v in s['acc_b'])} | {_pct(s['mean_a'])} ({_ci(s['ci_a'])}) | "
+            f"{_pct(s['mean_b'])} ({_ci(s['ci_b'])}) | {100 * s['mean_diff']:+.2f} points ({_ci(s['ci_diff'], True)}) | "
+            f"{', '.join(f'{v:.0f}' for v in s['fit_s_a'])} | {', '.join(f'{v:.0f}' for v in s['fit_s_b'])} |")
+    lines += ["", "Paired tests (McNemar's exact test per seed on the same test images, Holm-corrected over all of "
+              "them):", ""]
+    lines += [f"- seed {t['seed']}: {t['reading']}" for t in result["tests"]] or ["- none could be run"]
+    lines += [f"- not compared: {s}" for s in result["skipped"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mnist_bench.benchmark.ab", description=__doc__.splitlines()[0])
+    parser.add_argument("--a", required=True, type=Path, help="results folder of the first arm")
+    parser.add_argument("--b", required=True, type=Path, help="results folder of the second arm")
+    parser.add_argument("--labels", nargs=2, default=("A", "B"), metavar=("LABEL_A", "LABEL_B"))
+    parser.add_argument("--root", type=Path, default=None,
+                        help="the folder the benchmarks ran in (their run dirs are relative to it); default: here")
+    parser.add_argument("--output", type=Path, required=True, help="writes OUTPUT.md and OUTPUT.json")
+    args = parser.parse_args(argv)
+    root = args.root or Path.cwd()
+    try:
+        result = compare(rows_of(args.a, root), rows_of(args.b, root), *args.labels)
+    except (OSError, ValueError, KeyError) as err:
+        print(f"ab: error: {err}. Fix: give two benchmark results folders (each with benchmark.json)",
+              file=sys.stderr)
+        return 1
+    header = f"{args.labels[0]} ({args.a}) against {args.labels[1]} ({args.b})."
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.output.with_suffix(".json"), result)
+    text = markdown(result, header)
+    args.output.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""A sweep's search space: a YAML of config keys, each a range or a list, applied to a run as LightningCLI overrides.
+
+```yaml
+objective: val/acc          # a metric of the run's last epoch (history), or test/acc, ... from metrics.json
+direction: maximize         # or minimize
+sampler: {name: tpe}        # tpe (default), random, cmaes, qmc, gp, grid; other keys go to the sampler
+pruner: {name: median}      # median (default), percentile, hyperband, successive_halving, threshold, none
+params:
+  model.init_args.scheduler.init_args.max_lr: {low: 1.0e-3, high: 1.0e-2, log: true}   # float
+  model.init_args.hidden: {choices: [64, 128, 256]}                                     # categorical
+  data.batch_size: {low: 64, high: 256, step: 64}                                       # int
+```
+
+Any key ``mnist-bench fit`` accepts can be searched; a trial is an ordinary run with these overrides.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_bench.errors import ConfigError
+
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched config key: a float or int range (``log`` for log-uniform, ``step`` for a grid), or choices."""
+
+    key: str
+    kind: str  # "float", "int" or "categorical"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial: Any) -> Any:
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.key, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    params: tuple[Param, ...]
+    objective: str = "val/acc"
+    direction: str = "maximize"
+    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe"})
+    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median"})
+    source: str = ""
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """The trial's values, key by key."""
+        return {p.key: p.suggest(trial) for p in self.params}
+
+    def grid(self) -> dict[str, list[Any]]:
+        """Every value of every key, for the grid sampler (choices, or an int/float range with a step)."""
+        grid = {}
+        for p in self.params:
+            if p.kind == "categorical":
+                grid[p.key] = list(p.choices)
+            elif p.step is not None:
+                count = int(round((p.high - p.low) / p.step)) + 1
+                grid[p.key] = [type(p.step)(p.low + i * p.step) if p.kind == "float" else int(p.low + i * p.step)
+                               for i in range(count)]
+            else:
+                raise ConfigError(f"{self.source}: the grid sampler needs choices or a step for {p.key}. Fix: give "
+                                  "it choices: [...] or a step")
+        return grid
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
+    return value
+
+
+def parse_param(key: str, spec: Any, source: str) -> Param:
+    where = f"{source}: params.{key}"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be a mapping ({{low: ..., high: ...}} or {{choices: [...]}}), got {spec!r}")
+    unknown = set(spec) - {"type", "low", "high", "log", "step", "choices"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown entries {sorted(unknown)}. Fix: low, high, log, step, choices, type")
+    kind = spec.get("type")
+    if "choices" in spec or kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{where}: choices must be a non-empty list")
+        return Param(key, "categorical", choices=tuple(choices))
+    if "low" not in spec or "high" not in spec:
+        raise ConfigError(f"{where}: needs low and high (a range) or choices (a list)")
+    low, high = _number(spec["low"], f"{where}.low"), _number(spec["high"], f"{where}.high")
+    step = _number(spec["step"], f"{where}.step") if spec.get("step") is not None else None
+    log = bool(spec.get("log", False))
+    if kind is None:
+        kind = "int" if all(isinstance(v, int) for v in (low, high, step or 1)) else "float"
+    if kind not in ("int", "float"):
+        raise ConfigError(f"{where}: type {kind!r} is unknown. Fix: float, int or categorical")
+    if not low < high:
+        raise ConfigError(f"{where}: low {low} must be below high {high}")
+    if log and (low <= 0 or step is not None):
+        raise ConfigError(f"{where}: a log range needs low > 0 and no step")
+    return Param(key, kind, low=low, high=high, log=log, step=step)
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Reads and checks a search-space YAML; every mistake is one line that names the file and the key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"--space {path}: cannot read it ({err.strerror}). Fix: give a search-space YAML") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--space {path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict) or not raw["params"]:
+        raise ConfigError(f"--space {path}: needs a params mapping of config keys to ranges or choices")
+    unknown = set(raw) - {"objective", "direction", "sampler", "pruner", "params"}
+    if unknown:
+        raise ConfigError(f"--space {path}: unknown entries {sorted(unknown)}. Fix: objective, direction, sampler, "
+                          "pruner, params")
+    direction = raw.get("direction", "maximize")
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"--space {path}: direction {direction!r}. Fix: maximize or minimize")
+    params = tuple(parse_param(str(k), v, str(path)) for k, v in raw["params"].items())
+    named = {}
+    for section in ("sampler", "pruner"):
+        value = raw.get(section, {})
+        value = {"name": value} if isinstance(value, str) else value
+        if not isinstance(value, dict):
+            raise ConfigError(f"--space {path}: {section} must be a name or a mapping with a name")
+        named[section] = value
+    return SearchSpace(params=params, objective=str(raw.get("objective", "val/acc")), direction=direction,
+                       sampler={"name": "tpe", **named["sampler"]}, pruner={"name": "median", **named["pruner"]},
+                       source=str(path))
+
+
+def override_args(values: dict[str, Any]) -> list[str]:
+    """A trial's values as ``fit`` arguments (``--key=value``; lists and mappings as YAML flow)."""
+    args = []
+    for key, value in values.items():
+        text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+        text = text.removesuffix("\n...").strip()
+        args.append(f"--{key}={text}")
+    return args

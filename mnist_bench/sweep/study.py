@@ -1,0 +1,296 @@
+"""A sweep's study and its workers: Optuna's storage, sampler and pruner, and the loop that runs trials as ordinary
+``mnist-bench fit`` processes.
+
+Every worker (``--jobs`` of them in one process, and any number on other machines) asks the shared study for a trial,
+runs it, and tells the study how it ended, until the study holds the requested number of finished (complete or
+pruned) and running trials. A worker that was killed leaves its trial running in the storage: a worker on the same
+machine finds its process gone and fails the trial at once, others after the storage's heartbeat grace period; either
+way Optuna's ``RetryHeartbeatStaleTrialCallback`` puts the same parameters back in the queue, so a rerun of the sweep
+continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_bench.errors import ConfigError, UserFacingError, first_line
+from mnist_bench.sweep.pruning import PRUNED_EXIT, TRIAL_VARIABLE
+from mnist_bench.sweep.space import SearchSpace, override_args
+from mnist_bench.utils import read_json
+
+HEARTBEAT_S = 30  # a running trial's heartbeat; after 2 of them without one it counts as failed (other machines)
+MAX_RETRY = 2  # a failed trial's parameters are tried again this many times
+CONFIG_EXIT = 2  # mnist-bench's exit code for a config error: the base config is wrong, no trial can run
+RUN_DIR_MARK = "mnist-bench: run dir "
+
+
+def quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> Any:
+    """An RDB storage (SQLite file, PostgreSQL, MySQL, ...) with heartbeats, so that trials of dead workers are found."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        for attempt in range(3):
+            try:
+                return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
+                                  grace_period=2 * heartbeat_s,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+            except Exception as err:  # noqa: BLE001 - two workers creating the tables at once: the second retries
+                if attempt == 2 or "already exists" not in str(err):
+                    raise
+                time.sleep(1.0 + attempt)
+    except (ImportError, ModuleNotFoundError) as err:
+        raise UserFacingError(f"--storage {redact(url)}: its database driver is not installed ({err}). Fix: "
+                              "install it (PostgreSQL: pip install 'psycopg[binary]', or mnist-bench[postgres])") \
+            from None
+    except (optuna.exceptions.StorageInternalError, ValueError, Exception) as err:  # noqa: BLE001 - SQLAlchemy's
+        raise UserFacingError(f"--storage {redact(url)}: cannot open it ({first_line(err)[:200]}). Fix: check the "
+                              "URL, the server and its credentials") from None
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password, for messages and reports."""
+    head, sep, tail = url.partition("://")
+    if "@" in tail and ":" in tail.split("@", 1)[0]:
+        user = tail.split("@", 1)[0].split(":", 1)[0]
+        return f"{head}{sep}{user}:***@{tail.split('@', 1)[1]}"
+    return url
+
+
+SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "qmc": "QMCSampler",
+            "gp": "GPSampler", "grid": "GridSampler"}
+PRUNERS = {"median": "MedianPruner", "percentile": "PercentilePruner", "hyperband": "HyperbandPruner",
+           "successive_halving": "SuccessiveHalvingPruner", "threshold": "ThresholdPruner", "none": "NopPruner"}
+
+
+def _build(kind: str, table: dict[str, str], spec: dict[str, Any], source: str, **extra: Any) -> Any:
+    import optuna
+
+    spec = dict(spec)
+    name = str(spec.pop("name"))
+    if name not in table:
+        raise ConfigError(f"{source}: {kind} {name!r} is unknown. Fix: one of {', '.join(table)}")
+    module = optuna.samplers if kind == "sampler" else optuna.pruners
+    try:
+        return getattr(module, table[name])(**extra, **spec)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{source}: {kind} {name}: {err}") from None
+
+
+def make_sampler(space: SearchSpace, name: str | None, seed: int | None) -> Any:
+    spec = {**space.sampler, **({"name": name} if name else {})}
+    extra: dict[str, Any] = {}
+    if spec["name"] == "grid":
+        extra["search_space"] = space.grid()
+    if seed is not None and "seed" not in spec:
+        extra["seed"] = seed
+    return _build("sampler", SAMPLERS, spec, space.source, **extra)
+
+
+def pruner_spec(space: SearchSpace, name: str | None) -> dict[str, Any]:
+    """The pruner's name and arguments: the trial's run builds the same pruner (Optuna keeps none in the storage)."""
+    return {**space.pruner, **({"name": name} if name else {})}
+
+
+def make_pruner(spec: dict[str, Any], source: str = "the space") -> Any:
+    return _build("pruner", PRUNERS, spec, source)
+
+
+def open_study(name: str, storage: Any, space: SearchSpace, sampler: Any, pruner: Any) -> Any:
+    """Creates the study or joins it (the same name: resume, or another worker); its direction must agree."""
+    import optuna
+
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                direction=space.direction, load_if_exists=True)
+    if study.direction.name.lower() != space.direction:
+        raise ConfigError(f"study {name!r} in this storage {study.direction.name.lower()}s its objective and the "
+                          f"space says {space.direction}. Fix: another --study name")
+    known = study.user_attrs.get("objective")
+    if known is None:
+        study.set_user_attr("objective", space.objective)
+    elif known != space.objective:
+        raise ConfigError(f"study {name!r} optimizes {known} and the space says {space.objective}. Fix: another "
+                          "--study name")
+    return study
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_trials(study: Any) -> list[int]:
+    """Trials left running by workers that are gone: on this machine (their process is dead) at once, elsewhere once
+    their heartbeat is older than the grace period. Their parameters go back in the queue (up to MAX_RETRY times).
+    Returns the numbers of the trials failed here."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker") or {}
+        if worker.get("host") == host and not _alive(int(worker.get("pid", 0))):
+            storage.set_trial_user_attr(trial._trial_id, "error", "its worker was killed")
+            if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                storage.get_heartbeat_stale_trial_callback()(study, storage.get_trial(trial._trial_id))
+                failed.append(trial.number)
+    optuna.storages.fail_stale_trials(study)
+    return failed
+
+
+def tell(study: Any, trial: Any, value: float | None = None, state: Any = None) -> None:
+    """``study.tell``; the grid sampler's "every point is taken" (its ``study.stop()``, meant for
+    ``study.optimize``) comes after the trial is stored and ends nothing here: the worker's count does."""
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err):
+            raise
+
+
+def counts(study: Any) -> dict[str, int]:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    return {state.name.lower(): sum(1 for t in trials if t.state == state) for state in TrialState}
+
+
+@dataclass
+class TrialRun:
+    """How one trial is run: the command's base, where runs go, and the worker's environment."""
+
+    config: str
+    fit_args: list[str]
+    runs_dir: Path
+    logs_dir: Path
+    env: dict[str, str]
+    pruner: dict[str, Any]
+    timeout_s: float | None = None
+
+
+def objective_value(metrics: dict[str, Any], objective: str) -> float | None:
+    """The objective from a finished run's metrics.json: its last epoch's value (history), else a top-level key."""
+    history = metrics.get("history") or []
+    value = history[-1].get(objective) if history else None
+    if value is None:
+        value = metrics.get(objective)
+    return None if value is None else float(value)
+
+
+def run_trial(study: Any, trial: Any, space: SearchSpace, how: TrialRun, storage_url: str,
+              log: Callable[[str], None]) -> tuple[str, str | None]:
+    """Runs one trial as ``mnist-bench fit``, tells the study how it ended. Returns (state, error)."""
+    from optuna.trial import TrialState
+
+    from mnist_bench.benchmark.runner import run_logged
+
+    values = space.suggest(trial)
+    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+    cmd = [sys.executable, "-m", "mnist_bench", "fit", "--config", how.config, *how.fit_args, *override_args(values),
+           f"--trainer.default_root_dir={how.runs_dir / f'trial_{trial.number}'}"]  # a folder each: workers in parallel
+    env = {**how.env, TRIAL_VARIABLE: json.dumps({"storage": storage_url, "study": study.study_name,
+                                                 "trial_id": trial._trial_id, "monitor": space.objective,
+                                                 "pruner": how.pruner})}
+    stop = threading.Event()
+
+    def beat() -> None:  # the trial is alive as long as this worker is
+        while not stop.wait(study._storage.get_heartbeat_interval() or HEARTBEAT_S):
+            study._storage.record_heartbeat(trial._trial_id)
+
+    study._storage.record_heartbeat(trial._trial_id)
+    heart = threading.Thread(target=beat, daemon=True)
+    heart.start()
+    try:
+        code, lines, kept = run_logged(cmd, how.logs_dir / f"trial_{trial.number}.log", timeout_s=how.timeout_s,
+                                       keep=lambda line: line.startswith(RUN_DIR_MARK), env=env)
+    finally:
+        stop.set()
+    run_dir = kept[-1][len(RUN_DIR_MARK):].strip() if kept else None
+    if run_dir:
+        trial.set_user_attr("run_dir", str(Path(run_dir).resolve()))
+    metrics = _read_metrics(run_dir)
+    if metrics:
+        trial.set_user_attr("fit_s", metrics.get("time/fit_s"))
+        trial.set_user_attr("epochs", metrics.get("epochs"))
+        config_file = Path(run_dir) / "config.yaml"
+        if config_file.is_file():
+            trial.set_user_attr("config_yaml", config_file.read_text())
+    if code == PRUNED_EXIT:
+        tell(study, trial, state=TrialState.PRUNED)
+        return "pruned", None
+    value = objective_value(metrics, space.objective) if code == 0 and metrics else None
+    if value is not None:
+        tell(study, trial, value)
+        log(f"trial {trial.number}: {space.objective} {value:.4f}  {' '.join(override_args(values))}")
+        return "complete", None
+    error = next((line for line in reversed(lines) if line.startswith("mnist-bench:")), None) or \
+        (lines[-1] if lines else "no output")
+    if code is None:
+        error = f"ran past --timeout_s ({how.timeout_s:.0f} s)"
+    elif code == 0:
+        error = f"the run has no {space.objective} in its metrics.json"
+    trial.set_user_attr("error", error[:500])
+    tell(study, trial, state=TrialState.FAIL)
+    return ("config" if code == CONFIG_EXIT else "failed"), error
+
+
+def _read_metrics(run_dir: str | None) -> dict[str, Any] | None:
+    if not run_dir:
+        return None
+    try:
+        return read_json(Path(run_dir) / "metrics.json")
+    except (OSError, ValueError):
+        return None
+
+
+def work(study: Any, space: SearchSpace, n_trials: int, how: TrialRun, storage_url: str,
+         log: Callable[[str], None], stopping: threading.Event) -> None:
+    """One worker's loop: ask, run, tell, until the study holds ``n_trials`` finished or running trials."""
+    from optuna.trial import TrialState
+
+    while not stopping.is_set():
+        fail_dead_trials(study)
+        c = counts(study)
+        if c["complete"] + c["pruned"] + c["running"] >= n_trials:
+            return
+        if c["fail"] >= max(n_trials, 3) and c["complete"] == 0:
+            raise UserFacingError(f"{c['fail']} trials failed and none finished: see {how.logs_dir}")
+        trial = study.ask()
+        c = counts(study)
+        if c["complete"] + c["pruned"] + c["running"] > n_trials:  # another worker asked at the same moment
+            trial.set_user_attr("error", "surplus: the requested trials were taken")
+            tell(study, trial, state=TrialState.FAIL)
+            return
+        state, error = run_trial(study, trial, space, how, storage_url, log)
+        if state == "pruned":
+            log(f"trial {trial.number}: pruned")
+        elif state != "complete":
+            log(f"trial {trial.number}: {state}: {error}")
+        if state == "config":
+            stopping.set()
+            raise ConfigError(f"trial {trial.number} stopped at its config: {error}")
