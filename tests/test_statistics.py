@@ -144,15 +144,15 @@ def test_ab_of_two_results_folders_pairs_each_model_seed_by_seed(tmp_path):
     arm("off", {42: 100, 43: 110, 44: 90})
     arm("on", {42: 20, 43: 30, 44: 25})  # right wherever "off" is, and on ~80 more images per seed
     assert ab_main(["--a", str(tmp_path / "off"), "--b", str(tmp_path / "on"), "--labels", "EMA off", "EMA on",
-                    "--output", str(tmp_path / "ab")]) == 0
-    result = json.loads((tmp_path / "ab.json").read_text())
+                    "--output", str(tmp_path / "ab.v1")]) == 0
+    result = json.loads((tmp_path / "ab.v1.json").read_text())
     (summary,) = result["summary"]
     assert summary["model"] == "cnn" and summary["seeds"] == [42, 43, 44]
     assert summary["mean_diff"] == pytest.approx((80 + 80 + 65) / 3 / 1000)
     assert summary["ci_diff"][0] > 0, "every seed gains: the paired interval excludes zero"
     assert len(result["tests"]) == 3 and all(t["significant"] for t in result["tests"])
     assert all(t["a"] == "cnn EMA off" and t["only_b"] >= 65 for t in result["tests"])
-    text = (tmp_path / "ab.md").read_text()
+    text = (tmp_path / "ab.v1.md").read_text()
     assert "| cnn | 42, 43, 44 | 90.00%, 89.00%, 91.00% |" in text and "+7.50 points" in text
 
 

@@ -202,3 +202,35 @@ def test_lr_find_refuses_a_range_it_cannot_test(args, message, tiny_fit_args, ca
     with pytest.raises(SystemExit) as exit_info:
         main(["lr-find", "--config", CNN_CONFIG, *tiny_fit_args, *args])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_range_test_s_smoothing_is_unbiased():
+    """A constant loss must read constant: Lightning's running average divided one step too many reads it about
+    halved at the first step."""
+    from types import SimpleNamespace
+
+    from mnist_bench.cli.lr_find import unbias_smoothing
+
+    beta, avg, losses = 0.98, 0.0, []
+    for step in range(1, 40):  # as Lightning computes it: global_step already counted up
+        avg = beta * avg + (1 - beta) * 2.3
+        losses.append(avg / (1 - beta ** (step + 1)))
+    assert losses[0] == pytest.approx(1.16, abs=0.01)
+    finder = SimpleNamespace(results={"lr": list(range(39)), "loss": losses})
+    assert unbias_smoothing(finder)
+    assert finder.results["loss"] == pytest.approx([2.3] * 39)
+
+
+def test_the_suggestion_is_the_steepest_fall_per_decade_not_noise_at_tiny_rates():
+    import numpy as np
+
+    from mnist_bench.cli.lr_find import steepest_per_decade
+
+    lrs = list(np.logspace(-6, 0, 100))
+    rng = np.random.default_rng(0)
+    # flat with a little noise, then a fall centred on 1e-3, as the CNN's range test reads
+    losses = [2.35 - 1.0 / (1 + np.exp(-3 * (np.log10(lr) + 3))) + rng.normal(0, 0.004) for lr in lrs]
+    suggestion = steepest_per_decade(lrs, losses)
+    assert 3e-4 < suggestion < 3e-3
+    slope_per_rate = np.gradient(np.array(losses[10:-1]), np.array(lrs[10:-1]))
+    assert lrs[10 + int(np.argmin(slope_per_rate))] < 1e-4, "against the rate itself, noise at tiny rates wins"

@@ -116,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     header = f"{args.labels[0]} ({args.a}) against {args.labels[1]} ({args.b})."
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.output.with_suffix(".json"), result)
+    base = str(args.output).removesuffix(".md").removesuffix(".json")  # a name with dots in it keeps them
+    write_json_atomic(Path(base + ".json"), result)
     text = markdown(result, header)
-    args.output.with_suffix(".md").write_text(text)
+    Path(base + ".md").write_text(text)
     print(text)
     return 0
 

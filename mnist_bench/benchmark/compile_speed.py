@@ -6,7 +6,8 @@ images) runs twice: as configured, and with ``model.init_args.compile: true``. E
 validation after each epoch (eval mode compiles its own graph). From the batch times:
 
 - steady-state training images/s, eager and compiled (median batch time of the second epoch's full batches);
-- compile time: the compiled fit's total time less what its batches would take at the compiled steady rate;
+- compile time: the compiled fit's total time less what its batches would take at the compiled steady rate (with an
+  empty inductor cache, as a first run meets it);
 - the full recipe's training time predicted both ways (its epochs × batches per epoch at each steady rate, plus the
   compile time), and which one wins within the run's own time.
 
@@ -16,6 +17,7 @@ Writes ``results/compile.json`` and ``results/compile.md``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -99,6 +101,8 @@ def measure(config: Path, data_dir: str, compile_net: bool, root: Path) -> dict[
 def compare(config: Path, data_dir: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mnist-bench-compile-") as tmp:
         eager = measure(config, data_dir, False, Path(tmp) / "eager")
+        # a cache of its own: compile time as a first run meets it, not what an earlier run left on disk
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor-cache")
         compiled = measure(config, data_dir, True, Path(tmp) / "compiled")
     # what the compiled fit spent beyond its batches at the compiled steady rate (the eager fit's own start-up
     # and validation are taken out as well, so that only compiling is left)

@@ -1,5 +1,5 @@
 """What a sweep leaves in its results folder, built from the study's storage (so any worker, on any machine, writes
-the same): ``sweep.md`` and ``sweep.csv`` (trial, state, parameters, objective, epochs, time), ``best.yaml`` (the
+the same): ``sweep.md`` and ``sweep.csv`` (trial, state, parameters, objective, epochs, seconds), ``best.yaml`` (the
 best trial's config, ready for ``mnist-bench fit --config``), Optuna's plots as PNG files, and one TensorBoard
 HPARAMS entry per trial under ``tensorboard/``."""
 
@@ -28,6 +28,8 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
             "value": t.value if t.values else None,
             "last_reported": intermediate[max(intermediate)] if intermediate else None,
             "epochs": t.user_attrs.get("epochs"), "fit_s": t.user_attrs.get("fit_s"),
+            # the whole trial as the study saw it (start-up included; a pruned run has no fit time of its own)
+            "trial_s": t.duration.total_seconds() if t.duration is not None else None,
             "host": (t.user_attrs.get("worker") or {}).get("host"), "run_dir": t.user_attrs.get("run_dir"),
             "error": t.user_attrs.get("error"), "retry_of": t.system_attrs.get("failed_trial"),
         })
@@ -46,7 +48,7 @@ def table_markdown(study: Any, rows: list[dict[str, Any]], header: str) -> str:
     keys = list(dict.fromkeys(k for r in rows for k in r["params"]))
     objective = study.user_attrs.get("objective", "objective")
     lines = [header, "", "| trial | state | " + " | ".join(f"`{k}`" for k in keys) +
-             f" | {objective} | epochs | fit s | note |", "|---:|---|" + "---:|" * len(keys) + "---:|---:|---:|---|"]
+             f" | {objective} | epochs | trial s | note |", "|---:|---|" + "---:|" * len(keys) + "---:|---:|---:|---|"]
     best = _best(study)
     for r in rows:
         note = r["error"] or ""
@@ -55,7 +57,8 @@ def table_markdown(study: Any, rows: list[dict[str, Any]], header: str) -> str:
         elif r["state"] == "pruned" and r["last_reported"] is not None:
             note = f"pruned at {r['last_reported']:.4g}"
         lines.append(f"| {r['trial']} | {r['state']} | " + " | ".join(_fmt(r["params"].get(k)) for k in keys) +
-                     f" | {_fmt(r['value'])} | {_fmt(r['epochs'])} | {_fmt(r['fit_s'])} | {note} |")
+                     f" | {_fmt(r['value'])} | {_fmt(r['epochs'])} | {_fmt(r['trial_s'] and round(r['trial_s'], 1))} | "
+                     f"{note} |")
     return "\n".join(lines) + "\n"
 
 
@@ -63,10 +66,10 @@ def table_csv(rows: list[dict[str, Any]]) -> str:
     keys = list(dict.fromkeys(k for r in rows for k in r["params"]))
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["trial", "state", *keys, "value", "epochs", "fit_s", "host", "run_dir", "error"])
+    writer.writerow(["trial", "state", *keys, "value", "epochs", "fit_s", "trial_s", "host", "run_dir", "error"])
     for r in rows:
         writer.writerow([r["trial"], r["state"], *(r["params"].get(k) for k in keys), r["value"], r["epochs"],
-                         r["fit_s"], r["host"], r["run_dir"], r["error"]])
+                         r["fit_s"], r["trial_s"], r["host"], r["run_dir"], r["error"]])
     return out.getvalue()
 
 

@@ -39,6 +39,8 @@ def quiet_optuna() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # the workers send the heartbeats themselves (study.optimize would, and ask/tell does not)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> Any:
