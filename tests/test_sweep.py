@@ -218,3 +218,41 @@ def test_a_trial_whose_config_is_wrong_stops_the_sweep_with_its_message(syntheti
     err = capsys.readouterr().err
     assert "trial 0 stopped at its config" in err and "dropout" in err
     assert len(load(tmp_path).trials) == 1, "no trial is started after a config error"
+
+
+def test_a_grid_never_passes_its_high_end():
+    from mnist_bench.sweep.space import load_space
+
+    path = Path(tempfile.mkdtemp()) / "grid.yaml"
+    path.write_text("params: {a: {low: 1, high: 10, step: 6}, b: {low: 0.5, high: 2.5, step: 1}}")
+    grid = load_space(path).grid()
+    assert grid == {"a": [1, 7], "b": [0.5, 1.5, 2.5]}
+    shutil.rmtree(path.parent)
+
+
+def test_of_two_workers_asking_at_once_only_the_later_trial_gives_way():
+    from mnist_bench.sweep.study import ahead_of
+
+    study = optuna.create_study()
+    for _ in range(2):
+        study.tell(study.ask(), 1.0)
+    first, second = study.ask(), study.ask()  # both running: trials 2 and 3, and 3 are wanted
+    assert ahead_of(study, first.number) == 2, "trial 2 comes after the two finished ones: it runs"
+    assert ahead_of(study, second.number) == 3, "trial 3 comes after 3 finished or running ones: it gives way"
+
+
+def test_ab_refuses_one_label_twice_and_skips_models_without_a_shared_seed(tmp_path, capsys):
+    from mnist_bench.benchmark.ab import compare
+    from mnist_bench.benchmark.ab import main as ab_main
+
+    rows_a = [{"model": "cnn", "seed": 42, "status": "ok", "test/acc": 0.99, "time/fit_s": 1.0},
+              {"model": "vit", "seed": 42, "status": "ok", "test/acc": 0.98, "time/fit_s": 1.0}]
+    rows_b = [{"model": "cnn", "seed": 42, "status": "ok", "test/acc": 0.99, "time/fit_s": 1.0},
+              {"model": "vit", "seed": 43, "status": "ok", "test/acc": 0.98, "time/fit_s": 1.0}]
+    assert [s["model"] for s in compare(rows_a, rows_b, "a", "b")["summary"]] == ["cnn"]
+    for name, rows in (("x", rows_a), ("y", rows_b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "benchmark.json").write_text(json.dumps({"rows": rows}))
+    assert ab_main(["--a", str(tmp_path / "x"), "--b", str(tmp_path / "y"), "--labels", "on", "on",
+                    "--output", str(tmp_path / "out")]) == 2
+    assert "different labels" in capsys.readouterr().err

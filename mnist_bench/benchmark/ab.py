@@ -36,7 +36,15 @@ def rows_of(results: Path, root: Path | None) -> list[dict[str, Any]]:
 
 
 def compare(rows_a: list[dict], rows_b: list[dict], label_a: str, label_b: str) -> dict[str, Any]:
-    models = [m for m in dict.fromkeys(r["model"] for r in rows_a) if any(r["model"] == m for r in rows_b)]
+    if label_a == label_b:
+        raise ValueError(f"the two arms need different labels, both are {label_a!r}")
+    for rows, label in ((rows_a, label_a), (rows_b, label_b)):
+        runs = [(r["model"], r.get("seed")) for r in rows]
+        if len(runs) != len(set(runs)):
+            raise ValueError(f"{label}: a model and seed appear twice")
+    seeds_of = {arm: {(r["model"], r.get("seed")) for r in rows} for arm, rows in (("a", rows_a), ("b", rows_b))}
+    models = [m for m in dict.fromkeys(r["model"] for r in rows_a)
+              if any(key[0] == m for key in seeds_of["a"] & seeds_of["b"])]  # a seed in both arms
     arms = [{**r, "model": f"{r['model']} {label}"} for rows, label in ((rows_a, label_a), (rows_b, label_b))
             for r in rows if r["model"] in models]
     tests, skipped = [], []
@@ -109,11 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = args.root or Path.cwd()
     try:
-        result = compare(rows_of(args.a, root), rows_of(args.b, root), *args.labels)
+        rows = rows_of(args.a, root), rows_of(args.b, root)
     except (OSError, ValueError, KeyError) as err:
         print(f"ab: error: {err}. Fix: give two benchmark results folders (each with benchmark.json)",
               file=sys.stderr)
         return 1
+    try:
+        result = compare(*rows, *args.labels)
+    except ValueError as err:
+        print(f"ab: error: {err}", file=sys.stderr)
+        return 2
     header = f"{args.labels[0]} ({args.a}) against {args.labels[1]} ({args.b})."
     args.output.parent.mkdir(parents=True, exist_ok=True)
     base = str(args.output).removesuffix(".md").removesuffix(".json")  # a name with dots in it keeps them

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def sweep(args: argparse.Namespace, fit_args: list[str]) -> int:
     from mnist_bench.benchmark.plan import job_environments, usable_cpus, visible_gpus
+    from mnist_bench.benchmark.runner import stop_all_runs
     from mnist_bench.sweep import study as studies
     from mnist_bench.sweep.report import write_report
     from mnist_bench.sweep.study import TrialRun
@@ -84,6 +85,8 @@ def sweep(args: argparse.Namespace, fit_args: list[str]) -> int:
         raise ConfigError(f"--config {config}: no such file. Fix: a model config, e.g. configs/cnn.yaml")
     if args.trials < 1 or args.jobs < 1:
         raise ConfigError("--trials and --jobs must be at least 1")
+    if (args.heartbeat_s is not None and args.heartbeat_s < 1) or (args.timeout_s is not None and args.timeout_s <= 0):
+        raise ConfigError("--heartbeat_s must be at least 1 and --timeout_s above 0")
     space = load_space(args.space)
     name = args.study or config.stem
     if not STUDY_NAME.match(name):
@@ -118,12 +121,18 @@ def sweep(args: argparse.Namespace, fit_args: list[str]) -> int:
           f"before; {args.jobs} worker(s) here", flush=True)
     errors: list[BaseException] = []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for future in [pool.submit(worker, k) for k in range(args.jobs)]:
-            try:
-                future.result()
-            except (ConfigError, UserFacingError) as err:
-                stopping.set()
-                errors.append(err)
+        futures = [pool.submit(worker, k) for k in range(args.jobs)]
+        try:
+            for future in futures:
+                try:
+                    future.result()
+                except (ConfigError, UserFacingError) as err:
+                    stopping.set()
+                    errors.append(err)
+        except KeyboardInterrupt:  # Ctrl-C reaches this thread only: stop the workers and the runs they started
+            stopping.set()
+            stop_all_runs()
+            raise
     header = (f"Sweep {name!r} of {config} over {args.space}: {space.direction} {space.objective}, sampler "
               f"{args.sampler or space.sampler['name']}, pruner {args.pruner or space.pruner['name']}, "
               f"{args.trials} trials requested; storage {studies.redact(url)}.")

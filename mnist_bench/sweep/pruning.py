@@ -61,11 +61,12 @@ class TrialPruning(Callback):
     def __init__(self, storage: str, study: str, trial_id: int, monitor: str, pruner: dict[str, Any]):
         import optuna
 
-        from mnist_bench.sweep.study import make_pruner
+        from mnist_bench.sweep.study import make_pruner, make_storage
 
         self.monitor = monitor
-        # the worker's pruner, built again here: Optuna keeps samplers and pruners out of the storage
-        self.study = optuna.load_study(study_name=study, storage=storage, pruner=make_pruner(pruner))
+        # the worker's pruner, built again here: Optuna keeps samplers and pruners out of the storage; the storage
+        # as the worker opens it (SQLite waits for a lock as long)
+        self.study = optuna.load_study(study_name=study, storage=make_storage(storage), pruner=make_pruner(pruner))
         self.trial = optuna.trial.Trial(self.study, int(trial_id))
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

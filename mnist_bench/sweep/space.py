@@ -68,8 +68,8 @@ class SearchSpace:
             if p.kind == "categorical":
                 grid[p.key] = list(p.choices)
             elif p.step is not None:
-                count = int(round((p.high - p.low) / p.step)) + 1
-                grid[p.key] = [type(p.step)(p.low + i * p.step) if p.kind == "float" else int(p.low + i * p.step)
+                count = int(math.floor((p.high - p.low) / p.step + 1e-9)) + 1  # never past high
+                grid[p.key] = [float(p.low + i * p.step) if p.kind == "float" else int(p.low + i * p.step)
                                for i in range(count)]
             else:
                 raise ConfigError(f"{self.source}: the grid sampler needs choices or a step for {p.key}. Fix: give "

@@ -157,10 +157,13 @@ def fail_dead_trials(study: Any) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker") or {}
         if worker.get("host") == host and not _alive(int(worker.get("pid", 0))):
-            storage.set_trial_user_attr(trial._trial_id, "error", "its worker was killed")
-            if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-                storage.get_heartbeat_stale_trial_callback()(study, storage.get_trial(trial._trial_id))
-                failed.append(trial.number)
+            try:  # another worker may fail it first
+                storage.set_trial_user_attr(trial._trial_id, "error", "its worker was killed")
+                if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                    storage.get_heartbeat_stale_trial_callback()(study, storage.get_trial(trial._trial_id))
+                    failed.append(trial.number)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
     optuna.storages.fail_stale_trials(study)
     return failed
 
@@ -173,6 +176,15 @@ def tell(study: Any, trial: Any, value: float | None = None, state: Any = None) 
     except RuntimeError as err:
         if "Study.stop" not in str(err):
             raise
+
+
+def ahead_of(study: Any, number: int) -> int:
+    """Finished trials, and running ones numbered before ``number``: what the trial ``number`` comes after."""
+    from optuna.trial import TrialState
+
+    done = (TrialState.COMPLETE, TrialState.PRUNED)
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state in done or (t.state == TrialState.RUNNING and t.number < number))
 
 
 def counts(study: Any) -> dict[str, int]:
@@ -275,7 +287,9 @@ def work(study: Any, space: SearchSpace, n_trials: int, how: TrialRun, storage_u
     """One worker's loop: ask, run, tell, until the study holds ``n_trials`` finished or running trials."""
     from optuna.trial import TrialState
 
-    while not stopping.is_set():
+    from mnist_bench.benchmark.runner import STOPPING
+
+    while not stopping.is_set() and not STOPPING.is_set():
         fail_dead_trials(study)
         c = counts(study)
         if c["complete"] + c["pruned"] + c["running"] >= n_trials:
@@ -283,8 +297,7 @@ def work(study: Any, space: SearchSpace, n_trials: int, how: TrialRun, storage_u
         if c["fail"] >= max(n_trials, 3) and c["complete"] == 0:
             raise UserFacingError(f"{c['fail']} trials failed and none finished: see {how.logs_dir}")
         trial = study.ask()
-        c = counts(study)
-        if c["complete"] + c["pruned"] + c["running"] > n_trials:  # another worker asked at the same moment
+        if ahead_of(study, trial.number) >= n_trials:  # other workers asked at the same moment: the last gives way
             trial.set_user_attr("error", "surplus: the requested trials were taken")
             tell(study, trial, state=TrialState.FAIL)
             return
