@@ -287,9 +287,7 @@ def work(study: Any, space: SearchSpace, n_trials: int, how: TrialRun, storage_u
     """One worker's loop: ask, run, tell, until the study holds ``n_trials`` finished or running trials."""
     from optuna.trial import TrialState
 
-    from mnist_bench.benchmark.runner import STOPPING
-
-    while not stopping.is_set() and not STOPPING.is_set():
+    while not stopping.is_set():
         fail_dead_trials(study)
         c = counts(study)
         if c["complete"] + c["pruned"] + c["running"] >= n_trials:
