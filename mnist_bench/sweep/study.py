@@ -55,8 +55,10 @@ def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> Any:
                 return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
                                   grace_period=2 * heartbeat_s,
                                   heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
-            except Exception as err:  # noqa: BLE001 - two workers creating the tables at once: the second retries
-                if attempt == 2 or "already exists" not in str(err):
+            except (ImportError, ModuleNotFoundError):
+                raise
+            except Exception:  # noqa: BLE001 - workers creating the tables at once (SQLite: "already exists",
+                if attempt == 2:  # "database is locked"): the later ones try again
                     raise
                 time.sleep(1.0 + attempt)
     except (ImportError, ModuleNotFoundError) as err:
