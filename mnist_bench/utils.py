@@ -1,4 +1,4 @@
-"""File helpers shared by the whole package: atomic writes (a reader never sees half a file) and JSON."""
+"""Helpers shared by the whole package: atomic writes (a reader never sees half a file), JSON, processes and CPUs."""
 
 from __future__ import annotations
 
@@ -50,3 +50,14 @@ def pin_to_given_cpus() -> None:
         os.sched_setaffinity(0, {int(c) for c in given.split(",") if c.strip()})
     except (ValueError, OSError) as err:
         raise SystemExit(f"mnist-bench: {CPUS_VARIABLE}={given!r} is not a list of this machine's cores ({err})") from None
+
+
+def process_alive(pid: int, group: bool = False) -> bool:
+    """Whether process ``pid`` (with ``group``, process group ``pid``) still exists; one of another user's counts."""
+    try:
+        (os.killpg if group else os.kill)(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -99,6 +99,28 @@ def test_test_and_validate_last_use_the_newest_trained_checkpoint(synthetic_data
     assert (tmp_path / "lightning_logs/cnn/version_2").is_dir()
 
 
+def test_a_run_dir_is_a_ckpt_path_as_for_predict_and_export(synthetic_data, tmp_path):
+    from mnist_bench.cli import main
+
+    args = ["--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}", "--data.val_size=100",
+            "--data.eval_batch_size=100", f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+            "--model.init_args.scheduler=null"]  # a constant rate: the resumed fit may run longer than planned
+    run = tmp_path / "lightning_logs/cnn/version_0"
+    main(["fit", *args, "--trainer.max_epochs=1"])
+    main(["test", *args, f"--ckpt_path={run}"])
+    tested = json.loads((tmp_path / "lightning_logs/cnn/version_1/metrics.json").read_text())
+    assert tested["tested_weights"]["checkpoint"] == str(run / "checkpoints/last.ckpt")
+    assert tested["test/acc"] == pytest.approx(json.loads((run / "metrics.json").read_text())["test/acc"], abs=1e-6)
+    main(["fit", *args, "--trainer.max_epochs=2", f"--ckpt_path={run}"])  # goes on in that run's folder
+    resumed = json.loads((run / "metrics.json").read_text())
+    assert [row["epoch"] for row in resumed["history"]] == [0, 1]
+    assert not (tmp_path / "lightning_logs/cnn/version_2").exists()
+    proc = _cli(["test", *args, f"--ckpt_path={tmp_path}"], tmp_path)  # a folder without checkpoints/last.ckpt
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-1000:]
+    assert f"checkpoint {tmp_path}/checkpoints/last.ckpt not found" in proc.stderr.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize("subcommand", ["test", "validate"])
 def test_last_without_a_checkpoint_is_one_line(subcommand, synthetic_data, tmp_path):
     proc = _cli([subcommand, "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}",
@@ -131,7 +153,10 @@ def test_resuming_with_other_epochs_under_a_step_schedule_is_one_line(synthetic_
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("mnist-bench: config error: model.scheduler: the run being resumed planned its OneCycleLR")
+    config = tmp_path / "lightning_logs/cnn/version_0/config.yaml"
+    assert "max_epochs: 1" in config.read_text()
     assert record.read_text() == finished, "the finished run's metrics.json is kept"
+    assert "max_epochs: 1" in config.read_text(), "and its config.yaml"
 
 
 @pytest.mark.parametrize("payload", [torch.zeros(3), 5, {"hyper_parameters": 5, "state_dict": {}}],

@@ -111,6 +111,13 @@ def test_test_weights_best_tests_the_best_epoch_and_says_so(tiny_fit_args, tmp_p
     assert tested["monitor"] == "val/acc" and len(metrics(tmp_path)["history"]) == 3, "the history is the whole run's"
 
 
+def test_a_misspelt_best_monitor_stops_before_the_first_epoch(tiny_fit_args, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        fit(tiny_fit_args, "--test_weights=best", "--best_monitor=val/acc_")
+    assert "best_monitor 'val/acc_'" in capsys.readouterr().err
+    assert not list(run_dir(tmp_path).glob("checkpoints/*.ckpt")), "refused at the sanity check, before any epoch"
+
+
 def test_the_default_tests_the_last_epoch(tiny_fit_args, tmp_path):
     fit(tiny_fit_args, "--trainer.max_epochs=2")
     assert metrics(tmp_path)["tested_weights"] == {"which": "last", "epoch": 1}
@@ -121,6 +128,8 @@ def test_the_default_tests_the_last_epoch(tiny_fit_args, tmp_path):
     (["--test_weights=best", "--trainer.limit_val_batches=0"], "limit_val_batches is 0"),
     (["--test_weights=best", "--best_monitor=train/loss"], "validation metric"),
     (["--test_weights=newest"], "test_weights"),
+    (["--test_weights=best", "--best_monitor=val/accuracy"], "'val/accuracy' is not a metric this model logs on "
+                                                            "validation (val/acc, val/f1, val/loss)"),
 ])
 def test_a_best_checkpoint_that_cannot_be_chosen_is_refused(args, message, tiny_fit_args, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -234,3 +243,11 @@ def test_the_suggestion_is_the_steepest_fall_per_decade_not_noise_at_tiny_rates(
     assert 3e-4 < suggestion < 3e-3
     slope_per_rate = np.gradient(np.array(losses[10:-1]), np.array(lrs[10:-1]))
     assert lrs[10 + int(np.argmin(slope_per_rate))] < 1e-4, "against the rate itself, noise at tiny rates wins"
+
+
+def test_a_batch_of_one_image_is_skipped_by_a_batchnorm_model(tiny_fit_args, tmp_path):
+    # 51 training images in batches of 50: each epoch's second batch holds one image, which BatchNorm1d refuses
+    with pytest.warns(UserWarning, match="a training batch of one image is skipped"):
+        fit(tiny_fit_args, "--trainer.max_epochs=2", "--data.train_subset=51")
+    m = metrics(tmp_path)  # before: "Expected more than 1 value per channel when training" and a traceback
+    assert m["status"] == "ok" and len(m["history"]) == 2 and m["test/images"] == 200

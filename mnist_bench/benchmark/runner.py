@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_bench.callbacks.report import TEST_KEYS
-from mnist_bench.utils import read_json
+from mnist_bench.utils import process_alive, read_json
 
 
 def available_models(config_dir: Path) -> list[str]:
@@ -39,7 +39,7 @@ def stop_all_runs() -> None:
     for group in groups:
         _signal_group(group, signal.SIGINT)
     deadline = time.monotonic() + INTERRUPT_GRACE_S
-    while any(_alive(g) for g in groups) and time.monotonic() < deadline:
+    while any(process_alive(g, group=True) for g in groups) and time.monotonic() < deadline:
         time.sleep(0.2)
     for group in groups:
         _signal_group(group, signal.SIGKILL)
@@ -50,14 +50,6 @@ def _signal_group(group: int, sig: int) -> None:
         os.killpg(group, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
 
 
 def run_logged(cmd: list[str], log_file: Path, timeout_s: float | None = None,

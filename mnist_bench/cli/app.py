@@ -26,6 +26,7 @@ import mnist_bench.models  # noqa: F401  (registers the models for short class p
 from mnist_bench.allowlist import restrict_config_imports
 from mnist_bench.benchmark.table import print_rich_table
 from mnist_bench.callbacks import EpochLine, RunReport, TestFigures, TestPredictions, TimingCallback
+from mnist_bench.callbacks.best import BestCheckpoint
 from mnist_bench.cli.loggers import build_loggers, logger_names
 from mnist_bench.cli.rundirs import (
     UNSUPPORTED_CKPT_PATHS,
@@ -33,6 +34,7 @@ from mnist_bench.cli.rundirs import (
     model_logs,
     newest_last_checkpoint,
     next_version,
+    run_version,
 )
 from mnist_bench.data.datamodule import MNISTDataModule
 from mnist_bench.data.datasets import DEFAULT_DATASET, DatasetInfo
@@ -41,6 +43,7 @@ from mnist_bench.models.base import MNISTClassifier
 from mnist_bench.precision import detect, resolve
 from mnist_bench.speed import NoProfiler
 from mnist_bench.sweep.pruning import pruning_callbacks
+from mnist_bench.use.inference import resolve_checkpoint
 
 SUBCOMMANDS = ("fit", "validate", "test")
 DEFAULT_SEED = 42
@@ -60,6 +63,16 @@ class SaveConfigToRunDir(SaveConfigCallback):
     def __init__(self, parser: Any, config: Any, run_dir: Callable[[], Path], **kwargs: Any) -> None:
         super().__init__(parser, config, save_to_log_dir=False, **kwargs)
         self.run_dir = run_dir
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        # a resumed run's config.yaml is replaced only once its checkpoint is restored and accepted (on_train_start):
+        # a refused resume leaves the run's folder as it was
+        if stage == "fit" and self.config.get("ckpt_path") and not self.already_saved:
+            return
+        super().setup(trainer, pl_module, stage)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        super().setup(trainer, pl_module, "fit")
 
     def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
         path = Path(self.run_dir()) / self.config_filename
@@ -194,21 +207,30 @@ class MNISTBenchCLI(LightningCLI):
         built as it was trained; ``fit`` continues in that run's folder. Any checkpoint is read once here, as
         tensors and plain data, so that a damaged or unsafe one stops the command before anything is built."""
         self._ckpt_dataset = None
-        if config.get("ckpt_path") == "last":
+        given = config.get("ckpt_path")
+        if given == "last" or (given is not None and Path(given).is_dir()):
             name = run_name(_class(config.model.class_path).model_name, configured_dataset(config.get("data")))
             root = Path(config.trainer.get("default_root_dir") or os.getcwd())
-            version, path = newest_last_checkpoint(root, name, subcommand)
+            if given == "last":
+                version, path = newest_last_checkpoint(root, name, subcommand)
+            else:  # a run dir, as predict and export take it: its last.ckpt
+                path = resolve_checkpoint(given)
+                version = run_version(Path(given), model_logs(root, name))
             config.ckpt_path = str(path)
             if subcommand == "fit":
-                self._resumed_version = version
+                self._resumed_version = version  # None: a run of another root or model goes on in a new folder
             print(f"{'resuming' if subcommand == 'fit' else subcommand + ' with'} {path}", file=sys.stderr)
         if config.get("ckpt_path") is not None:
             self._ckpt_dataset = DatasetInfo.from_dict(check_checkpoint(config.ckpt_path).get("dataset"))
 
     def _choose_run_dir(self, config: Any) -> None:
         """The run's folder, named for the model and the dataset that were built (a checkpoint's class wins over
-        ``--model``): the resumed run's for ``fit --ckpt_path last``, else the next version."""
+        ``--model``): the resumed run's for ``fit --ckpt_path last`` (or that run's folder), else the next
+        version."""
         root = Path(config.trainer.get("default_root_dir") or os.getcwd())
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"trainer.default_root_dir {root} is a file, and runs are written into a folder "
+                              "there. Fix: name a folder (it is created if missing)")
         self._model_name = run_name(self.model.model_name, self.model.dataset.name)
         self._log_root = model_logs(root, self._model_name).parent
         version = self._resumed_version
@@ -299,9 +321,9 @@ class MNISTBenchCLI(LightningCLI):
             callbacks += pruning_callbacks()  # a sweep's trial reports to its study (none for an ordinary run)
         if self.subcommand in ("fit", None) and config.get("test_weights") == "best":  # None: built with run=False
             monitor = config.get("best_monitor")
-            callbacks.append(ModelCheckpoint(dirpath=str(self._run_dir / "checkpoints"), filename=BEST_FILENAME,
-                                             monitor=monitor, mode="min" if monitor.endswith("loss") else "max",
-                                             save_top_k=1, save_last=False, save_on_train_epoch_end=False))
+            callbacks.append(BestCheckpoint(dirpath=str(self._run_dir / "checkpoints"), filename=BEST_FILENAME,
+                                            monitor=monitor, mode="min" if monitor.endswith("loss") else "max",
+                                            save_top_k=1, save_last=False, save_on_train_epoch_end=False))
         if self.subcommand == "test":  # fit gets it for its closing test pass (after_fit)
             callbacks.append(TestFigures(self.run_dir))
         if trainer_config.get("enable_progress_bar") is False:

@@ -31,6 +31,13 @@ def next_version(logs: Path) -> int:
     return max(taken) + 1 if taken else 0
 
 
+def run_version(run_dir: Path, logs: Path) -> int | None:
+    """n for ``logs/version_<n>``, None for a folder elsewhere."""
+    number = run_dir.name.removeprefix("version_")
+    same = run_dir.resolve().parent == logs.resolve() and run_dir.name.startswith("version_")
+    return int(number) if same and number.isdigit() else None
+
+
 def newest_last_checkpoint(root: str | Path, model: str, subcommand: str) -> tuple[int, Path]:
     """The version and ``last.ckpt`` of the newest run of ``model`` that has one (``--ckpt_path last``)."""
     logs = model_logs(root, model)

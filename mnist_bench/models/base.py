@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
@@ -97,6 +98,8 @@ class MNISTClassifier(LightningModule):
         self.stop_on_divergence = True  # the LR finder drives the loss up on purpose and turns this off
         self._total_steps: int | None = None  # what a step-counting LR schedule was built for
         self._resumed_total_steps: int | None = None  # ... in the checkpoint a run resumes from
+        self._has_batchnorm_1d: bool | None = None  # found on the first batch of one image
+        self._warned_single_image = False
 
     def setup(self, stage: str) -> None:
         if self.channels_last:
@@ -199,11 +202,23 @@ class MNISTClassifier(LightningModule):
         self.history = [dict(row) for row in checkpoint.get("mnist_bench_history", [])]
         self._resumed_total_steps = checkpoint.get("mnist_bench_total_steps")
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+        if len(batch[1]) == 1 and self._needs_two_images():
+            # e.g. --data.train_subset 129 at batch size 128: the epoch's last batch holds one image
+            if not self._warned_single_image:
+                rank_zero_warn("a training batch of one image is skipped: BatchNorm1d layers need two or more "
+                               "(batch statistics); the rest of the epoch trains as usual")
+                self._warned_single_image = True
+            return None  # Lightning skips the step
         loss = self._shared_step(batch, "train")["loss"]
         if self.train_loss.full:
             self.check_finite()
         return loss
+
+    def _needs_two_images(self) -> bool:
+        if self._has_batchnorm_1d is None:
+            self._has_batchnorm_1d = any(isinstance(m, nn.BatchNorm1d) for m in self.modules())
+        return self._has_batchnorm_1d
 
     def check_finite(self) -> None:
         """Stops the run at the first non-finite training loss (one host sync, every CHECK_EVERY steps). Under DDP

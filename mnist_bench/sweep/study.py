@@ -26,7 +26,7 @@ from typing import Any
 from mnist_bench.errors import ConfigError, UserFacingError, first_line
 from mnist_bench.sweep.pruning import PRUNED_EXIT, TRIAL_VARIABLE
 from mnist_bench.sweep.space import SearchSpace, override_args
-from mnist_bench.utils import read_json
+from mnist_bench.utils import process_alive, read_json
 
 HEARTBEAT_S = 30  # a running trial's heartbeat; after 2 of them without one it counts as failed (other machines)
 MAX_RETRY = 2  # a failed trial's parameters are tried again this many times
@@ -136,16 +136,6 @@ def open_study(name: str, storage: Any, space: SearchSpace, sampler: Any, pruner
     return study
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def fail_dead_trials(study: Any) -> list[int]:
     """Trials left running by workers that are gone: on this machine (their process is dead) at once, elsewhere once
     their heartbeat is older than the grace period. Their parameters go back in the queue (up to MAX_RETRY times).
@@ -158,7 +148,7 @@ def fail_dead_trials(study: Any) -> list[int]:
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker") or {}
-        if worker.get("host") == host and not _alive(int(worker.get("pid", 0))):
+        if worker.get("host") == host and not process_alive(int(worker.get("pid", 0))):
             try:  # another worker may fail it first
                 storage.set_trial_user_attr(trial._trial_id, "error", "its worker was killed")
                 if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
