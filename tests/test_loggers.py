@@ -95,6 +95,53 @@ def test_mlflow_records_the_run_in_a_local_store_beside_the_runs(quick, tmp_path
     assert "test/acc" in recorded.data.metrics
 
 
+def wandb_records(path):
+    """The records of a W&B offline run file (``run-<id>.wandb``): W&B's LevelDB-style log (a 7-byte header, then
+    32 KiB blocks of chunks, each with a 7-byte header: crc32, length, type 1 full / 2 first / 3 middle / 4 last)
+    of protobuf ``Record`` messages."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    raw = path.read_bytes()
+    assert raw[:4] == b":W&B", raw[:7]
+    records, pending, pos = [], b"", 7
+    while pos + 7 <= len(raw):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
+        if kind == 0:
+            break
+        pending += raw[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def test_wandb_records_the_run_offline_in_the_run_folder(quick, tmp_path):
+    import json
+
+    import wandb
+
+    main([*quick, "--logger", "wandb"])
+    wandb.finish()  # what the end of the process does for the command line
+    run = tmp_path / "lightning_logs" / "cnn" / "version_0"
+    assert_run_folder(run)
+    (offline,) = (run / "wandb").glob("offline-run-*/run-*.wandb")
+    records = wandb_records(offline)
+    (named,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert named.display_name == "cnn/version_0" and named.project == "mnist-bench"
+    history = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+               for r in records if r.WhichOneof("record_type") == "history"]
+    assert [row["epoch"] for row in history if "val/acc" in row] == [0, 1], "one val/acc per epoch"
+    assert any("test/acc" in row for row in history)
+
+
 def test_a_resumed_run_continues_its_metrics_csv_even_when_the_resume_is_refused(tiny_fit_args, tmp_path, capsys):
     base = ["fit", "--config", CNN, *tiny_fit_args, "--trainer.limit_train_batches=2", "--logger", "csv"]
     # resumed for a second epoch (no step-counting schedule to stretch): epoch 0's rows kept, epoch 1's added
