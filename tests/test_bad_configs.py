@@ -47,6 +47,7 @@ def config(name: str) -> str:
         (["--config", config("cnn"), "--model.init_args.channels=[8,8,8,8,8,8]"], "channels"),
         (["--config", config("cnn"), "--trainer.max_epochs=0"], "max_epochs"),
         (["--config", config("cnn"), "--data.train_subset=1"], "train_subset"),
+        (["--config", config("cnn"), "--ckpt_path="], "ckpt_path"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -113,12 +114,17 @@ def test_a_schedule_that_cannot_fit_the_run_is_a_config_error(tiny_fit_args, cap
     assert last.startswith("mnist-bench: config error: model.scheduler: OneCycleLR") and "5 training steps" in last
 
 
-def test_a_root_dir_that_is_a_file_is_a_config_error(capsys, tmp_path, synthetic_data):
-    root = tmp_path / "results.txt"
-    root.write_text("notes")
+@pytest.mark.parametrize("where", ["root", "parent", "lightning_logs"])
+@pytest.mark.parametrize("resume", [False, True], ids=["new", "last"])
+def test_a_root_dir_through_a_file_is_a_config_error(where, resume, capsys, tmp_path, synthetic_data):
+    notes = tmp_path / "results.txt"
+    root = {"root": notes, "parent": notes / "runs", "lightning_logs": tmp_path}[where]
+    if where == "lightning_logs":
+        notes = tmp_path / "lightning_logs"
+    notes.write_text("notes")
     code, err = run_main(["fit", "--config", config("cnn"), f"--data.data_dir={synthetic_data}",
-                          f"--trainer.default_root_dir={root}"], capsys)
+                          f"--trainer.default_root_dir={root}", *(["--ckpt_path=last"] if resume else [])], capsys)
     assert code == 2 and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1].startswith(f"mnist-bench: config error: trainer.default_root_dir {root} is a "
-                                                   "file")
-    assert root.read_text() == "notes"
+    assert err.strip().splitlines()[-1].startswith(f"mnist-bench: config error: trainer.default_root_dir {root}: "
+                                                   f"{notes} is a file")
+    assert notes.read_text() == "notes"

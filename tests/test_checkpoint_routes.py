@@ -116,9 +116,38 @@ def test_a_run_dir_is_a_ckpt_path_as_for_predict_and_export(synthetic_data, tmp_
     resumed = json.loads((run / "metrics.json").read_text())
     assert [row["epoch"] for row in resumed["history"]] == [0, 1]
     assert not (tmp_path / "lightning_logs/cnn/version_2").exists()
+    # reached through a link named like another run, or by its checkpoints/ folder: still that run's folder
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links/version_1").symlink_to(run)
+    tested_before = (tmp_path / "lightning_logs/cnn/version_1/metrics.json").read_text()
+    main(["fit", *args, "--trainer.max_epochs=3", f"--ckpt_path={tmp_path / 'links/version_1'}"])
+    main(["fit", *args, "--trainer.max_epochs=4", f"--ckpt_path={run / 'checkpoints'}"])
+    assert [row["epoch"] for row in json.loads((run / "metrics.json").read_text())["history"]] == [0, 1, 2, 3]
+    assert (tmp_path / "lightning_logs/cnn/version_1/metrics.json").read_text() == tested_before
+    assert not (tmp_path / "lightning_logs/cnn/version_2").exists()
     proc = _cli(["test", *args, f"--ckpt_path={tmp_path}"], tmp_path)  # a folder without checkpoints/last.ckpt
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-1000:]
     assert f"checkpoint {tmp_path}/checkpoints/last.ckpt not found" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_an_accepted_resume_writes_its_config_before_training(synthetic_data, tmp_path, monkeypatch):
+    from mnist_bench.cli import main
+    from mnist_bench.models.base import MNISTClassifier
+
+    args = ["--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}", "--data.val_size=100",
+            "--data.eval_batch_size=100", f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+            "--model.init_args.scheduler=null"]
+    main(["fit", *args, "--trainer.max_epochs=1"])
+    config = tmp_path / "lightning_logs/cnn/version_0/config.yaml"
+
+    def interrupt(self):  # Ctrl-C as the resumed run's first epoch starts: no closing test pass
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MNISTClassifier, "on_train_epoch_start", interrupt)
+    with pytest.raises(SystemExit):
+        main(["fit", *args, "--trainer.max_epochs=2", "--ckpt_path=last"])
+    assert "max_epochs: 2" in config.read_text(), "the resumed run's settings, written once it was accepted"
 
 
 @pytest.mark.parametrize("subcommand", ["test", "validate"])

@@ -116,6 +116,21 @@ def test_a_misspelt_best_monitor_stops_before_the_first_epoch(tiny_fit_args, tmp
         fit(tiny_fit_args, "--test_weights=best", "--best_monitor=val/acc_")
     assert "best_monitor 'val/acc_'" in capsys.readouterr().err
     assert not list(run_dir(tmp_path).glob("checkpoints/*.ckpt")), "refused at the sanity check, before any epoch"
+    assert not metrics(tmp_path)["history"], "no epoch trained"
+
+
+def test_the_best_checkpoint_keeps_model_checkpoint_s_state_key_and_knows_which_way_is_better():
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from mnist_bench.callbacks.best import BestCheckpoint
+
+    kwargs = {"filename": "best-{epoch}", "save_top_k": 1, "save_last": False, "save_on_train_epoch_end": False}
+    # checkpoints written with a plain ModelCheckpoint resume with their best so far
+    assert BestCheckpoint("val/acc", **kwargs).state_key == ModelCheckpoint(monitor="val/acc", mode="max",
+                                                                             **kwargs).state_key
+    modes = {m: BestCheckpoint(m).mode for m in ("val/acc", "val/f1", "val/iou", "val/loss", "val/fallback_rate")}
+    assert modes == {"val/acc": "max", "val/f1": "max", "val/iou": "max", "val/loss": "min",
+                     "val/fallback_rate": "min"}
 
 
 def test_the_default_tests_the_last_epoch(tiny_fit_args, tmp_path):
@@ -251,3 +266,17 @@ def test_a_batch_of_one_image_is_skipped_by_a_batchnorm_model(tiny_fit_args, tmp
         fit(tiny_fit_args, "--trainer.max_epochs=2", "--data.train_subset=51")
     m = metrics(tmp_path)  # before: "Expected more than 1 value per channel when training" and a traceback
     assert m["status"] == "ok" and len(m["history"]) == 2 and m["test/images"] == 200
+
+
+def test_a_batch_size_of_one_is_refused_for_a_batchnorm_model_and_an_epoch_that_trained_nothing_fails(
+        tiny_fit_args, tmp_path, capsys):
+    from mnist_bench.errors import ConfigError
+    from mnist_bench.models import CNN
+
+    with pytest.raises(SystemExit) as exit_info:
+        fit(tiny_fit_args, "--data.batch_size=1")
+    assert exit_info.value.code == 2 and "data.batch_size 1" in capsys.readouterr().err
+    model = CNN()  # e.g. one image per device under DDP: every batch of the epoch skipped
+    model._skipped_batches, model._trained_batches = 3, 0
+    with pytest.raises(ConfigError, match="no batch of epoch 0 trained"):
+        model.on_train_epoch_end()

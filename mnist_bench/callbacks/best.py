@@ -9,8 +9,19 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mnist_bench.errors import ConfigError
 
+LOWER_IS_BETTER = ("loss", "fallback_rate")  # the metrics (after "val/") whose best epoch is the lowest
+
 
 class BestCheckpoint(ModelCheckpoint):
+    def __init__(self, monitor: str, **kwargs: Any) -> None:
+        lower = monitor.rsplit("/", 1)[-1] in LOWER_IS_BETTER
+        super().__init__(monitor=monitor, mode="min" if lower else "max", **kwargs)
+
+    @property
+    def state_key(self) -> str:
+        # the key a plain ModelCheckpoint has, so that runs checkpointed by either resume with their best so far
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         logged = sorted(key for key in trainer.callback_metrics if key.startswith("val/"))
         if logged and self.monitor not in logged:

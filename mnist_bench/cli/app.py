@@ -34,6 +34,7 @@ from mnist_bench.cli.rundirs import (
     model_logs,
     newest_last_checkpoint,
     next_version,
+    not_a_folder,
     run_version,
 )
 from mnist_bench.data.datamodule import MNISTDataModule
@@ -128,7 +129,7 @@ class MNISTBenchCLI(LightningCLI):
         kwargs.setdefault("parser_class", SafeLoadingParser)
         restrict_config_imports(allow_imports)
         self._run_dir: Path | None = None
-        self._resumed_version: int | None = None
+        self._resume_dir: Path | None = None  # the folder of the run fit resumes
         self._ckpt_dataset: DatasetInfo | None = None
         super().__init__(MNISTClassifier, MNISTDataModule, *args, subclass_mode_model=True, subclass_mode_data=True,
                          **kwargs)
@@ -157,7 +158,9 @@ class MNISTBenchCLI(LightningCLI):
                                  "with the best --best_monitor on validation, kept in checkpoints/best-epoch=<n>.ckpt)")
         parser.add_argument("--best_monitor", type=str, default="val/acc",
                             help="the validation metric that picks the best epoch for --test_weights best: val/acc or "
-                                 "val/f1 (higher is better), val/loss (lower is better)")
+                                 "val/f1 (higher is better), val/loss (lower is better); the detector's val/iou "
+                                 "(higher) and val/fallback_rate (lower). Checked at the sanity check (with "
+                                 "num_sanity_val_steps 0, at the first validation)")
 
     # --- parsing: refuse what is unsafe or misleading, and decide the run's folder --------------------------------
     def parse_arguments(self, parser, args) -> None:
@@ -178,6 +181,13 @@ class MNISTBenchCLI(LightningCLI):
             raise ConfigError(f"--ckpt_path {config['ckpt_path']} is not supported: each run keeps its newest "
                               "checkpoint (and with --test_weights best its best, checkpoints/best-epoch=<n>.ckpt). "
                               "Fix: --ckpt_path last (the newest checkpoint of this model) or a .ckpt path")
+        root = Path(config.trainer.get("default_root_dir") or os.getcwd())
+        blocked = not_a_folder(root)
+        if blocked is not None:
+            raise ConfigError(f"trainer.default_root_dir {root}: {blocked} is a file, and runs are written into "
+                              "folders there. Fix: a default_root_dir whose path is all folders (created if missing)")
+        if config.get("ckpt_path") == "":
+            raise ConfigError("ckpt_path is empty. Fix: a .ckpt file, a run folder, or last")
         checkpoint = config.get("checkpoint") or {}
         for key in ("every_n_train_steps", "train_time_interval"):
             if checkpoint.get(key):
@@ -212,13 +222,12 @@ class MNISTBenchCLI(LightningCLI):
             name = run_name(_class(config.model.class_path).model_name, configured_dataset(config.get("data")))
             root = Path(config.trainer.get("default_root_dir") or os.getcwd())
             if given == "last":
-                version, path = newest_last_checkpoint(root, name, subcommand)
+                _, path = newest_last_checkpoint(root, name, subcommand)
             else:  # a run dir, as predict and export take it: its last.ckpt
-                path = resolve_checkpoint(given)
-                version = run_version(Path(given), model_logs(root, name))
+                path = resolve_checkpoint(Path(given).resolve())  # through links to the run's own folder
             config.ckpt_path = str(path)
-            if subcommand == "fit":
-                self._resumed_version = version  # None: a run of another root or model goes on in a new folder
+            if subcommand == "fit":  # goes on in that run's folder if it is one of this root's (_choose_run_dir)
+                self._resume_dir = path.parent.parent if path.parent.name == "checkpoints" else None
             print(f"{'resuming' if subcommand == 'fit' else subcommand + ' with'} {path}", file=sys.stderr)
         if config.get("ckpt_path") is not None:
             self._ckpt_dataset = DatasetInfo.from_dict(check_checkpoint(config.ckpt_path).get("dataset"))
@@ -228,13 +237,11 @@ class MNISTBenchCLI(LightningCLI):
         ``--model``): the resumed run's for ``fit --ckpt_path last`` (or that run's folder), else the next
         version."""
         root = Path(config.trainer.get("default_root_dir") or os.getcwd())
-        if root.exists() and not root.is_dir():
-            raise ConfigError(f"trainer.default_root_dir {root} is a file, and runs are written into a folder "
-                              "there. Fix: name a folder (it is created if missing)")
         self._model_name = run_name(self.model.model_name, self.model.dataset.name)
         self._log_root = model_logs(root, self._model_name).parent
-        version = self._resumed_version
-        self._version = next_version(self._log_root / self._model_name) if version is None else version
+        logs = self._log_root / self._model_name
+        version = run_version(self._resume_dir, logs) if self._resume_dir is not None else None
+        self._version = next_version(logs) if version is None else version
         self._run_dir = self._log_root / self._model_name / f"version_{self._version}"
 
     def run_dir(self) -> Path:
@@ -322,8 +329,8 @@ class MNISTBenchCLI(LightningCLI):
         if self.subcommand in ("fit", None) and config.get("test_weights") == "best":  # None: built with run=False
             monitor = config.get("best_monitor")
             callbacks.append(BestCheckpoint(dirpath=str(self._run_dir / "checkpoints"), filename=BEST_FILENAME,
-                                            monitor=monitor, mode="min" if monitor.endswith("loss") else "max",
-                                            save_top_k=1, save_last=False, save_on_train_epoch_end=False))
+                                            monitor=monitor, save_top_k=1, save_last=False,
+                                            save_on_train_epoch_end=False))
         if self.subcommand == "test":  # fit gets it for its closing test pass (after_fit)
             callbacks.append(TestFigures(self.run_dir))
         if trainer_config.get("enable_progress_bar") is False:

@@ -32,10 +32,16 @@ def next_version(logs: Path) -> int:
 
 
 def run_version(run_dir: Path, logs: Path) -> int | None:
-    """n for ``logs/version_<n>``, None for a folder elsewhere."""
-    number = run_dir.name.removeprefix("version_")
-    same = run_dir.resolve().parent == logs.resolve() and run_dir.name.startswith("version_")
+    """n for ``logs/version_<n>`` (reached by any path or link), None for a folder elsewhere."""
+    real = run_dir.resolve()
+    number = real.name.removeprefix("version_")
+    same = real.parent == logs.resolve() and real.name.startswith("version_")
     return int(number) if same and number.isdigit() else None
+
+
+def not_a_folder(root: Path) -> Path | None:
+    """The first of ``root/lightning_logs``, ``root`` and its parents that exists and is not a folder."""
+    return next((p for p in (root / "lightning_logs", root, *root.parents) if p.exists() and not p.is_dir()), None)
 
 
 def newest_last_checkpoint(root: str | Path, model: str, subcommand: str) -> tuple[int, Path]:

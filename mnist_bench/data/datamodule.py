@@ -136,8 +136,8 @@ class MNISTDataModule(LightningDataModule):
         if val_size < 0:
             raise ConfigError(f"data.val_size must be >= 0, got {val_size}")
         if train_subset == 1:
-            raise ConfigError("data.train_subset 1: one image cannot train a model with batch normalization (its "
-                              "batch statistics need two) and measures nothing. Fix: 2 or more, or leave it out")
+            raise ConfigError("data.train_subset 1: a single training image measures nothing (and cannot train "
+                              "batch normalization at all). Fix: 2 or more, or leave it out")
         self.spec = dataset_spec(dataset)
         self.save_hyperparameters()
         self.dataset = dataset

@@ -100,6 +100,7 @@ class MNISTClassifier(LightningModule):
         self._resumed_total_steps: int | None = None  # ... in the checkpoint a run resumes from
         self._has_batchnorm_1d: bool | None = None  # found on the first batch of one image
         self._warned_single_image = False
+        self._trained_batches = self._skipped_batches = 0  # this epoch's
 
     def setup(self, stage: str) -> None:
         if self.channels_last:
@@ -209,7 +210,9 @@ class MNISTClassifier(LightningModule):
                 rank_zero_warn("a training batch of one image is skipped: BatchNorm1d layers need two or more "
                                "(batch statistics); the rest of the epoch trains as usual")
                 self._warned_single_image = True
+            self._skipped_batches += 1
             return None  # Lightning skips the step
+        self._trained_batches += 1
         loss = self._shared_step(batch, "train")["loss"]
         if self.train_loss.full:
             self.check_finite()
@@ -244,7 +247,19 @@ class MNISTClassifier(LightningModule):
         self.test_confusion.update(out["preds"], batch[1])
         return out
 
+    def on_fit_start(self) -> None:
+        if getattr(self.trainer.datamodule, "batch_size", None) == 1 and self._needs_two_images():
+            raise ConfigError(f"data.batch_size 1: {type(self).__name__}'s BatchNorm1d layers cannot train on one "
+                              "image at a time (their batch statistics need two). Fix: data.batch_size 2 or more")
+
+    def on_train_epoch_start(self) -> None:
+        self._trained_batches = self._skipped_batches = 0
+
     def on_train_epoch_end(self) -> None:
+        if self._skipped_batches and not self._trained_batches:
+            raise ConfigError(f"no batch of epoch {self.current_epoch} trained: each held one image, and "
+                              f"{type(self).__name__}'s BatchNorm1d layers need two. Fix: data.batch_size (and the "
+                              "images per device) of 2 or more")
         self.check_finite()
         self._log_epoch("train")
 

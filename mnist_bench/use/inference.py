@@ -39,8 +39,8 @@ def load_failure(path: str | Path, err: BaseException) -> str:
 def resolve_checkpoint(path: str | Path) -> Path:
     """A ``.ckpt`` file, or a run dir (``lightning_logs/<model>/version_<n>``) meaning its ``checkpoints/last.ckpt``."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
+    if path.is_dir():  # a run dir, or its checkpoints/ folder
+        path = path / "last.ckpt" if (path / "last.ckpt").is_file() else path / "checkpoints" / "last.ckpt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found. Fix: pass a .ckpt file or a run dir, e.g. "
                               f"--ckpt_path lightning_logs/cnn/version_0")
