@@ -87,6 +87,11 @@ def run_name(model_name: str, dataset: str | None) -> str:
     return model_name if dataset in (None, DEFAULT_DATASET) else f"{model_name}_{dataset}"
 
 
+def runs_root(config: Any) -> Path:
+    """The folder whose ``lightning_logs/`` holds the runs: ``trainer.default_root_dir``, else the current one."""
+    return Path(config.trainer.get("default_root_dir") or os.getcwd())
+
+
 def _class(class_path: str) -> type:
     module, _, name = str(class_path).rpartition(".")
     return getattr(importlib.import_module(module), name)
@@ -181,7 +186,7 @@ class MNISTBenchCLI(LightningCLI):
             raise ConfigError(f"--ckpt_path {config['ckpt_path']} is not supported: each run keeps its newest "
                               "checkpoint (and with --test_weights best its best, checkpoints/best-epoch=<n>.ckpt). "
                               "Fix: --ckpt_path last (the newest checkpoint of this model) or a .ckpt path")
-        root = Path(config.trainer.get("default_root_dir") or os.getcwd())
+        root = runs_root(config)
         blocked = not_a_folder(root)
         if blocked is not None:
             raise ConfigError(f"trainer.default_root_dir {root}: {blocked} is a file, and runs are written into "
@@ -220,7 +225,7 @@ class MNISTBenchCLI(LightningCLI):
         given = config.get("ckpt_path")
         if given == "last" or (given is not None and Path(given).is_dir()):
             name = run_name(_class(config.model.class_path).model_name, configured_dataset(config.get("data")))
-            root = Path(config.trainer.get("default_root_dir") or os.getcwd())
+            root = runs_root(config)
             if given == "last":
                 _, path = newest_last_checkpoint(root, name, subcommand)
             else:  # a run dir, as predict and export take it: its last.ckpt
@@ -236,7 +241,7 @@ class MNISTBenchCLI(LightningCLI):
         """The run's folder, named for the model and the dataset that were built (a checkpoint's class wins over
         ``--model``): the resumed run's for ``fit --ckpt_path last`` (or that run's folder), else the next
         version."""
-        root = Path(config.trainer.get("default_root_dir") or os.getcwd())
+        root = runs_root(config)
         self._model_name = run_name(self.model.model_name, self.model.dataset.name)
         self._log_root = model_logs(root, self._model_name).parent
         logs = self._log_root / self._model_name
