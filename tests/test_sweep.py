@@ -200,9 +200,9 @@ def test_a_sweep_on_a_real_postgresql_server(synthetic_data, tmp_path, postgres)
     ("params: {}", "needs a params mapping"),
     ("params: {model.init_args.dropout: {low: 0.5, high: 0.1}}", "low 0.5 must be below high 0.1"),
     ("params: {model.init_args.dropout: {low: 0, high: 1, log: true}}", "log range needs low > 0"),
-    ("direction: up\nparams: {a: {choices: [1]}}", "direction 'up'"),
-    ("sampler: {name: anneal}\nparams: {a: {choices: [1]}}", "sampler 'anneal' is unknown"),
-    ("params: {a: {choices: [1]}}\nobjectives: [x]", "unknown entries ['objectives']"),
+    ("direction: up\nparams: {model.init_args.hidden: {choices: [1]}}", "direction 'up'"),
+    ("sampler: {name: anneal}\nparams: {model.init_args.hidden: {choices: [1]}}", "sampler 'anneal' is unknown"),
+    ("params: {model.init_args.hidden: {choices: [1]}}\nobjectives: [x]", "unknown entries ['objectives']"),
     ("params: [", "not valid YAML"),
 ])
 def test_a_bad_space_is_one_line_naming_the_file(text, message, tmp_path, capsys):
@@ -224,9 +224,10 @@ def test_a_grid_never_passes_its_high_end():
     from mnist_bench.sweep.space import load_space
 
     path = Path(tempfile.mkdtemp()) / "grid.yaml"
-    path.write_text("params: {a: {low: 1, high: 10, step: 6}, b: {low: 0.5, high: 2.5, step: 1}}")
+    path.write_text("params: {data.batch_size: {low: 1, high: 10, step: 6}, "
+                    "model.init_args.dropout: {low: 0.5, high: 2.5, step: 1}}")
     grid = load_space(path).grid()
-    assert grid == {"a": [1, 7], "b": [0.5, 1.5, 2.5]}
+    assert grid == {"data.batch_size": [1, 7], "model.init_args.dropout": [0.5, 1.5, 2.5]}
     shutil.rmtree(path.parent)
 
 

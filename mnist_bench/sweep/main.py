@@ -20,6 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from mnist_bench.allowlist import ALLOW_IMPORTS_ENV, ALLOW_IMPORTS_FLAG, allowed_imports, allowed_packages
 from mnist_bench.errors import ConfigError, UserFacingError, one_line
 from mnist_bench.sweep.space import load_space
 
@@ -55,18 +56,23 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                                                                       "(default 30; another machine's trial counts as "
                                                                       "dead after 2 missed)")
     parser.add_argument("--data_dir", default=None, help="passed to every trial as --data.data_dir")
+    parser.add_argument(ALLOW_IMPORTS_FLAG, action="append", default=[], metavar="PKG",
+                        help="your own package that the trials' configs may import (comma-separated, repeatable; "
+                             f"also ${ALLOW_IMPORTS_ENV}); never taken from the space")
     return parser.parse_args(argv), fit_args
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mnist_bench.sweep.study import scrub
+
     args, fit_args = parse(sys.argv[1:] if argv is None else argv)
     try:
         return sweep(args, fit_args)
     except ConfigError as err:
-        print(f"mnist-bench sweep: config error: {one_line(err)}", file=sys.stderr)
+        print(f"mnist-bench sweep: config error: {scrub(one_line(err), args.storage)}", file=sys.stderr)
         return 2
     except UserFacingError as err:
-        print(f"mnist-bench sweep: {one_line(err)}", file=sys.stderr)
+        print(f"mnist-bench sweep: {scrub(one_line(err), args.storage)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mnist-bench sweep: stopped; rerun the same command to continue the study", file=sys.stderr)
@@ -87,18 +93,27 @@ def sweep(args: argparse.Namespace, fit_args: list[str]) -> int:
         raise ConfigError("--trials and --jobs must be at least 1")
     if (args.heartbeat_s is not None and args.heartbeat_s < 1) or (args.timeout_s is not None and args.timeout_s <= 0):
         raise ConfigError("--heartbeat_s must be at least 1 and --timeout_s above 0")
-    space = load_space(args.space)
+    # the trials' allowlist comes from this command line (and the environment) alone, never from the space
+    fit_args, given = allowed_imports(fit_args)
+    packages = allowed_packages([*getattr(args, "allow_imports", []), *given])
+    space = load_space(args.space, packages)
     name = args.study or config.stem
     if not STUDY_NAME.match(name):
         raise ConfigError(f"--study {name!r}: letters, digits, '_', '.', '-' only")
     results = Path(args.results or Path("results") / "sweeps" / name)
     runs_dir = Path(args.runs_dir or Path("lightning_logs") / "sweeps" / name).resolve()
+    for option, folder in (("--results", results), ("--runs_dir", runs_dir)):
+        clash = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        if clash is not None:
+            raise ConfigError(f"{option} {folder}: {clash} is a file, not a folder. Fix: give a folder")
     results.mkdir(parents=True, exist_ok=True)
     url = args.storage or f"sqlite:///{(results / 'optuna.db').resolve()}"
     studies.quiet_optuna()
     storage = studies.make_storage(url, args.heartbeat_s or studies.HEARTBEAT_S)
     environments = job_environments(args.jobs, visible_gpus(), usable_cpus())
-    extra = [*fit_args, *([f"--data.data_dir={args.data_dir}"] if args.data_dir else [])]
+    extra = [*fit_args, *([f"--data.data_dir={args.data_dir}"] if args.data_dir else []),
+             *([f"{ALLOW_IMPORTS_FLAG}={','.join(packages)}"] if packages else [])]
+    recipe = studies.recipe(config, extra, space)
     stopping = threading.Event()
     lock = threading.Lock()
 
@@ -108,13 +123,13 @@ def sweep(args: argparse.Namespace, fit_args: list[str]) -> int:
 
     def worker(k: int) -> None:
         sampler = studies.make_sampler(space, args.sampler, args.seed + k)
-        study = studies.open_study(name, storage, space, sampler, studies.make_pruner(pruner, space.source))
+        study = studies.open_study(name, storage, space, sampler, studies.make_pruner(pruner, space.source), recipe)
         how = TrialRun(str(config), extra, runs_dir, results / "logs", environments[k], pruner, args.timeout_s)
         studies.work(study, space, args.trials, how, url, log, stopping)
 
     pruner = studies.pruner_spec(space, args.pruner)
     first = studies.open_study(name, storage, space, studies.make_sampler(space, args.sampler, args.seed),
-                               studies.make_pruner(pruner, space.source))
+                               studies.make_pruner(pruner, space.source), recipe)
     before = studies.counts(first)
     print(f"sweep {name!r}: {args.trials} trials of {config} over {len(space.params)} keys, {space.direction} "
           f"{space.objective}; storage {studies.redact(url)}; {before['complete'] + before['pruned']} finished "

@@ -11,21 +11,32 @@ params:
   data.batch_size: {low: 64, high: 256, step: 64}                                       # int
 ```
 
-Any key ``mnist-bench fit`` accepts can be searched; a trial is an ordinary run with these overrides.
+Any config key ``mnist-bench fit`` accepts can be searched; a trial is an ordinary run with these overrides. A space
+is data, like a config: its keys are config keys only (never ``--config``, ``--allow-imports`` or another option), and
+no value may name code outside what the sweep's own command line allows (see :func:`check_value`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mnist_bench.allowlist import IMPORT_ALLOWLIST, within
 from mnist_bench.errors import ConfigError
 
 DIRECTIONS = ("maximize", "minimize")
+# the sections of a fit config a space may set; options of the command (config, allow-imports, print_config,
+# ckpt_path, ...) are not config values
+CONFIG_SECTIONS = ("model", "data", "trainer", "optimizer", "lr_scheduler", "seed_everything", "test_weights",
+                   "best_monitor")
+KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+DOTTED = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\s*$")
+CONFIG_FILE = re.compile(r"\.(ya?ml|json|jsonnet)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -83,8 +94,64 @@ def _number(value: Any, where: str) -> float:
     return value
 
 
-def parse_param(key: str, spec: Any, source: str) -> Param:
+def check_key(key: str, source: str) -> None:
+    """A space key is a config key (``model.init_args.dropout``), never an option of the command."""
     where = f"{source}: params.{key}"
+    if key.lstrip("-").split(".")[0] not in CONFIG_SECTIONS:
+        raise ConfigError(f"{where}: a space searches config keys only, not the command's options such as "
+                          f"--config or --allow-imports. Fix: a key under {', '.join(CONFIG_SECTIONS[:3])}, ...")
+    if not KEY.match(key):
+        raise ConfigError(f"{where}: not a config key (dotted names only, no '-' or '='). Fix: a key such as "
+                          "model.init_args.dropout")
+
+
+def check_value(value: Any, where: str, allowed: tuple[str, ...] = ()) -> None:
+    """A space value, however nested, names no code outside the import allowlist and ``allowed`` (the sweep's own
+    --allow-imports), no other config file and no option. A string is read as the YAML the trial's parser reads."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_value(item, where, allowed)
+            if not isinstance(key, str) or key.startswith("-"):
+                raise ConfigError(f"{where}: {key!r} is not a config key. Fix: drop it")
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            check_value(item, where, allowed)
+        return
+    if not isinstance(value, str):
+        return
+    text = value.strip()
+    if text.startswith("-") and not _number_text(text):
+        raise ConfigError(f"{where}: the value {value!r} reads as a command-line option. Fix: a config value")
+    if CONFIG_FILE.search(text):
+        raise ConfigError(f"{where}: the value {value!r} names a config file, which the trial would read. Fix: "
+                          "give the values themselves")
+    if DOTTED.match(text):  # an import path (a class_path, or a class given by name): the allowlist decides
+        if not any(within(text, package) for package in (*IMPORT_ALLOWLIST, *allowed)):
+            raise ConfigError(f"{where}: the value {value!r} names code outside mnist_bench, torch.optim and "
+                              "Lightning's trainer classes. Fix: if it is your own package, allow it on the sweep's "
+                              f"command line: --allow-imports {text.split('.')[0]}")
+        return
+    if text != value or any(mark in text for mark in ("[", "{", ":", "\n")):
+        try:
+            parsed = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return
+        if parsed != value:
+            check_value(parsed, where, allowed)
+
+
+def _number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_param(key: str, spec: Any, source: str, allowed: tuple[str, ...] = ()) -> Param:
+    where = f"{source}: params.{key}"
+    check_key(key, source)
     if not isinstance(spec, dict):
         raise ConfigError(f"{where} must be a mapping ({{low: ..., high: ...}} or {{choices: [...]}}), got {spec!r}")
     unknown = set(spec) - {"type", "low", "high", "log", "step", "choices"}
@@ -95,6 +162,8 @@ def parse_param(key: str, spec: Any, source: str) -> Param:
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
             raise ConfigError(f"{where}: choices must be a non-empty list")
+        for choice in choices:
+            check_value(choice, where, allowed)
         return Param(key, "categorical", choices=tuple(choices))
     if "low" not in spec or "high" not in spec:
         raise ConfigError(f"{where}: needs low and high (a range) or choices (a list)")
@@ -112,8 +181,9 @@ def parse_param(key: str, spec: Any, source: str) -> Param:
     return Param(key, kind, low=low, high=high, log=log, step=step)
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Reads and checks a search-space YAML; every mistake is one line that names the file and the key."""
+def load_space(path: str | Path, allowed: tuple[str, ...] | list[str] = ()) -> SearchSpace:
+    """Reads and checks a search-space YAML; every mistake is one line that names the file and the key. ``allowed``:
+    the packages the sweep's own command line allows its trials to import."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -130,7 +200,7 @@ def load_space(path: str | Path) -> SearchSpace:
     direction = raw.get("direction", "maximize")
     if direction not in DIRECTIONS:
         raise ConfigError(f"--space {path}: direction {direction!r}. Fix: maximize or minimize")
-    params = tuple(parse_param(str(k), v, str(path)) for k, v in raw["params"].items())
+    params = tuple(parse_param(str(k), v, str(path), tuple(allowed)) for k, v in raw["params"].items())
     named = {}
     for section in ("sampler", "pruner"):
         value = raw.get(section, {})

@@ -11,8 +11,10 @@ continues where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -32,6 +34,7 @@ HEARTBEAT_S = 30  # a running trial's heartbeat; after 2 of them without one it 
 MAX_RETRY = 2  # a failed trial's parameters are tried again this many times
 CONFIG_EXIT = 2  # mnist-bench's exit code for a config error: the base config is wrong, no trial can run
 RUN_DIR_MARK = "mnist-bench: run dir "
+FAILED_RUN = "failed_run"  # a trial's user attribute: its run failed (a killed worker's trial does not count)
 
 
 def quiet_optuna() -> None:
@@ -66,17 +69,47 @@ def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> Any:
                               "install it (PostgreSQL: pip install 'psycopg[binary]', or mnist-bench[postgres])") \
             from None
     except (optuna.exceptions.StorageInternalError, ValueError, Exception) as err:  # noqa: BLE001 - SQLAlchemy's
-        raise UserFacingError(f"--storage {redact(url)}: cannot open it ({first_line(err)[:200]}). Fix: check the "
-                              "URL, the server and its credentials") from None
+        raise UserFacingError(f"--storage {redact(url)}: cannot open it ({scrub(first_line(err), url)[:200]}). Fix: "
+                              "check the URL, the server and its credentials") from None
+
+
+SECRET_QUERY_KEY = re.compile(r"pass|pwd|secret|token|key|auth|credential", re.IGNORECASE)
+
+
+def _parts(url: str) -> tuple[str, str, str | None, str, list[tuple[str, str, str]]]:
+    """A URL as (scheme://, user, password or None, host and path, query pairs). The user part ends at the last '@'
+    before the query, so a password may hold '@' and ':'; ``sqlite:////a@b/x.db`` has no user part."""
+    head, sep, tail = url.partition("://")
+    address, _, query = tail.partition("?")
+    user, password = "", None
+    if sep and not address.startswith("/") and "@" in address:
+        user, address = address[:address.rfind("@")], address[address.rfind("@") + 1:]
+        if ":" in user:
+            user, password = user.split(":", 1)
+    pairs = [pair.partition("=") for pair in query.split("&")] if query else []
+    return head + sep, user, password, address, pairs
 
 
 def redact(url: str) -> str:
-    """A storage URL without its password, for messages and reports."""
-    head, sep, tail = url.partition("://")
-    if "@" in tail and ":" in tail.split("@", 1)[0]:
-        user = tail.split("@", 1)[0].split(":", 1)[0]
-        return f"{head}{sep}{user}:***@{tail.split('@', 1)[1]}"
-    return url
+    """A storage URL with its password and secret query values (``password=``, ``sslkey=``, ...) masked, for
+    messages, tables and headers."""
+    head, user, password, address, pairs = _parts(url)
+    if not head:
+        return url
+    who = f"{user}:***@" if password is not None else (f"{user}@" if user else "")
+    query = "&".join(f"{k}{eq}{'***' if eq and v and SECRET_QUERY_KEY.search(k) else v}" for k, eq, v in pairs)
+    return f"{head}{who}{address}{'?' + query if pairs else ''}"
+
+
+def scrub(text: str, url: str | None) -> str:
+    """``text`` (a library's message) with every secret of ``url`` masked wherever it appears."""
+    if not url:
+        return text
+    _, _, password, _, pairs = _parts(url)
+    secrets = [password or "", *(v for k, eq, v in pairs if eq and SECRET_QUERY_KEY.search(k))]
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text.replace(url, redact(url))
 
 
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "qmc": "QMCSampler",
@@ -118,8 +151,46 @@ def make_pruner(spec: dict[str, Any], source: str = "the space") -> Any:
     return _build("pruner", PRUNERS, spec, source)
 
 
-def open_study(name: str, storage: Any, space: SearchSpace, sampler: Any, pruner: Any) -> Any:
-    """Creates the study or joins it (the same name: resume, or another worker); its direction must agree."""
+def recipe(config: Path, fit_args: list[str], space: SearchSpace) -> dict[str, Any]:
+    """What makes trials comparable: the config file's text (by digest), the arguments after ``--`` and the searched
+    keys. The data folder and the import allowlist may differ between machines and are left out."""
+    args, skip = [], False
+    for arg in fit_args:
+        if skip:
+            skip = False
+        elif arg in ("--data.data_dir", "--allow-imports"):
+            skip = True
+        elif not arg.startswith(("--data.data_dir=", "--allow-imports=")):
+            args.append(arg)
+    params = json.loads(json.dumps([{k: v for k, v in vars(p).items() if v not in (None, False, ())}
+                                    for p in space.params], default=str))
+    return {"config": str(config), "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest()[:16],
+            "fit_args": args, "params": params}
+
+
+def _check_recipe(study: Any, name: str, wanted: dict[str, Any]) -> None:
+    known = study.user_attrs.get("recipe")
+    if known is None:
+        study.set_user_attr("recipe", wanted)  # a new study (or one made before recipes were kept)
+        return
+    if known.get("config_sha256") != wanted["config_sha256"]:
+        differs = f"the config {known.get('config')} (as it was then) and this command gives {wanted['config']}"
+    elif known.get("fit_args") != wanted["fit_args"]:
+        differs = (f"the arguments after -- {' '.join(known.get('fit_args') or []) or '(none)'} and this command "
+                   f"gives {' '.join(wanted['fit_args']) or '(none)'}")
+    elif known.get("params") != wanted["params"]:
+        keys = [p["key"] for p in known.get("params") or []]
+        differs = f"another search space (keys {', '.join(keys)}, or their ranges)"
+    else:
+        return
+    raise ConfigError(f"study {name!r} in this storage was run with {differs}: its trials would not be comparable. "
+                      "Fix: another --study name, or the study's own config, arguments and space")
+
+
+def open_study(name: str, storage: Any, space: SearchSpace, sampler: Any, pruner: Any,
+               wanted: dict[str, Any] | None = None) -> Any:
+    """Creates the study or joins it (the same name: resume, or another worker); its direction, objective and
+    recipe (``wanted``, from :func:`recipe`) must agree."""
     import optuna
 
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
@@ -133,6 +204,8 @@ def open_study(name: str, storage: Any, space: SearchSpace, sampler: Any, pruner
     elif known != space.objective:
         raise ConfigError(f"study {name!r} optimizes {known} and the space says {space.objective}. Fix: another "
                           "--study name")
+    if wanted is not None:
+        _check_recipe(study, name, wanted)
     return study
 
 
@@ -180,10 +253,14 @@ def ahead_of(study: Any, number: int) -> int:
 
 
 def counts(study: Any) -> dict[str, int]:
+    """Trials by state, and ``failed_run``: the failed trials whose run itself failed (not those of a killed or
+    stale worker, nor a surplus trial that gave way)."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
-    return {state.name.lower(): sum(1 for t in trials if t.state == state) for state in TrialState}
+    found = {state.name.lower(): sum(1 for t in trials if t.state == state) for state in TrialState}
+    found["failed_run"] = sum(1 for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(FAILED_RUN))
+    return found
 
 
 @dataclass
@@ -261,6 +338,7 @@ def run_trial(study: Any, trial: Any, space: SearchSpace, how: TrialRun, storage
     elif code == 0:
         error = f"the run has no {space.objective} in its metrics.json"
     trial.set_user_attr("error", error[:500])
+    trial.set_user_attr(FAILED_RUN, True)
     tell(study, trial, state=TrialState.FAIL)
     return ("config" if code == CONFIG_EXIT else "failed"), error
 
@@ -284,8 +362,9 @@ def work(study: Any, space: SearchSpace, n_trials: int, how: TrialRun, storage_u
         c = counts(study)
         if c["complete"] + c["pruned"] + c["running"] >= n_trials:
             return
-        if c["fail"] >= max(n_trials, 3) and c["complete"] == 0:
-            raise UserFacingError(f"{c['fail']} trials failed and none finished: see {how.logs_dir}")
+        if c["failed_run"] >= max(n_trials, 3) and c["complete"] == 0:
+            raise UserFacingError(f"{c['failed_run']} trials failed in their runs and none finished: see "
+                                  f"{how.logs_dir}")
         trial = study.ask()
         if ahead_of(study, trial.number) >= n_trials:  # other workers asked at the same moment: the last gives way
             trial.set_user_attr("error", "surplus: the requested trials were taken")
