@@ -128,3 +128,19 @@ def test_a_root_dir_through_a_file_is_a_config_error(where, resume, capsys, tmp_
     assert err.strip().splitlines()[-1].startswith(f"mnist-bench: config error: trainer.default_root_dir {root}: "
                                                    f"{notes} is a file")
     assert notes.read_text() == "notes"
+
+
+@pytest.mark.parametrize("bad, named", [("root_file", "trainer.default_root_dir"),
+                                        ("--checkpoint.every_n_train_steps=10", "every_n_train_steps"),
+                                        ("--trainer.max_epochs=0", "max_epochs")], ids=["root_file", "steps", "epochs"])
+def test_lr_find_runs_the_checks_fit_runs(bad, named, capsys, tmp_path, synthetic_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    notes = tmp_path / "results.txt"
+    notes.write_text("notes")
+    arg = f"--trainer.default_root_dir={notes}" if bad == "root_file" else bad
+    code, err = run_main(["lr-find", "--config", config("cnn"), f"--data.data_dir={synthetic_data}",
+                          "--data.val_size=100", "--num_training=10", arg], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mnist-bench: config error:") and named in last, last
+    assert notes.read_text() == "notes"

@@ -174,6 +174,8 @@ class MNISTBenchCLI(LightningCLI):
             config = self.config[self.config.subcommand]
             self._check_config(config, self.config.subcommand)
             self._choose_checkpoint(config, self.config.subcommand)
+        else:  # built with run=False (lr-find, the compile probe): fit's recipe, under fit's checks
+            self._check_config(self.config, "fit")
 
     def _check_config(self, config: Any, subcommand: str) -> None:
         """Settings that would make a run unsafe or its result misleading are refused before anything is read or
