@@ -164,3 +164,20 @@ def test_data_dir_through_a_file_is_one_line_naming_it(where, capsys, tmp_path):
                      "into folders there. Fix: a --data_dir whose path is all folders (created if missing), or move "
                      f"{notes} away"]
     assert notes.read_text() == "notes"
+
+
+@pytest.mark.parametrize("name, key, cls, has", [
+    ("vit", "scheduler.init_args.max_lr", "WarmupCosineLR", "warmup_pct, min_lr_ratio"),
+    ("cnn", "scheduler.init_args.maxlr", "OneCycleLR", "max_lr"),
+    ("cnn", "optimizer.init_args.lrr", "AdamW", "lr, betas"),
+], ids=["vit-max_lr", "cnn-maxlr", "cnn-lrr"])
+def test_an_argument_the_class_lacks_is_one_line_with_the_ones_it_has(name, key, cls, has, capsys, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    option = key.rsplit(".", 1)[-1]
+    code, err = run_main(["fit", "--config", config(name), f"--model.init_args.{key}=0.01"], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    first = err.strip().splitlines()[0]
+    assert first.startswith(f"mnist-bench: config error: model.init_args.{key}: {cls} has no argument {option}; "
+                            "its arguments: "), first
+    assert has in first and "Union" not in first and len(first) < 400, first
