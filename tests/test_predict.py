@@ -3,6 +3,7 @@
 import csv
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,3 +258,112 @@ def test_save_prepared_keeps_files_with_the_same_name_apart(cnn_checkpoint, tmp_
     assert sorted(p.name for p in out.iterdir()) == ["7-2-2.png", "7-2.png", "7.png"]
     blocked = tmp_path / "a" / "7.png"  # a file where the folder should go
     assert predict_main([str(tmp_path / "b"), "--ckpt_path", cnn_checkpoint, "--save_prepared", str(blocked)]) == 2
+
+
+# --- what predict writes: never over an input or a checkpoint, over another file only with --overwrite -----------
+def _err_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert "seven.png" not in captured.out, "refused before anything was predicted"
+    return lines[0]
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["plain", "overwrite"])
+@pytest.mark.parametrize("how", ["same_folder", "relative", "symlinked_folder", "hardlink"])
+def test_save_prepared_never_writes_over_an_input(how, overwrite, cnn_checkpoint, tmp_path, capsys, monkeypatch):
+    Image.fromarray(drawing()).save(tmp_path / "seven.png")
+    before = (tmp_path / "seven.png").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    inputs, out = [str(tmp_path / "seven.png")], str(tmp_path)
+    if how == "relative":
+        inputs, out = ["./seven.png"], "."
+    elif how == "symlinked_folder":
+        (tmp_path / "link").symlink_to(tmp_path)
+        out = str(tmp_path / "link")
+    elif how == "hardlink":
+        (tmp_path / "prepared").mkdir()
+        (tmp_path / "prepared" / "seven.png").hardlink_to(tmp_path / "seven.png")
+        out = str(tmp_path / "prepared")
+    flags = ["--overwrite"] if overwrite else []
+    assert predict_main([*inputs, "--ckpt_path", cnn_checkpoint, "--save_prepared", out, *flags]) == 2
+    line = _err_line(capsys)
+    assert line.startswith("mnist-bench predict: --save_prepared") and "seven.png" in line and "input" in line
+    assert (tmp_path / "seven.png").read_bytes() == before
+
+
+def test_an_existing_output_needs_overwrite(cnn_checkpoint, tmp_path, capsys):
+    Image.fromarray(drawing()).save(tmp_path / "seven.png")
+    rows, prepared = tmp_path / "rows.csv", tmp_path / "prepared"
+    rows.write_text("mine\n")
+    prepared.mkdir()
+    (prepared / "seven.png").write_bytes(b"mine")
+    args = [str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint]
+    assert predict_main([*args, "--csv", str(rows)]) == 2
+    line = _err_line(capsys)
+    assert line.startswith(f"mnist-bench predict: --csv {rows} exists") and "--overwrite" in line
+    assert predict_main([*args, "--save_prepared", str(prepared)]) == 2
+    line = _err_line(capsys)
+    assert line.startswith(f"mnist-bench predict: --save_prepared {prepared}") and "seven.png" in line
+    assert "--overwrite" in line
+    assert rows.read_text() == "mine\n" and (prepared / "seven.png").read_bytes() == b"mine"
+    assert predict_main([*args, "--csv", str(rows), "--save_prepared", str(prepared), "--overwrite"]) == 0
+    assert rows.read_text().startswith("file,digit") and Image.open(prepared / "seven.png").size == (28, 28)
+
+
+@pytest.mark.parametrize("target", ["the_checkpoint", "a_symlink_to_it", "another_ckpt", "an_input"])
+def test_the_csv_never_writes_over_a_checkpoint_or_an_input(target, cnn_checkpoint, tmp_path, capsys):
+    Image.fromarray(drawing()).save(tmp_path / "seven.png")
+    path = {"the_checkpoint": Path(cnn_checkpoint), "a_symlink_to_it": tmp_path / "rows.csv",
+            "another_ckpt": tmp_path / "other.ckpt", "an_input": tmp_path / "seven.png"}[target]
+    if target == "a_symlink_to_it":
+        path.symlink_to(cnn_checkpoint)
+    elif target == "another_ckpt":
+        path.write_bytes(Path(cnn_checkpoint).read_bytes())
+    before = path.read_bytes()
+    code = predict_main([str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--csv", str(path),
+                         "--overwrite"])
+    assert code == 2
+    line = _err_line(capsys)
+    assert line.startswith(f"mnist-bench predict: --csv {path}")
+    assert ("input" if target == "an_input" else "checkpoint") in line
+    assert path.read_bytes() == before
+
+
+# --- file names are shown as they are, and the CSV is written before the table ----------------------------------
+def test_file_names_with_markup_are_shown_verbatim(cnn_checkpoint, tmp_path, capsys):
+    names = ["[/b].png", "[red]hidden.png", ":smile:.png"]  # the first is b].png in a folder named [
+    (tmp_path / "[").mkdir()
+    for name in names:
+        Image.fromarray(drawing()).save(tmp_path / name)
+    out = tmp_path / "rows.csv"
+    assert predict_main([str(tmp_path / n) for n in names] + ["--ckpt_path", cnn_checkpoint, "--csv", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in names:
+        assert name in printed, name
+    assert {r["file"].removeprefix(f"{tmp_path}/") for r in csv.DictReader(out.open())} == set(names)
+
+
+def test_the_csv_is_written_before_the_table(cnn_checkpoint, tmp_path, monkeypatch):
+    from mnist_bench.use import predict
+
+    Image.fromarray(drawing()).save(tmp_path / "seven.png")
+    out = tmp_path / "rows.csv"
+
+    def table_fails(*args, **kwargs):
+        raise RuntimeError("the terminal went away")
+
+    monkeypatch.setattr(predict, "print_table", table_fails)
+    with pytest.raises(RuntimeError, match="terminal"):
+        predict_main([str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--csv", str(out)])
+    assert [r["file"] for r in csv.DictReader(out.open())] == [str(tmp_path / "seven.png")]
+
+
+@pytest.mark.parametrize("device", ["meta", "foo", "cuda", "cuda:99", "cuda:x", "mps", ""])
+def test_a_device_that_cannot_predict_is_one_line(device, cnn_checkpoint, tmp_path, capsys):
+    if (device == "cuda" and torch.cuda.is_available()) or (device == "mps" and torch.backends.mps.is_available()):
+        pytest.skip(f"this machine has a {device} device")
+    Image.fromarray(drawing()).save(tmp_path / "seven.png")
+    assert predict_main([str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--device", device]) == 2
+    line = _err_line(capsys)
+    assert line.startswith(f"mnist-bench predict: --device {device}") and "Fix: --device cpu" in line

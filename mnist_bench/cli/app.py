@@ -174,6 +174,8 @@ class MNISTBenchCLI(LightningCLI):
             config = self.config[self.config.subcommand]
             self._check_config(config, self.config.subcommand)
             self._choose_checkpoint(config, self.config.subcommand)
+        else:  # built with run=False (lr-find, the compile probe): fit's recipe, under fit's checks
+            self._check_config(self.config, "fit")
 
     def _check_config(self, config: Any, subcommand: str) -> None:
         """Settings that would make a run unsafe or its result misleading are refused before anything is read or
@@ -403,6 +405,10 @@ class MNISTBenchCLI(LightningCLI):
         report = next((cb for cb in self.trainer.callbacks if isinstance(cb, RunReport)), None)
         if report is None or report.metrics is None or not self.trainer.is_global_zero:
             return
-        print_rich_table([report.metrics], title=f"mnist-bench: {report.metrics['model']} on {report.metrics['device']}")
+        from rich.markup import escape
+
+        # the table is printed through rich: a name such as "[red]x" is shown as it is, never read as markup
+        shown = {key: escape(value) if isinstance(value, str) else value for key, value in report.metrics.items()}
+        print_rich_table([shown], title=escape(f"mnist-bench: {report.metrics['model']} on {report.metrics['device']}"))
         loggers = ", ".join(type(logger).__name__ for logger in self.trainer.loggers) or "no logger"
         print(f"run dir: {report.metrics['run_dir']}  (metrics.json, config.yaml, checkpoints/, figures; {loggers})")

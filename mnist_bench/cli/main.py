@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import inspect
 import logging
 import re
 import sys
@@ -69,11 +70,35 @@ def concise(message: str) -> str:
     refusal = import_refusal(message)
     if refusal is not None:
         return refusal
+    unknown = unknown_argument(message)
+    if unknown is not None:
+        return unknown
     outer = re.match(r'Parser key "([^"]+)"', message)
     inner = re.search(r"Problem with given class_path '([^']+)': (.*?)(?: - Expected a <class 'NoneType'>|$)", message)
     if outer and inner:
         return f"{outer.group(1)} ({inner.group(1)}): {inner.group(2).strip()}"
     return message
+
+
+def unknown_argument(message: str) -> str | None:
+    """An init_args key that the named class (a scheduler, an optimizer) does not take: the full key, the class and
+    the arguments it takes, in one line instead of jsonargparse's tour of the Union it tried."""
+    found = re.search(r"Option '([^']+)' is not accepted\. Got value: Namespace\(class_path='([^']+)'", message)
+    if found is None:
+        return None
+    option, class_path = found.groups()
+    key = ".init_args.".join([*re.findall(r'Parser key "([^"]+)"', message[: found.start()]), option])
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(sys.modules.get(module), name, None)  # jsonargparse imported it already; nothing new is imported
+    try:
+        params = [p for p in inspect.signature(cls).parameters.values()
+                  if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    except (TypeError, ValueError):
+        return f"{key}: {name or class_path} has no argument {option}"
+    if "expects a function or a callable class" in message:
+        params = params[1:]  # the callable's own argument (the optimizer, the parameters), given by the model
+    return (f"{key}: {name} has no argument {option}; its arguments: {', '.join(p.name for p in params)}. "
+            "Fix: one of those, or another class_path")
 
 
 class _DropAdverts(logging.Filter):

@@ -28,7 +28,8 @@ from mnist_bench.allowlist import ALLOW_IMPORTS_FLAG, ALLOW_IMPORTS_HELP, allowe
 from mnist_bench.errors import ConfigError, UserFacingError, first_line
 from mnist_bench.models.components.detection import label_to_digit
 from mnist_bench.use.images import FRAMING_STEPS
-from mnist_bench.use.inference import load_trained
+from mnist_bench.use.inference import load_trained, resolve_checkpoint
+from mnist_bench.use.outputs import NEVER_REPLACED, OVERWRITE_FLAG, OVERWRITE_HELP, owned
 from mnist_bench.utils import atomic_path
 
 OPSET = 18
@@ -117,15 +118,31 @@ def export_onnx(model: nn.Module, output: str | Path, meta: dict[str, str]) -> P
     return output
 
 
+def output_refusal(output: Path, checkpoint: Path, overwrite: bool) -> str | None:
+    """Why ``--output`` may not be written (checked before the export): a checkpoint never is, another existing file
+    only with --overwrite."""
+    if (reason := owned(output, (), checkpoint)) is not None:
+        return f"--output {output} {reason}, and {NEVER_REPLACED}. Fix: --output model.onnx (a new file)"
+    if output.is_dir():
+        return f"--output {output} is a folder. Fix: --output {output / 'model.onnx'}"
+    if output.exists() and not overwrite:
+        return f"--output {output} exists. Fix: {OVERWRITE_FLAG} to replace it, or another --output file"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mnist-bench export", description=__doc__.splitlines()[0],
                                      allow_abbrev=False)
     parser.add_argument("--ckpt_path", required=True,
                         help="a .ckpt file, or a run dir (lightning_logs/<model>/version_<n>) for its last.ckpt")
     parser.add_argument("--output", required=True, help="the .onnx file to write")
+    parser.add_argument(OVERWRITE_FLAG, action="store_true", help=OVERWRITE_HELP)
     parser.add_argument(ALLOW_IMPORTS_FLAG, action="append", metavar="PKG", help=ALLOW_IMPORTS_HELP)
     args = parser.parse_args(argv)
     try:
+        if (problem := output_refusal(Path(args.output), resolve_checkpoint(args.ckpt_path), args.overwrite)):
+            print(f"mnist-bench export: {problem}", file=sys.stderr)
+            return 2
         model = load_trained(args.ckpt_path, allow_imports=allowed_packages(args.allow_imports))
         meta = metadata(model, args.ckpt_path)
         path = export_onnx(model, args.output, meta)

@@ -24,7 +24,8 @@ from PIL import Image
 from mnist_bench.allowlist import ALLOW_IMPORTS_FLAG, ALLOW_IMPORTS_HELP, allowed_packages
 from mnist_bench.errors import ConfigError, UserFacingError
 from mnist_bench.use.images import ImageError, load_image
-from mnist_bench.use.inference import class_probabilities, load_trained
+from mnist_bench.use.inference import class_probabilities, load_trained, resolve_checkpoint
+from mnist_bench.use.outputs import NEVER_REPLACED, OVERWRITE_FLAG, OVERWRITE_HELP, owned
 from mnist_bench.utils import write_text_atomic
 
 BATCH = 256
@@ -59,8 +60,7 @@ def predict_files(model: torch.nn.Module, files: list[Path], device: torch.devic
                   save_prepared: Path | None = None) -> list[Prediction]:
     rows: list[Prediction] = []
     ready: list[tuple[Prediction, np.ndarray]] = []
-    saved: set[str] = set()
-    for path in files:
+    for path, name in zip(files, prepared_names(files), strict=True):
         row = Prediction(str(path))
         rows.append(row)
         if not path.is_file():
@@ -73,11 +73,6 @@ def predict_files(model: torch.nn.Module, files: list[Path], device: torch.devic
             continue
         ready.append((row, image))
         if save_prepared is not None:
-            name, k = f"{path.stem}.png", 1
-            while name in saved:  # a.png and b/a.jpg: a.png, a-2.png
-                k += 1
-                name = f"{path.stem}-{k}.png"
-            saved.add(name)
             Image.fromarray(np.rint(image * 255).astype(np.uint8)).save(save_prepared / name)
     for start in range(0, len(ready), BATCH):
         chunk = ready[start : start + BATCH]
@@ -88,6 +83,63 @@ def predict_files(model: torch.nn.Module, files: list[Path], device: torch.devic
             names = [model.dataset.class_names[k] for k in c]
             row.label, row.confidence, row.top3 = names[0], v[0], list(zip(names, v, strict=True))
     return rows
+
+
+def prepared_names(files: list[Path]) -> list[str]:
+    """The name of each file's prepared image in --save_prepared, decided before any is read: a.png and b/a.jpg
+    give a.png and a-2.png."""
+    names: list[str] = []
+    for path in files:
+        name, k = f"{path.stem}.png", 1
+        while name in names:
+            k += 1
+            name = f"{path.stem}-{k}.png"
+        names.append(name)
+    return names
+
+
+def output_refusal(csv_path: Path | None, prepared: Path | None, files: list[Path], checkpoint: Path,
+                   overwrite: bool) -> str | None:
+    """Why the CSV or the prepared images may not be written: an input or the checkpoint never is, another
+    existing file only with --overwrite. Checked before any prediction is made."""
+    images = [prepared / name for name in prepared_names(files)] if prepared is not None else []
+    if csv_path is not None:
+        if (reason := owned(csv_path, files, checkpoint)) is not None:
+            return f"--csv {csv_path} {reason}, and {NEVER_REPLACED}. Fix: another --csv file"
+        if csv_path.resolve() in {image.resolve() for image in images}:
+            return f"--csv {csv_path} is also one of the --save_prepared images. Fix: another --csv file"
+        if csv_path.exists() and not overwrite:
+            return f"--csv {csv_path} exists. Fix: {OVERWRITE_FLAG} to replace it, or another --csv file"
+    for image in images:
+        if (reason := owned(image, files, checkpoint)) is not None:
+            return (f"--save_prepared {prepared} would write {image}, which {reason}, and {NEVER_REPLACED}. Fix: "
+                    "--save_prepared a folder of its own, e.g. prepared")
+    existing = [image for image in images if image.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more of the images it would write)" if len(existing) > 1 else ""
+        return (f"--save_prepared {prepared} already holds {existing[0].name}{more}. Fix: {OVERWRITE_FLAG} to "
+                f"replace {'them' if more else 'it'}, or another --save_prepared folder")
+    return None
+
+
+def device_refusal(name: str) -> str | None:
+    """Why predict cannot run on ``--device name``, or None; checked before the checkpoint is loaded."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return "is not a device name"
+    if device.type == "cpu":
+        return None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            return "needs a CUDA GPU, and this machine has none"
+        if device.index is not None and device.index >= count:
+            return f"is not one of this machine's {count} CUDA GPUs (cuda:0 to cuda:{count - 1})"
+        return None
+    if device.type == "mps":
+        return None if torch.backends.mps.is_available() else "needs Apple's MPS, which this machine lacks"
+    return f"is not a device predict runs on ({device.type})"
 
 
 def unwritable(path: Path) -> str | None:
@@ -123,15 +175,17 @@ def csv_text(rows: list[Prediction], column: str = "digit") -> str:
 def print_table(rows: list[Prediction], title: str, column: str = "digit") -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title)
+    # every cell is plain Text: a file named "[red]x.png" or ":smile:.png" is shown as it is, never as markup
+    table = Table(title=Text(title))
     for name, justify in (("file", "left"), (column, "right"), ("confidence", "right"), ("top-3", "left"),
                           ("error", "left")):
         table.add_column(name, justify=justify)
     for r in rows:
-        table.add_row(r.file, r.label or "",
-                      "" if r.confidence is None else f"{r.confidence:.3f}", r.top3_text(),
-                      f"[red]{r.error}[/red]" if r.error else "")
+        table.add_row(Text(r.file), Text(r.label or ""),
+                      "" if r.confidence is None else f"{r.confidence:.3f}", Text(r.top3_text()),
+                      Text(r.error or "", style="red"))
     Console(width=160).print(table)
 
 
@@ -145,13 +199,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--save_prepared", metavar="DIR", type=Path,
                         help="write each prepared 28x28 image (what the model sees) as DIR/<file name>.png")
+    parser.add_argument(OVERWRITE_FLAG, action="store_true", help=OVERWRITE_HELP)
     parser.add_argument(ALLOW_IMPORTS_FLAG, action="append", metavar="PKG", help=ALLOW_IMPORTS_HELP)
     args = parser.parse_args(argv)
+    if (problem := device_refusal(args.device)) is not None:
+        print(f"mnist-bench predict: --device {args.device} {problem}. Fix: --device cpu (or cuda, cuda:N where "
+              "there is a GPU)", file=sys.stderr)
+        return 2
     if args.csv and (problem := unwritable(Path(args.csv))):
         print(f"mnist-bench predict: cannot write --csv {args.csv}: {problem}", file=sys.stderr)
         return 2
     try:
         device = torch.device(args.device)
+        checkpoint = resolve_checkpoint(args.ckpt_path)
         model = load_trained(args.ckpt_path, device, allow_imports=allowed_packages(args.allow_imports))
     except (ConfigError, UserFacingError, RuntimeError) as err:
         print(f"mnist-bench predict: {err}", file=sys.stderr)
@@ -159,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     files = image_files(args.inputs)
     if not files:
         print(f"mnist-bench predict: no image files in {' '.join(args.inputs)}", file=sys.stderr)
+        return 2
+    csv_path = Path(args.csv) if args.csv else None
+    if (problem := output_refusal(csv_path, args.save_prepared, files, checkpoint, args.overwrite)) is not None:
+        print(f"mnist-bench predict: {problem}", file=sys.stderr)
         return 2
     if args.save_prepared is not None:
         try:
@@ -172,9 +236,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     rows = predict_files(model, files, device, args.save_prepared)
     column = class_column(model.dataset.class_names)
+    if args.csv:  # before the table, so that nothing the table does can lose the rows
+        write_text_atomic(Path(args.csv), csv_text(rows, column))
     print_table(rows, f"mnist-bench predict: {model.model_name} on {model.dataset.name} ({args.ckpt_path})", column)
     if args.csv:
-        write_text_atomic(Path(args.csv), csv_text(rows, column))
         print(f"wrote {args.csv}")
     failed = sum(r.error is not None for r in rows)
     if failed:
