@@ -20,6 +20,17 @@ def no_weight_downloads(monkeypatch):
     monkeypatch.setenv(WEIGHTS_URL_VARIABLE, "http://127.0.0.1:9/models")
 
 
+@pytest.fixture(autouse=True)
+def own_cache_and_no_probes(monkeypatch, tmp_path_factory):
+    """Tests never read or write the user's cache (the seed unit's), and a benchmark's estimate starts no probe
+    run unless a test calls the probe itself (``estimate.run_probe`` imported before this fixture replaces it)."""
+    from mnist_bench.benchmark import estimate
+    from mnist_bench.benchmark.seed_unit import CACHE_VARIABLE
+
+    monkeypatch.setenv(CACHE_VARIABLE, str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setattr(estimate, "run_probe", lambda *args, **kwargs: (None, "no probe runs in the tests"))
+
+
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
     """A tiny MNIST-shaped dataset (600 train, 200 test) in torchvision's raw layout."""

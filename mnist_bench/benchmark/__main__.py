@@ -12,6 +12,7 @@ import torch
 
 from mnist_bench.benchmark.aggregate import rows_from_run_dirs, summarize, with_intervals
 from mnist_bench.benchmark.comparison import compare, markdown_section, paired_tests_figure
+from mnist_bench.benchmark.estimate import Countdown, cut_short, estimate_runs, plan_lines
 from mnist_bench.benchmark.plan import (
     Run,
     done_before,
@@ -27,8 +28,8 @@ from mnist_bench.benchmark.plan import (
 )
 from mnist_bench.benchmark.plots import write_plots
 from mnist_bench.benchmark.runner import available_models, failed_row, run_all, run_one
+from mnist_bench.benchmark.seed_unit import SeedUnit, after_runs, choose, expected_seconds, runs_device
 from mnist_bench.benchmark.table import csv_text, loss_note, markdown_table, print_rich_table, test_set_note
-from mnist_bench.errors import first_line
 from mnist_bench.plots import save_figure
 from mnist_bench.precision import cpu_capability
 from mnist_bench.provenance import cpu_name, git_sha, versions
@@ -52,7 +53,7 @@ def environment() -> dict:
     }
 
 
-def header(env: dict, wall_s: float | None, seed_unit_s: float | None) -> str:
+def header(env: dict, wall_s: float | None, seed_unit_s: float | None, unit_note: str | None = None) -> str:
     if env.get("gpus"):
         where = f"GPU: {', '.join(env['gpus'])}"
     else:
@@ -66,23 +67,8 @@ def header(env: dict, wall_s: float | None, seed_unit_s: float | None) -> str:
     text += "."
     if seed_unit_s:
         text += (f" 1 su (seed unit) = {seed_unit_s:.1f} s, the seed notebook's 5-epoch CNN training on this "
-                 "machine, measured in the same run.")
+                 f"machine, {unit_note or 'measured by the benchmark that trained the runs'}.")
     return text
-
-
-def measure_seed_unit(data_dir: str, extra: list[str]) -> float | None:
-    """The seed notebook's 5-epoch CNN training time here, on the device the runs use: 1 su. None (with the
-    reason) when it cannot run; the models' runs then say what is wrong with the data."""
-    from mnist_bench.benchmark.overhead import SEED_EPOCHS, time_seed_pipeline
-
-    on_cpu = any(arg.replace(" ", "=") == "--trainer.accelerator=cpu" for arg in extra)
-    device = torch.device("cuda" if torch.cuda.is_available() and not on_cpu else "cpu")
-    print(f"== seed unit: the seed notebook's pipeline, {SEED_EPOCHS} epochs on {device} ==", flush=True)
-    try:
-        return time_seed_pipeline(data_dir, SEED_EPOCHS, device)
-    except (RuntimeError, OSError) as err:
-        print(f"   -> no seed unit: {first_line(err)}", flush=True)
-        return None
 
 
 def with_seed_units(row: dict, seed_unit_s: float | None) -> dict:
@@ -93,13 +79,13 @@ def with_seed_units(row: dict, seed_unit_s: float | None) -> dict:
 
 
 def write_results(results: Path, env: dict, rows: list[dict], wall_s: float | None, seed_unit_s: float | None,
-                  extra: list[str], reused: int = 0) -> list[dict]:
+                  extra: list[str], reused: int = 0, seed_unit: SeedUnit | None = None) -> list[dict]:
     """benchmark.{json,csv,md} and the plots from per-run rows (``reused`` of them from earlier benchmarks); returns
     the summary table."""
     rows = [with_intervals(row) for row in rows]
     summary = summarize(rows)
     comparison = compare(rows)
-    head = header(env, wall_s, seed_unit_s)
+    head = header(env, wall_s, seed_unit_s, seed_unit.note() if seed_unit else None)
     units = {row.get("seed_unit_s") for row in rows if row.get("time/fit_su") is not None}
     if reused:
         head += (f" {reused} of the {len(rows)} runs were done by an earlier benchmark with the same config, seed, code "
@@ -107,6 +93,7 @@ def write_results(results: Path, env: dict, rows: list[dict], wall_s: float | No
                                               "of each run in benchmark.json)." if len(units) > 1 else "."))
     write_json_atomic(results / "benchmark.json", {"environment": env, "wall_s": round(wall_s, 1) if wall_s else None,
                                                    "seed_unit_s": round(seed_unit_s, 3) if seed_unit_s else None,
+                                                   "seed_unit": seed_unit.as_dict() if seed_unit else None,
                                                    "extra_args": extra, "rows": rows, "summary": summary,
                                                    "paired_tests": comparison})
     write_text_atomic(results / "benchmark.csv", csv_text(rows))
@@ -167,8 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=".", help="runs go to <root>/lightning_logs/<model>/version_<n>")
     parser.add_argument("--results", default="results")
     parser.add_argument("--timeout_s", type=float, default=None, help="kill a model's run after this long")
-    parser.add_argument("--seed_unit", choices=["measure", "skip"], default="measure",
-                        help="measure: time the seed notebook's pipeline first and report times in su too (default)")
+    parser.add_argument("--seed_unit", choices=["auto", "measure", "before_after", "skip"], default="auto",
+                        help="auto: this machine's cached seed unit, measured first when there is none and the runs "
+                             "are not cut short (default); measure: time it again now; before_after: time it before "
+                             "and after the runs (the table states both); skip: times in seconds only")
+    parser.add_argument("--estimate", choices=["auto", "records", "off"], default="auto",
+                        help="each run's expected time, said before the runs: from finished runs on this machine, "
+                             "else a short probe (auto, default); from finished runs only (records); none (off)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="runs at once, each on its own GPU or its own CPU cores (default: one per visible GPU, "
                              "1 without a GPU)")
@@ -225,25 +217,40 @@ def main(argv: list[str] | None = None) -> int:
         return aggregate(runs, keys, results)
     env = environment()
     where = placement(env, jobs)
-    start = time.perf_counter()
     reused = {} if args.force else {run: e for run in selected if (e := done_before(results, run, keys[run], where))}
     todo = [run for run in selected if run not in reused]
     for run, entry in reused.items():
         print(f"== {run.model} (seed {run.seed}) == done before with the same config, seed, code and hardware: "
               f"{entry['row'].get('run_dir')} (--force to train it again)", flush=True)
-    measure = args.seed_unit == "measure" and todo and args.only is None
-    seed_unit_s = measure_seed_unit(args.data_dir, extra) if measure else None
+    # an array task never measures the seed unit (it takes the cached one) nor probes
+    short = cut_short(extra, [config_dir / f"{run.model}.yaml" for run in todo])
+    unit_mode = "skip" if not todo else args.seed_unit if args.only is None else \
+        ("skip" if args.seed_unit == "skip" else "cached")
+    device = "cuda" if runs_device(extra).type == "cuda" else f"cpu: {cpu_name()} ("
+    estimates = estimate_runs(todo, config_dir, args.data_dir, extra, results, where, device, environments[0],
+                              args.estimate if args.only is None or args.estimate == "off" else "records")
+    unit_s, unit_times = expected_seconds(unit_mode, extra, short)
+    if todo:
+        print("\n".join(plan_lines(estimates, jobs, unit_s, unit_times)), flush=True)
+    seed_unit = choose(unit_mode, args.data_dir, extra, short)
+    seed_unit_s = seed_unit.seconds if seed_unit else None
     if seed_unit_s is None and reused and args.only is None:
         seed_unit_s = next(iter(reused.values())).get("seed_unit_s")
+    countdown = Countdown(estimates, jobs, after_s=(unit_s or 0.0) if unit_mode == "before_after" else 0.0)
+    start = time.perf_counter()  # the runs' wall time: the seed unit and the probes are not in it
 
     def train(run: Run, env: dict[str, str], label: str, on_run_dir) -> dict:
-        print(f"== {run.model} (seed {run.seed}) == [{(time.perf_counter() - start) / 60:.1f} min into the benchmark]"
-              + (f" {' '.join(f'{k}={v}' for k, v in env.items())}" if env else ""), flush=True)
+        print(f"== {run.model} (seed {run.seed}) == [{(time.perf_counter() - start) / 60:.1f} min into the benchmark; "
+              f"{countdown.start(run)}]" + (f" {' '.join(f'{k}={v}' for k, v in env.items())}" if env else ""),
+              flush=True)
+        run_start = time.perf_counter()
         row = run_one(run.model, run.seed, config_dir, args.data_dir, root, extra,
                       results / "logs" / f"{run.name}.log", args.timeout_s, env=env, label=label,
                       on_run_dir=on_run_dir)
+        row["time/run_s"] = round(time.perf_counter() - run_start, 1)  # the run's process, start-up included
         print(f"   {label}-> {row['status']}" + (f": {row['error']}" if row.get("error") else
-                                                 f", test acc {100 * row['test/acc']:.2f}%"), flush=True)
+                                                 f", test acc {100 * row['test/acc']:.2f}%")
+              + f" ({countdown.finish(run)})", flush=True)
         return with_seed_units(row, seed_unit_s)
 
     try:
@@ -253,13 +260,19 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmark: interrupted: the runs going on were stopped; the finished ones are recorded, and the same "
               "command continues with the rest", file=sys.stderr)
         return 130
+    wall_s = time.perf_counter() - start
     if args.only is not None:
         row = trained.get(selected[0]) or reused[selected[0]]["row"]
         return 0 if row.get("status") == "ok" else 1
+    if seed_unit is not None and seed_unit.how == "before_after":
+        seed_unit = after_runs(seed_unit, args.data_dir, extra)
+        seed_unit_s = seed_unit.seconds
+        for run, row in trained.items():  # their su against the unit of both measurements
+            record_done(results, run, keys[run], where, with_seed_units(row, seed_unit_s), seed_unit_s)
     rows = [trained[run] if run in trained else reused[run]["row"] for run in runs]
     env["git_sha"] = commits_of(rows) or env["git_sha"]  # the commits the rows ran at (reused rows keep theirs)
-    wall_s = time.perf_counter() - start
-    write_results(results, env, rows, wall_s if todo else None, seed_unit_s, extra, reused=len(reused))
+    write_results(results, env, rows, wall_s if todo else None, seed_unit_s, extra, reused=len(reused),
+                  seed_unit=seed_unit)
     return 0 if all(r.get("status") == "ok" for r in rows) else 1
 
 

@@ -25,7 +25,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the tree that holds mnist_
 # column or plot does not make the runs done before stale)
 RUN_CODE = ("mnist_bench/**/*.py", "pyproject.toml")
 READS_FINISHED_RUNS = tuple(f"mnist_bench/benchmark/{name}.py" for name in
-                            ("__main__", "aggregate", "comparison", "overhead", "plan", "plots", "stats", "table"))
+                            ("__main__", "aggregate", "comparison", "estimate", "overhead", "plan", "plots",
+                             "seed_unit", "stats", "table"))
 
 
 @dataclass(frozen=True)

@@ -81,8 +81,10 @@ class RunReport(Callback):
             "config": self.info.get("config"),
         }
         metrics.update(pl_module.extra_metrics())
-        test_set = getattr(trainer.datamodule, "test_set", None) if trainer.datamodule is not None else None
-        metrics["test/full_images"] = len(test_set) if test_set is not None else None
+        # the whole sets the run drew from (an estimate scales a run's rates to other limits with them)
+        for stage in ("train", "val", "test"):
+            data = getattr(trainer.datamodule, f"{stage}_set", None) if trainer.datamodule is not None else None
+            metrics[f"{stage}/full_images"] = len(data) if data is not None else None
         return metrics
 
     def write(self, metrics: dict[str, Any]) -> Path:

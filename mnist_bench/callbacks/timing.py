@@ -127,6 +127,7 @@ class TimingCallback(Callback):
             "throughput/infer_img_s": round(self.test_images / self.test_s, 1) if self.test_s else None,
             "test/images": self.test_images or None,  # how many test images the metrics are over
             "val/images": self.val_images or None,  # the last validation pass's
+            "time/epoch_train_s": [round(s, 3) for s in self.epoch_s],  # each epoch's training loop
         }
 
     def state_dict(self) -> dict[str, Any]:

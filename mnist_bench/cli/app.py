@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_info
@@ -25,7 +25,15 @@ from lightning.pytorch.utilities import rank_zero_info
 import mnist_bench.models  # noqa: F401  (registers the models for short class paths)
 from mnist_bench.allowlist import restrict_config_imports
 from mnist_bench.benchmark.table import print_rich_table
-from mnist_bench.callbacks import EpochLine, RunReport, TestFigures, TestPredictions, TimingCallback
+from mnist_bench.callbacks import (
+    EpochLine,
+    RunClock,
+    RunProgressBar,
+    RunReport,
+    TestFigures,
+    TestPredictions,
+    TimingCallback,
+)
 from mnist_bench.callbacks.best import BestCheckpoint
 from mnist_bench.cli.loggers import build_loggers, logger_names
 from mnist_bench.cli.rundirs import (
@@ -340,10 +348,12 @@ class MNISTBenchCLI(LightningCLI):
                                             save_on_train_epoch_end=False))
         if self.subcommand == "test":  # fit gets it for its closing test pass (after_fit)
             callbacks.append(TestFigures(self.run_dir))
+        if self.subcommand in ("fit", None):
+            callbacks.append(RunClock())  # the run's remaining time, for the epoch lines and the bar
         if trainer_config.get("enable_progress_bar") is False:
             callbacks.append(EpochLine())
         elif not any(isinstance(cb, ProgressBar) for cb in given):
-            callbacks.append(RichProgressBar())
+            callbacks.append(RunProgressBar())
         return callbacks
 
     def _config_dict(self) -> dict[str, Any]:
