@@ -95,7 +95,7 @@ def sweep(args: argparse.Namespace, fit_args: list[str]) -> int:
         raise ConfigError("--heartbeat_s must be at least 1 and --timeout_s above 0")
     # the trials' allowlist comes from this command line (and the environment) alone, never from the space
     fit_args, given = allowed_imports(fit_args)
-    packages = allowed_packages([*getattr(args, "allow_imports", []), *given])
+    packages = allowed_packages([*args.allow_imports, *given])
     space = load_space(args.space, packages)
     name = args.study or config.stem
     if not STUDY_NAME.match(name):
