@@ -20,6 +20,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
 import mnist_bench.models  # noqa: F401  (registers the models for short class paths)
@@ -30,6 +31,7 @@ from mnist_bench.callbacks.best import BestCheckpoint
 from mnist_bench.cli.loggers import build_loggers, logger_names
 from mnist_bench.cli.rundirs import (
     UNSUPPORTED_CKPT_PATHS,
+    CompleteCheckpointIO,
     check_checkpoint,
     model_logs,
     newest_last_checkpoint,
@@ -296,6 +298,10 @@ class MNISTBenchCLI(LightningCLI):
         given = trainer_config.get("callbacks") or []
         given = list(given) if isinstance(given, list) else [given]
         overrides["callbacks"] = given + self._run_callbacks(trainer_config, given)
+        plugins = trainer_config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):  # a user's own checkpoint IO wins
+            overrides["plugins"] = [*plugins, CompleteCheckpointIO()]
         trainer = super().instantiate_trainer(**{**kwargs, **overrides})
         for callback in trainer.checkpoint_callbacks:  # checkpoints in the run's folder, whatever the loggers
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:

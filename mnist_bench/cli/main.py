@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 import warnings
+from pathlib import Path
 
 from jsonargparse import ArgumentError
 
@@ -51,8 +52,13 @@ def main(args: list[str] | None = None) -> None:
     except OSError as err:
         if err.errno not in WRITE_ERRORS:
             raise
+        folder = Path(err.filename) if err.filename else None  # a checkpoint's folder (CompleteCheckpointIO)
+        if folder is not None and folder.name == "checkpoints" and not (folder / "last.ckpt").exists():
+            rerun = "rerun without --ckpt_path (no epoch was checkpointed yet, so there is nothing to resume)"
+        else:
+            rerun = "rerun with --ckpt_path last; the last complete checkpoint is kept"
         _exit(1, f"could not write {err.filename or 'a file'}: {err.strerror}. Free some space (or pick a writable "
-                 "--trainer.default_root_dir) and rerun with --ckpt_path last; the last complete checkpoint is kept")
+                 f"--trainer.default_root_dir) and {rerun}")
     except Exception as err:
         cause = user_error_in(err)
         if cause is None:
