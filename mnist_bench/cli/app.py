@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -122,6 +122,20 @@ class SafeLoadingParser(LightningArgumentParser):
         return added
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during fit, test or validate, after Lightning's shutdown; the message says how to go on."""
+
+
+class CtrlCSeen(Callback):
+    """Whether the run ended on a KeyboardInterrupt (Lightning marks every failed run as interrupted)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self.seen = self.seen or isinstance(exception, KeyboardInterrupt)
+
+
 class MNISTBenchCLI(LightningCLI):
     """LightningCLI with the project's run-dir, logger, checkpoint and report defaults."""
 
@@ -138,8 +152,27 @@ class MNISTBenchCLI(LightningCLI):
         self._run_dir: Path | None = None
         self._resume_dir: Path | None = None  # the folder of the run fit resumes
         self._ckpt_dataset: DatasetInfo | None = None
-        super().__init__(MNISTClassifier, MNISTDataModule, *args, subclass_mode_model=True, subclass_mode_data=True,
-                         **kwargs)
+        self._ctrl_c = CtrlCSeen()
+        try:
+            super().__init__(MNISTClassifier, MNISTDataModule, *args, subclass_mode_model=True,
+                             subclass_mode_data=True, **kwargs)
+        except SystemExit as stop:
+            # Lightning 2.6's _call_and_handle_interrupt ends a run stopped by Ctrl-C with sys.exit(1), after
+            # its graceful shutdown; the convention (and main()) says 130
+            if stop.code == 1 and self._ctrl_c.seen:
+                raise RunInterrupted(self._how_to_go_on()) from None
+            raise
+
+    def _how_to_go_on(self) -> str:
+        """What an interrupted run leaves, and the command that goes on from there."""
+        if self.subcommand != "fit":
+            done = "tested" if self.subcommand == "test" else "validated"
+            return f"nothing was {done} to the end; rerun the same command"
+        last = self._run_dir / "checkpoints" / "last.ckpt" if self._run_dir is not None else None
+        if last is None or not last.exists():
+            return "no epoch was checkpointed yet; rerun the same command to start again"
+        return (f"{last} holds the last complete epoch; to go on from it, rerun the same command with "
+                "--ckpt_path last")
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -336,7 +369,8 @@ class MNISTBenchCLI(LightningCLI):
         }
         if self.subcommand in ("test", "validate") and config.get("ckpt_path"):
             info["tested_weights"] = {"which": "checkpoint", "checkpoint": str(config.ckpt_path)}
-        callbacks: list = [TimingCallback(), RunReport(self.run_dir, info), TestPredictions(self.run_dir)]
+        callbacks: list = [TimingCallback(), RunReport(self.run_dir, info), TestPredictions(self.run_dir),
+                           self._ctrl_c]
         if self.subcommand == "fit":
             callbacks += pruning_callbacks()  # a sweep's trial reports to its study (none for an ordinary run)
         if self.subcommand in ("fit", None) and config.get("test_weights") == "best":  # None: built with run=False

@@ -47,6 +47,8 @@ def main(args: list[str] | None = None) -> None:
                 lr_find(argv[1:], packages)
             else:
                 MNISTBenchCLI(args=argv, allow_imports=packages)
+    except KeyboardInterrupt as err:
+        _exit(130, f"interrupted (Ctrl-C){'; ' + str(err) if str(err) else ''}")
     except ArgumentError as err:
         _exit(2, f"config error: {concise(one_line(err))}", hint=True)
     except OSError as err:
