@@ -192,12 +192,13 @@ def test_a_real_ctrl_c_mid_fit_exits_130(synthetic_data, tmp_path):
     cmd = [sys.executable, "-m", "mnist_bench", "fit", "--config", str(ROOT / "configs/cnn.yaml"),
            f"--data.data_dir={synthetic_data}", "--data.val_size=100", "--trainer.max_epochs=1000",
            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-    # SIGINT as a terminal sends it (a test runner in the background may have it ignored: Python then keeps it so)
+    # SIGINT as from a terminal (a test runner in the background may have it ignored, and Python keeps that)
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
-    while not (run / "checkpoints/last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
+    last_ckpt = run / "checkpoints/last.ckpt"
+    while not last_ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

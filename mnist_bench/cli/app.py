@@ -448,7 +448,8 @@ class MNISTBenchCLI(LightningCLI):
         from rich.markup import escape
 
         # the table is printed through rich: a name such as "[red]x" is shown as it is, never read as markup
-        shown = {key: escape(value) if isinstance(value, str) else value for key, value in report.metrics.items()}
-        print_rich_table([shown], title=escape(f"mnist-bench: {report.metrics['model']} on {report.metrics['device']}"))
+        metrics = report.metrics
+        shown = {key: escape(value) if isinstance(value, str) else value for key, value in metrics.items()}
+        print_rich_table([shown], title=escape(f"mnist-bench: {metrics['model']} on {metrics['device']}"))
         loggers = ", ".join(type(logger).__name__ for logger in self.trainer.loggers) or "no logger"
         print(f"run dir: {report.metrics['run_dir']}  (metrics.json, config.yaml, checkpoints/, figures; {loggers})")

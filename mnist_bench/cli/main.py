@@ -89,15 +89,16 @@ def concise(message: str) -> str:
 
 
 def unknown_argument(message: str) -> str | None:
-    """An init_args key that the named class (a scheduler, an optimizer) does not take: the full key, the class and
-    the arguments it takes, in one line instead of jsonargparse's tour of the Union it tried."""
-    found = re.search(r"Option '([^']+)' is not accepted\. Got value: Namespace\(class_path='([^']+)'", message)
+    """An init_args key that the named class (a scheduler, an optimizer) does not take: the full key, the
+    class and the arguments it takes, in one line instead of jsonargparse's tour of the Union it tried."""
+    found = re.search(r"Option '([^']+)' is not accepted\. Got value: "
+                      r"Namespace\(class_path='([^']+)'", message)
     if found is None:
         return None
     option, class_path = found.groups()
     key = ".init_args.".join([*re.findall(r'Parser key "([^"]+)"', message[: found.start()]), option])
     module, _, name = class_path.rpartition(".")
-    cls = getattr(sys.modules.get(module), name, None)  # jsonargparse imported it already; nothing new is imported
+    cls = getattr(sys.modules.get(module), name, None)  # imported by jsonargparse already; nothing new is
     try:
         params = [p for p in inspect.signature(cls).parameters.values()
                   if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
