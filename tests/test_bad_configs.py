@@ -132,7 +132,8 @@ def test_a_root_dir_through_a_file_is_a_config_error(where, resume, capsys, tmp_
 
 @pytest.mark.parametrize("bad, named", [("root_file", "trainer.default_root_dir"),
                                         ("--checkpoint.every_n_train_steps=10", "every_n_train_steps"),
-                                        ("--trainer.max_epochs=0", "max_epochs")], ids=["root_file", "steps", "epochs"])
+                                        ("--trainer.max_epochs=0", "max_epochs")],
+                         ids=["root_file", "steps", "epochs"])
 def test_lr_find_runs_the_checks_fit_runs(bad, named, capsys, tmp_path, synthetic_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
     notes = tmp_path / "results.txt"
@@ -150,8 +151,8 @@ def test_lr_find_runs_the_checks_fit_runs(bad, named, capsys, tmp_path, syntheti
 def test_data_dir_through_a_file_is_one_line_naming_it(where, capsys, tmp_path):
     from mnist_bench.data.fetch import main as data_main
 
-    notes = {"data_dir": tmp_path / "data", "parent": tmp_path / "data", "dataset_folder": tmp_path / "data/MNIST",
-             "raw": tmp_path / "data/MNIST/raw"}[where]
+    notes = {"data_dir": tmp_path / "data", "parent": tmp_path / "data",
+             "dataset_folder": tmp_path / "data/MNIST", "raw": tmp_path / "data/MNIST/raw"}[where]
     notes.parent.mkdir(parents=True, exist_ok=True)
     notes.write_text("notes")
     data_dir = tmp_path / "data" / ("sub" if where == "parent" else "")
@@ -160,9 +161,9 @@ def test_data_dir_through_a_file_is_one_line_naming_it(where, capsys, tmp_path):
     captured = capsys.readouterr()
     assert code == 2 and "Traceback" not in captured.err
     lines = captured.err.strip().splitlines()
-    assert lines == [f"mnist-bench data: error: --data_dir {data_dir}: {notes} is a file, and the dataset is written "
-                     "into folders there. Fix: a --data_dir whose path is all folders (created if missing), or move "
-                     f"{notes} away"]
+    assert lines == [f"mnist-bench data: error: --data_dir {data_dir}: {notes} is a file, and the dataset is "
+                     "written into folders there. Fix: a --data_dir whose path is all folders (created if "
+                     f"missing), or move {notes} away"]
     assert notes.read_text() == "notes"
 
 
@@ -178,6 +179,6 @@ def test_an_argument_the_class_lacks_is_one_line_with_the_ones_it_has(name, key,
     code, err = run_main(["fit", "--config", config(name), f"--model.init_args.{key}=0.01"], capsys)
     assert code == 2 and "Traceback" not in err, err
     first = err.strip().splitlines()[0]
-    assert first.startswith(f"mnist-bench: config error: model.init_args.{key}: {cls} has no argument {option}; "
-                            "its arguments: "), first
+    assert first.startswith(f"mnist-bench: config error: model.init_args.{key}: {cls} has no argument "
+                            f"{option}; its arguments: "), first
     assert has in first and "Union" not in first and len(first) < 400, first

@@ -144,3 +144,65 @@ def test_the_results_table_shows_names_as_they_are(cnn_run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "mnist-bench: [/b]cnn on [red]cpu" in out and "[/b]cnn" in out.split("\n", 2)[-1]
     assert "runs/[bold]x" in out
+
+
+@pytest.mark.parametrize("subcommand, hook", [("fit", "on_train_batch_start"), ("test", "on_test_start"),
+                                              ("validate", "on_validation_start")])
+def test_ctrl_c_exits_130_with_how_to_go_on(subcommand, hook, tiny_fit_args, tmp_path, monkeypatch, capsys):
+    import signal
+
+    from mnist_bench.callbacks import TimingCallback
+
+    original = getattr(TimingCallback, hook)
+
+    def ctrl_c(self, trainer, *args):
+        original(self, trainer, *args)
+        if subcommand != "fit" or trainer.current_epoch == 1:  # fit: once the first epoch is checkpointed
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(TimingCallback, hook, ctrl_c)
+    args = ["--config", str(ROOT / "configs/cnn.yaml"), *tiny_fit_args, "--data.batch_size=100",
+            "--trainer.max_epochs=2"]
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            main([subcommand, *args])
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+    assert stopped.value.code == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mnist-bench: interrupted (Ctrl-C)"), last
+    if subcommand != "fit":
+        assert "rerun the same command" in last, last
+        return
+    assert "--ckpt_path last" in last, last
+    monkeypatch.undo()
+    main(["fit", *args, "--ckpt_path=last"])
+    metrics = json.loads((run_dir(tmp_path, "cnn") / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["epochs"] == 2
+
+
+def test_a_real_ctrl_c_mid_fit_exits_130(synthetic_data, tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "lightning_logs/cnn/version_0"
+    cmd = [sys.executable, "-m", "mnist_bench", "fit", "--config", str(ROOT / "configs/cnn.yaml"),
+           f"--data.data_dir={synthetic_data}", "--data.val_size=100", "--trainer.max_epochs=1000",
+           "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    # SIGINT as from a terminal (a test runner in the background may have it ignored, and Python keeps that)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    last_ckpt = run / "checkpoints/last.ckpt"
+    while not last_ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mnist-bench: interrupted (Ctrl-C); ") and last.endswith("--ckpt_path last"), last

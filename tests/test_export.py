@@ -118,8 +118,8 @@ def test_export_never_writes_over_a_checkpoint(output, overwrite, tmp_path, caps
     before = only.read_bytes()
     monkeypatch.chdir(run)
     target = {"the_only_ckpt": str(only), "last_link": str(run / "checkpoints/last.ckpt"),
-              "relative": "checkpoints/../checkpoints/epoch=0-step=10.ckpt", "hardlink": str(tmp_path / "model.onnx"),
-              "another_ckpt": str(tmp_path / "old.ckpt")}[output]
+              "relative": "checkpoints/../checkpoints/epoch=0-step=10.ckpt",
+              "hardlink": str(tmp_path / "model.onnx"), "another_ckpt": str(tmp_path / "old.ckpt")}[output]
     if output == "hardlink":
         Path(target).hardlink_to(only)
     elif output == "another_ckpt":
@@ -138,8 +138,8 @@ def test_an_existing_onnx_file_needs_overwrite(tmp_path, capsys):
     output.write_bytes(b"mine")
     assert export_main(["--ckpt_path", str(run), "--output", str(output)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"mnist-bench export: --output {output} exists. Fix: --overwrite to replace it, or another "
-                   "--output file"]
+    assert err == [f"mnist-bench export: --output {output} exists. Fix: --overwrite to replace it, or "
+                   "another --output file"]
     assert output.read_bytes() == b"mine"
     assert export_main(["--ckpt_path", str(run), "--output", str(output), "--overwrite"]) == 0
     assert onnx.load(str(output)).graph.input[0].name == "digits"

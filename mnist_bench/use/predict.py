@@ -86,8 +86,8 @@ def predict_files(model: torch.nn.Module, files: list[Path], device: torch.devic
 
 
 def prepared_names(files: list[Path]) -> list[str]:
-    """The name of each file's prepared image in --save_prepared, decided before any is read: a.png and b/a.jpg
-    give a.png and a-2.png."""
+    """The name of each file's prepared image in --save_prepared, decided before any is read: a.png and
+    b/a.jpg give a.png and a-2.png."""
     names: list[str] = []
     for path in files:
         name, k = f"{path.stem}.png", 1
@@ -112,13 +112,13 @@ def output_refusal(csv_path: Path | None, prepared: Path | None, files: list[Pat
             return f"--csv {csv_path} exists. Fix: {OVERWRITE_FLAG} to replace it, or another --csv file"
     for image in images:
         if (reason := owned(image, files, checkpoint)) is not None:
-            return (f"--save_prepared {prepared} would write {image}, which {reason}, and {NEVER_REPLACED}. Fix: "
-                    "--save_prepared a folder of its own, e.g. prepared")
+            return (f"--save_prepared {prepared} would write {image}, which {reason}, and {NEVER_REPLACED}. "
+                    "Fix: --save_prepared a folder of its own, e.g. prepared")
     existing = [image for image in images if image.exists()]
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more of the images it would write)" if len(existing) > 1 else ""
-        return (f"--save_prepared {prepared} already holds {existing[0].name}{more}. Fix: {OVERWRITE_FLAG} to "
-                f"replace {'them' if more else 'it'}, or another --save_prepared folder")
+        return (f"--save_prepared {prepared} already holds {existing[0].name}{more}. Fix: {OVERWRITE_FLAG} "
+                f"to replace {'them' if more else 'it'}, or another --save_prepared folder")
     return None
 
 
@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(ALLOW_IMPORTS_FLAG, action="append", metavar="PKG", help=ALLOW_IMPORTS_HELP)
     args = parser.parse_args(argv)
     if (problem := device_refusal(args.device)) is not None:
-        print(f"mnist-bench predict: --device {args.device} {problem}. Fix: --device cpu (or cuda, cuda:N where "
-              "there is a GPU)", file=sys.stderr)
+        print(f"mnist-bench predict: --device {args.device} {problem}. Fix: --device cpu (or cuda, cuda:N "
+              "where there is a GPU)", file=sys.stderr)
         return 2
     if args.csv and (problem := unwritable(Path(args.csv))):
         print(f"mnist-bench predict: cannot write --csv {args.csv}: {problem}", file=sys.stderr)
@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnist-bench predict: no image files in {' '.join(args.inputs)}", file=sys.stderr)
         return 2
     csv_path = Path(args.csv) if args.csv else None
-    if (problem := output_refusal(csv_path, args.save_prepared, files, checkpoint, args.overwrite)) is not None:
+    problem = output_refusal(csv_path, args.save_prepared, files, checkpoint, args.overwrite)
+    if problem is not None:
         print(f"mnist-bench predict: {problem}", file=sys.stderr)
         return 2
     if args.save_prepared is not None:
