@@ -268,3 +268,14 @@ def test_ctrl_c_stops_the_runs_going_on_and_starts_no_other(tmp_path):
     assert time.monotonic() - begin < 15, "the runs going on were stopped, not waited for"
     time.sleep(1)
     assert len(started) == 2, "no run started after Ctrl-C"
+
+
+@pytest.mark.parametrize("where", ["file", "file/under"])
+def test_a_results_folder_that_is_a_file_is_one_line(tmp_path, capsys, where):
+    (tmp_path / "file").write_text("mine")
+    results = tmp_path / where
+    assert benchmark_main(["--models", "cnn", "--config_dir", str(ROOT / "configs"), "--results", str(results),
+                           "--aggregate"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "file") in err and "is a file" in err, err
+    assert (tmp_path / "file").read_text() == "mine"

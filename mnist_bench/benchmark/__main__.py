@@ -175,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="train nothing: build the results from these run dirs")
     args = parser.parse_args(argv)
     extra = [a for arg in extra for a in arg.split()]  # ARGS="--a=1 --b=2" arrives as one word
+    blocked = next((p for p in [Path(args.results), *Path(args.results).parents] if p.exists() and not p.is_dir()),
+                   None)
+    if blocked is not None:
+        print(f"benchmark: error: --results {args.results}: {blocked} is a file, not a folder; name another --results",
+              file=sys.stderr)
+        return 2
     if args.from_runs:
         return from_runs(args.from_runs, Path(args.results))
 
