@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -279,3 +280,41 @@ def test_a_results_folder_that_is_a_file_is_one_line(tmp_path, capsys, where):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(tmp_path / "file") in err and "is a file" in err, err
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_an_edited_record_is_never_reported_as_a_result(synthetic_data, tmp_path):
+    """A record says 99.99% and points at another run: the row is the run's own, or failed and says so."""
+    assert bench(synthetic_data, tmp_path, "--models", "cnn") == 0
+    assert bench(synthetic_data, tmp_path, "--models", "cnn", extra=FAST + " --data.batch_size=32") == 0
+    record_file = tmp_path / "results/runs/cnn-seed42.json"
+    record = json.loads(record_file.read_text())
+    truth = json.loads((Path(record["row"]["run_dir"]) / "metrics.json").read_text())["test/acc"]
+    record["row"]["test/acc"] = 0.9999
+    record_file.write_text(json.dumps(record))
+    for args in ((), ("--aggregate",)):
+        assert bench(synthetic_data, tmp_path, "--models", "cnn", *args, extra=FAST + " --data.batch_size=32") == 1
+        (row,) = rows(tmp_path)
+        assert row["status"] == "failed" and "disagrees with" in row["error"] and "test/acc" in row["error"], row
+        assert 0.9999 not in (row.get("test/acc"),)
+    # the record's run dir swapped for the other run's (whose figures differ): the same
+    record["row"]["test/acc"] = truth
+    record["row"]["run_dir"] = str(tmp_path / "lightning_logs/cnn/version_0")
+    record_file.write_text(json.dumps(record))
+    assert bench(synthetic_data, tmp_path, "--models", "cnn", "--aggregate", extra=FAST + " --data.batch_size=32") == 1
+    assert "disagrees with" in rows(tmp_path)[0]["error"]  # the other run's times differ from the record's
+    # an honest record is reused as it was
+    record["row"]["run_dir"] = str(tmp_path / "lightning_logs/cnn/version_1")
+    record_file.write_text(json.dumps(record))
+    assert bench(synthetic_data, tmp_path, "--models", "cnn", extra=FAST + " --data.batch_size=32") == 0
+    assert rows(tmp_path)[0]["test/acc"] == truth and versions(tmp_path) == ["version_0", "version_1"]
+
+
+@pytest.mark.parametrize("value", ["abc", None, True, float("nan"), 1.5, -0.1, [0.9]])
+def test_a_row_whose_figures_are_not_numbers_is_failed(value):
+    from mnist_bench.benchmark.aggregate import summarize
+
+    row = {"model": "cnn", "seed": 42, "status": "ok", "test/acc": 0.99, "time/fit_s": 10.0}
+    (ok,) = summarize([row])
+    assert ok["status"] == "ok"
+    (bad,) = summarize([{**row, "test/acc": value}])
+    assert bad["status"] == "failed" and "test/acc" in bad["error"], bad

@@ -162,3 +162,17 @@ def test_ab_of_a_folder_without_a_benchmark_is_one_line(tmp_path, capsys):
     assert ab_main(["--a", str(tmp_path), "--b", str(tmp_path), "--output", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "benchmark.json" in err
+
+
+@pytest.mark.parametrize("value", ["abc", None, float("nan"), 1.5, True])
+def test_ab_of_a_row_whose_accuracy_is_not_a_number_is_one_line(tmp_path, capsys, value):
+    import json
+
+    from mnist_bench.benchmark.ab import main as ab_main
+
+    (tmp_path / "benchmark.json").write_text(json.dumps({"rows": [{"model": "cnn", "seed": 42, "status": "ok",
+                                                                   "test/acc": value}]}))
+    assert ab_main(["--a", str(tmp_path), "--b", str(tmp_path), "--output", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "benchmark.json" in err and "test/acc" in err
+    assert not (tmp_path / "x.json").exists()

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 
-from mnist_bench.benchmark.aggregate import rows_from_run_dirs, summarize, with_intervals
+from mnist_bench.benchmark.aggregate import checked, rows_from_run_dirs, summarize, with_intervals
 from mnist_bench.benchmark.comparison import compare, markdown_section, paired_tests_figure
 from mnist_bench.benchmark.estimate import Countdown, cut_short, estimate_runs, plan_lines
 from mnist_bench.benchmark.plan import (
     Run,
+    checked_against_run,
     done_before,
     job_environments,
     ledger_path,
@@ -33,7 +34,7 @@ from mnist_bench.benchmark.table import csv_text, loss_note, markdown_table, pri
 from mnist_bench.plots import save_figure
 from mnist_bench.precision import cpu_capability
 from mnist_bench.provenance import cpu_name, git_sha, versions
-from mnist_bench.utils import write_json_atomic, write_text_atomic
+from mnist_bench.utils import read_json, write_json_atomic, write_text_atomic
 
 INTERVALS = ("95% CI (test images): Wilson's interval for the accuracy from the number of test images; "
              "95% CI (seeds): Student's t interval for the mean over seeds (with two seeds or more).")
@@ -82,7 +83,7 @@ def write_results(results: Path, env: dict, rows: list[dict], wall_s: float | No
                   extra: list[str], reused: int = 0, seed_unit: SeedUnit | None = None) -> list[dict]:
     """benchmark.{json,csv,md} and the plots from per-run rows (``reused`` of them from earlier benchmarks); returns
     the summary table."""
-    rows = [with_intervals(row) for row in rows]
+    rows = [with_intervals(checked(row)) for row in rows]
     summary = summarize(rows)
     comparison = compare(rows)
     head = header(env, wall_s, seed_unit_s, seed_unit.note() if seed_unit else None)
@@ -282,6 +283,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r.get("status") == "ok" for r in rows) else 1
 
 
+def recorded_row(record: Path, run: Run, row: dict) -> dict:
+    """A recorded ok row checked against its run's own metrics.json (a failed row stays as recorded)."""
+    if row.get("status") != "ok":
+        return row
+    metrics_file = Path(str(row.get("run_dir") or "")) / "metrics.json"
+    try:
+        metrics = read_json(metrics_file)
+    except (OSError, ValueError) as err:
+        return failed_row(run.model, run.seed, f"{record}: its run's {metrics_file} is unreadable ({err})")
+    if not isinstance(metrics, dict):
+        return failed_row(run.model, run.seed, f"{record}: its run's {metrics_file} is not a metrics record")
+    return checked_against_run(record, run, row, metrics)
+
+
 def aggregate(runs: list[Run], keys: dict[Run, str], results: Path) -> int:
     """The table from the runs recorded in ``<results>/runs`` (SLURM array tasks); a run not recorded with the
     current key is a failed row that says so."""
@@ -296,7 +311,7 @@ def aggregate(runs: list[Run], keys: dict[Run, str], results: Path) -> int:
             rows.append(failed_row(run.model, run.seed,
                                    f"run {index}'s result in {path} is for another config, code or data"))
         else:
-            rows.append(entry["row"])
+            rows.append(recorded_row(path, run, entry["row"]))
             seed_unit_s = seed_unit_s or entry.get("seed_unit_s")
     write_results(results, environment_of(rows, "from recorded runs"), rows, None, seed_unit_s, [])
     return 0 if all(r.get("status") == "ok" for r in rows) else 1

@@ -22,12 +22,17 @@ from mnist_bench.utils import read_json, write_json_atomic
 
 def rows_of(results: Path, root: Path | None) -> list[dict[str, Any]]:
     """The ok rows of a benchmark's ``benchmark.json``, their run dirs resolved against ``root`` (the folder the
-    benchmark ran in) when relative."""
-    record = read_json(results / "benchmark.json")
+    benchmark ran in) when relative. A row whose figures are not numbers (an edited file) is refused."""
+    from mnist_bench.benchmark.aggregate import bad_figure
+
+    path = results / "benchmark.json"
+    record = read_json(path)
     rows = []
     for row in record["rows"]:
-        if row.get("status") != "ok":
+        if not isinstance(row, dict) or row.get("status") != "ok":
             continue
+        if (problem := bad_figure(row)) is not None:
+            raise ValueError(f"{path}: the row of {row.get('model')!r} seed {row.get('seed')!r} is damaged: {problem}")
         run_dir = Path(row.get("run_dir") or "")
         if row.get("run_dir") and not run_dir.is_absolute() and root is not None:
             row = {**row, "run_dir": str(root / run_dir)}

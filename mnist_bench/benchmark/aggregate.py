@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -18,10 +19,37 @@ CONSTANT = ("epochs", "params", "image_size", "pretrained", "precision", "hardwa
             "test/images", "test/full_images")
 
 
+FRACTIONS = ("test/acc", "test/f1", "test/iou", "test/map50", "test/fallback_rate")  # figures in [0, 1]
+
+
+def bad_figure(row: dict[str, Any]) -> str | None:
+    """What is wrong with an ok row's figures (from a file someone may have edited), or None: each one a finite
+    number or absent (None), fractions within [0, 1], and the test accuracy given."""
+    for key in NUMERIC:
+        value = row.get(key)
+        if value is None and key != "test/acc":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"{key} is {value!r}, not a number"
+        if key in FRACTIONS and not 0 <= value <= 1:
+            return f"{key} is {value!r}, outside [0, 1]"
+    return None
+
+
+def checked(row: dict[str, Any]) -> dict[str, Any]:
+    """An ok row whose figures are not numbers becomes a failed row that says which; other rows as they are."""
+    problem = bad_figure(row) if row.get("status") == "ok" else None
+    if problem is None:
+        return row
+    from mnist_bench.benchmark.runner import failed_row
+
+    return {**failed_row(row.get("model"), row.get("seed"), f"a damaged row: {problem}"), "run_dir": row.get("run_dir")}
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Group rows by model (in first-seen order). A model with no ok run stays a failed row with its error."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
+    for row in map(checked, rows):
         groups[row["model"]].append(row)
     table = []
     for model, runs in groups.items():
@@ -79,5 +107,5 @@ def rows_from_run_dirs(run_dirs: list[Path]) -> list[dict[str, Any]]:
             row = failed_row(model, None, f"{path} is not a metrics record")
         if row is None:
             row = failed_row(model, None, f"no metrics.json in {run_dir}: the run stopped before its test pass")
-        rows.append({**row, "run_dir": str(run_dir)})
+        rows.append(checked({**row, "run_dir": str(run_dir)}))
     return rows

@@ -93,7 +93,8 @@ def read_record(results: Path, run: Run) -> dict[str, Any] | None:
 
 def done_before(results: Path, run: Run, key: str, where: str) -> dict[str, Any] | None:
     """The record of a run finished with this key and placement, when its run dir still holds an ok
-    ``metrics.json`` and the per-image predictions; else None (the run is trained again)."""
+    ``metrics.json`` and the per-image predictions; else None (the run is trained again). The record's row is
+    rebuilt from that metrics.json (see ``checked_against_run``)."""
     entry = read_record(results, run)
     if entry is None or entry["key"] != key or entry.get("placement") != where:
         return None
@@ -106,7 +107,24 @@ def done_before(results: Path, run: Run, key: str, where: str) -> dict[str, Any]
     if not isinstance(metrics, dict) or row.get("status") != "ok" or metrics.get("status") != "ok" \
             or not (run_dir / PREDICTIONS_FILE).is_file():
         return None
-    return entry
+    return {**entry, "row": checked_against_run(ledger_path(results, run), run, row, metrics)}
+
+
+def checked_against_run(record: Path, run: Run, row: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """A recorded row as its run's own ``metrics.json`` has it: the figures are the run's, and a record that
+    names another model or seed, or whose figures differ from the run's, is a failed row that says so."""
+    from mnist_bench.benchmark.aggregate import NUMERIC, checked
+    from mnist_bench.benchmark.runner import failed_row
+
+    differ = [k for k in ("model", "seed") if metrics.get(k) != row.get(k)]
+    if metrics.get("seed") != run.seed:
+        differ.append(f"seed (the run is seed {run.seed})")
+    differ += [k for k in NUMERIC if k in metrics and k != "time/fit_su" and row.get(k) != metrics[k]]
+    if differ:
+        return failed_row(run.model, run.seed,
+                          f"{record} disagrees with {row.get('run_dir')}/metrics.json on {', '.join(differ)}: "
+                          "rerun with --force to train it again")
+    return checked({**row, **metrics, "run_dir": row.get("run_dir")})
 
 
 def job_environments(jobs: int, gpus: list[str], cpus: list[int]) -> list[dict[str, str]]:
