@@ -170,6 +170,18 @@ def test_a_partial_test_is_counted_and_marked(synthetic_data, tmp_path):
     md = markdown_table([m])
     assert "100 of 200 (partial)" in md
     assert "scored on part of the test set: cnn" in test_set_note([m])
+    assert m["test/official"] is False, "200 test images are not MNIST's published 10,000"
+    assert "(unofficial)" in md and "not the published test set" in test_set_note([m])
+
+
+def test_only_the_published_test_files_are_official():
+    from mnist_bench.data.idx import official_split
+
+    published = {"t10k-images-idx3-ubyte": (10_000, 28, 28), "t10k-labels-idx1-ubyte": (10_000,)}
+    assert official_split(published, "mnist", train=False)
+    for name in published:  # the t10k files cut to 9,999 images (or one of them)
+        cut = {**published, name: (9_999, *published[name][1:])}
+        assert not official_split(cut, "mnist", train=False)
 
 
 def test_resuming_with_other_epochs_under_a_step_schedule_is_one_line(synthetic_data, tmp_path):

@@ -40,6 +40,7 @@ def test_cnn_one_epoch_on_real_mnist(cnn_run):
     m = json.loads((cnn_run / "metrics.json").read_text())
     assert m["status"] == "ok"
     assert m["test/acc"] >= 0.985, m["test/acc"]
+    assert m["test/official"] is True, "the published t10k files"
 
 
 def test_test_digits_saved_as_images_round_trip_through_predict(cnn_run, tmp_path):

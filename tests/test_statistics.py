@@ -154,6 +154,23 @@ def test_ab_of_two_results_folders_pairs_each_model_seed_by_seed(tmp_path):
     assert all(t["a"] == "cnn EMA off" and t["only_b"] >= 65 for t in result["tests"])
     text = (tmp_path / "ab.v1.md").read_text()
     assert "| cnn | 42, 43, 44 | 90.00%, 89.00%, 91.00% |" in text and "+7.50 points" in text
+    assert "published test set" not in text and result["unofficial_test_set"] == []
+
+
+def test_ab_names_runs_scored_on_an_unofficial_test_set(tmp_path):
+    import json
+
+    from mnist_bench.benchmark.ab import main as ab_main
+
+    target = np.arange(100) % 10
+    for arm, official in (("a", True), ("b", False)):
+        (tmp_path / arm).mkdir()
+        row = {"model": "cnn", "seed": 42, "status": "ok", "test/acc": 1.0, "test/official": official,
+               "run_dir": _run_dir(tmp_path, f"run_{arm}", target, target)}  # no time/fit_s: shown as a dash
+        (tmp_path / arm / "benchmark.json").write_text(json.dumps({"rows": [row]}))
+    assert ab_main(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--output", str(tmp_path / "x")]) == 0
+    assert "Not on the published test set (its size or md5 differs): cnn B (seed 42)." in \
+        (tmp_path / "x.md").read_text()
 
 
 def test_ab_of_a_folder_without_a_benchmark_is_one_line(tmp_path, capsys):

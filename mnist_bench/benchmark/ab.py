@@ -73,17 +73,23 @@ def compare(rows_a: list[dict], rows_b: list[dict], label_a: str, label_b: str) 
             "mean_a": statistics.fmean(acc_a[s] for s in seeds), "mean_b": statistics.fmean(acc_b[s] for s in seeds),
             "ci_a": seed_interval([acc_a[s] for s in seeds]), "ci_b": seed_interval([acc_b[s] for s in seeds]),
             "mean_diff": statistics.fmean(diffs), "ci_diff": seed_interval(diffs),
-            "fit_s_a": [next(r["time/fit_s"] for r in rows_a if r["model"] == model and r["seed"] == s)
+            "fit_s_a": [next(r.get("time/fit_s") for r in rows_a if r["model"] == model and r["seed"] == s)
                         for s in seeds],
-            "fit_s_b": [next(r["time/fit_s"] for r in rows_b if r["model"] == model and r["seed"] == s)
+            "fit_s_b": [next(r.get("time/fit_s") for r in rows_b if r["model"] == model and r["seed"] == s)
                         for s in seeds],
         })
+    unofficial = [f"{r['model']} {label} (seed {r.get('seed')})" for rows, label in ((rows_a, label_a), (rows_b, label_b))
+                  for r in rows if r["model"] in models and r.get("test/official") is False]
     return {"labels": [label_a, label_b], "summary": summary, "tests": [t.as_dict() for t in tests],
-            "skipped": skipped}
+            "skipped": skipped, "unofficial_test_set": unofficial}
 
 
 def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}%"
+
+
+def _seconds(v: float | None) -> str:
+    return "—" if v is None else f"{v:.0f}"
 
 
 def _ci(ci: tuple[float, float] | None, points: bool = False) -> str:
@@ -103,7 +109,10 @@ def markdown(result: dict[str, Any], header: str) -> str:
             f"| {s['model']} | {', '.join(map(str, s['seeds']))} | {', '.join(_pct(v) for v in s['acc_a'])} | "
             f"{', '.join(_pct(v) for v in s['acc_b'])} | {_pct(s['mean_a'])} ({_ci(s['ci_a'])}) | "
             f"{_pct(s['mean_b'])} ({_ci(s['ci_b'])}) | {100 * s['mean_diff']:+.2f} points ({_ci(s['ci_diff'], True)}) | "
-            f"{', '.join(f'{v:.0f}' for v in s['fit_s_a'])} | {', '.join(f'{v:.0f}' for v in s['fit_s_b'])} |")
+            f"{', '.join(map(_seconds, s['fit_s_a']))} | {', '.join(map(_seconds, s['fit_s_b']))} |")
+    if result.get("unofficial_test_set"):
+        lines += ["", "Not on the published test set (its size or md5 differs): "
+                  + ", ".join(result["unofficial_test_set"]) + "."]
     lines += ["", "Paired tests (McNemar's exact test per seed on the same test images, Holm-corrected over all of "
               "them):", ""]
     lines += [f"- seed {t['seed']}: {t['reading']}" for t in result["tests"]] or ["- none could be run"]

@@ -63,6 +63,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                    "seeds": seeds, "n_ok": len(ok), "n_runs": len(runs)}
         for key in CONSTANT:
             summary[key] = ok[0].get(key)
+        officials = [r.get("test/official") for r in ok]  # one run on an unofficial test set marks its model
+        summary["test/official"] = False if False in officials else (True if all(officials) else None)
         for key in NUMERIC:
             values = [r[key] for r in ok if isinstance(r.get(key), (int, float))]
             summary[key] = statistics.fmean(values) if values else None

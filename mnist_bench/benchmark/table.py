@@ -20,11 +20,17 @@ def partial_test(row: dict[str, Any]) -> bool:
     return isinstance(n, int) and isinstance(full, int) and n < full
 
 
+def unofficial_test(row: dict[str, Any]) -> bool:
+    """Scored on a test set that is not the dataset's published one (its size or md5 differs)."""
+    return row.get("test/official") is False
+
+
 def _test_images(row: dict[str, Any]) -> str:
     n, full = row.get("test/images"), row.get("test/full_images")
     if not isinstance(n, int):
         return "—"
-    return f"{n:,} of {full:,} (partial)" if partial_test(row) else f"{n:,}"
+    text = f"{n:,} of {full:,} (partial)" if partial_test(row) else f"{n:,}"
+    return f"{text} (unofficial)" if unofficial_test(row) else text
 
 
 def _interval(v: Any) -> str:
@@ -91,6 +97,10 @@ def test_set_note(rows: Sequence[dict[str, Any]]) -> str:
     text = f"Test set: {' / '.join(f'{n:,}' for n in counts)} test images per row"
     if partial:
         text += f"; scored on part of the test set: {', '.join(partial)} (see test imgs)"
+    unofficial = sorted(r["model"] for r in rows if unofficial_test(r))
+    if unofficial:
+        text += (f"; not the published test set (its size or md5 differs, so the figures are not comparable with "
+                 f"published ones): {', '.join(unofficial)}")
     return text
 
 
@@ -127,7 +137,7 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
 
     keys = [key for key, _, _ in columns(rows)]
     keys += [f"{k}:std" for k in keys if any(f"{k}:std" in r for r in rows)]
-    keys += [k for k in ("test/full_images", "seed", "seeds", "n_ok", "n_runs", "batch_size", "loss_kind", "error")
+    keys += [k for k in ("test/full_images", "test/official", "seed", "seeds", "n_ok", "n_runs", "batch_size", "loss_kind", "error")
              if any(k in r for r in rows)]
     pairs = {k for k in keys if any(isinstance(r.get(k), (list, tuple)) and len(r[k]) == 2 for r in rows)}
     keys = [part for k in keys for part in ((f"{k}:low", f"{k}:high") if k in pairs else (k,))]

@@ -85,6 +85,9 @@ class RunReport(Callback):
         for stage in ("train", "val", "test"):
             data = getattr(trainer.datamodule, f"{stage}_set", None) if trainer.datamodule is not None else None
             metrics[f"{stage}/full_images"] = len(data) if data is not None else None
+        # a test set cut, padded or made at home scores something else than the dataset's published test set
+        metrics["test/official"] = (getattr(trainer.datamodule, "official_test", None)
+                                  if metrics["test/full_images"] is not None else None)
         return metrics
 
     def write(self, metrics: dict[str, Any]) -> Path:

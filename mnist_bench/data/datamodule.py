@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mnist_bench.data.datasets import DEFAULT_DATASET, DatasetInfo, dataset_spec
-from mnist_bench.data.idx import DataFileError, check_dataset, raw_dir
+from mnist_bench.data.idx import DataFileError, check_dataset, official_split, raw_dir
 from mnist_bench.errors import ConfigError, UserFacingError
 
 
@@ -156,6 +156,7 @@ class MNISTDataModule(LightningDataModule):
         self.val_set: TensorDigits | None = None
         self.test_set: TensorDigits | None = None
         self._files_checked = False
+        self.official_test: bool | None = None  # the published test files (count and md5), set by check_files
 
     @property
     def info(self) -> DatasetInfo:
@@ -171,7 +172,8 @@ class MNISTDataModule(LightningDataModule):
         if self._files_checked:
             return
         try:
-            check_dataset(self.data_dir, self.dataset)
+            shapes = check_dataset(self.data_dir, self.dataset)
+            self.official_test = official_split(shapes, self.dataset, train=False)
             self._files_checked = True
         except PermissionError as err:
             raise MissingDataError(f"cannot read {err.filename or self._raw_dir}: permission denied. Fix: "

@@ -128,3 +128,11 @@ def check_dataset(data_dir: str | os.PathLike, dataset: str = DEFAULT_DATASET) -
         if n_img != n_lab:
             raise DataFileError(f"{root}: {'train' if train else 'test'} has {n_img} images but {n_lab} labels")
     return shapes
+
+
+def official_split(shapes: dict[str, tuple[int, ...]], dataset: str, train: bool) -> bool:
+    """Whether a split's two files (their shapes from ``check_dataset``) are the published ones: the published item
+    count, whose md5 ``check_dataset`` has then checked. A cut, padded or home-made set is not."""
+    spec = dataset_spec(dataset)
+    return all(shapes[name][0] == spec.raw_files[name][1] and spec.raw_files[name][0] is not None
+               for name in spec.split_files(train))
