@@ -185,6 +185,58 @@ def test_a_datamodule_with_its_own_facts_gets_its_own_run_folder_and_checkpoints
     assert "trained on three_digits (3 classes)" in err and "the data is mnist" in err
 
 
+OWN_TENSORS = '''
+"""The README's recipe: a dataset of its own made in memory (no files at all), three classes of bars."""
+import torch
+
+from mnist_bench.data import TensorDataModule, TensorDigits
+from mnist_bench.data.datasets import DatasetInfo
+
+
+class Bars(TensorDataModule):
+    info = DatasetInfo("bars", ("vertical", "horizontal", "diagonal"), mean=0.05, std=0.2)
+
+    def load(self, train):
+        n = 240 if train else 60
+        at = torch.randint(4, 24, (n,), generator=torch.Generator().manual_seed(int(train)))
+        labels = torch.arange(n) % 3
+        images = torch.zeros(n, 1, 28, 28, dtype=torch.uint8)
+        for i, (label, p) in enumerate(zip(labels.tolist(), at.tolist())):
+            if label == 0:
+                images[i, 0, :, p - 1 : p + 2] = 255
+            elif label == 1:
+                images[i, 0, p - 1 : p + 2, :] = 255
+            else:
+                images[i, 0] = (torch.eye(28).roll(p - 14, dims=1) * 255).to(torch.uint8)
+        return TensorDigits(images, labels)
+'''
+
+
+@pytest.mark.parametrize("recipe", ["load", "_load of MNISTDataModule"])
+def test_the_readme_dataset_recipe_works_in_a_folder_without_mnist(recipe, tmp_path, monkeypatch):
+    source = OWN_TENSORS if recipe == "load" else OWN_TENSORS.replace(
+        "from mnist_bench.data import TensorDataModule,", "from mnist_bench.data import MNISTDataModule,").replace(
+        "class Bars(TensorDataModule):", "class Bars(MNISTDataModule):").replace("def load(", "def _load(")
+    user_package(tmp_path, monkeypatch, "bars_data", source)
+    empty = tmp_path / "no_mnist_here"
+    empty.mkdir()
+    config = tmp_path / "bars.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        trainer: {{max_epochs: 1, default_root_dir: {tmp_path}, enable_progress_bar: false}}
+        model: {{class_path: CNN}}
+        data:
+          class_path: bars_data.Bars
+          init_args: {{data_dir: {empty}, val_size: 30, eval_batch_size: 30, batch_size: 30}}
+        """))
+    main(["fit", "--config", str(config), "--allow-imports", "bars_data"])
+    run = tmp_path / "lightning_logs" / "cnn_bars" / "version_0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["dataset"] == "bars" and metrics["test/images"] == 60
+    assert metrics["test/official"] is None, "no published test set to compare a dataset of one's own with"
+    assert load_trained(run).dataset.class_names == ("vertical", "horizontal", "diagonal")
+    assert list(empty.iterdir()) == [], "nothing fetched or written into the data folder"
+
+
 def test_a_checkpoint_is_not_scored_or_resumed_on_other_data(toy3, tmp_path, capsys):
     main(fit_args(toy3, tmp_path))
     ckpt = tmp_path / "lightning_logs" / "cnn_toy3" / "version_0" / "checkpoints" / "last.ckpt"

@@ -1,3 +1,3 @@
-from mnist_bench.data.datamodule import MNISTDataModule
+from mnist_bench.data.datamodule import MNISTDataModule, TensorDataModule, TensorDigits
 
-__all__ = ["MNISTDataModule"]
+__all__ = ["MNISTDataModule", "TensorDataModule", "TensorDigits"]

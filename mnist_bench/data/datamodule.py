@@ -1,5 +1,5 @@
-"""MNISTDataModule: torchvision's loader for MNIST (or another dataset of its family), tensors kept whole, batches
-served by slicing."""
+"""The DataModules: ``TensorDataModule``, the base for any dataset held in memory as tensors (batches served by
+slicing), and ``MNISTDataModule``, torchvision's loader for MNIST or another dataset of its family."""
 
 from __future__ import annotations
 
@@ -102,19 +102,20 @@ def random_affine(x: Tensor, max_shift_px: float, max_rotate_deg: float, max_sca
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-class MNISTDataModule(LightningDataModule):
-    """MNIST through ``torchvision.datasets.MNIST(download=False)``, with a seeded train/val split.
+class TensorDataModule(LightningDataModule):
+    """A dataset held in memory as uint8 image tensors, with a seeded train/val split: the base of every DataModule
+    here. A subclass gives its facts as ``info`` (a :class:`DatasetInfo`) and its images with ``load(train)``
+    (a :class:`TensorDigits` of N×1×H×W uint8 images and int64 labels); it checks no files of its own.
 
-    ``dataset`` picks another dataset of the family (``data/datasets.py``); the DataModule owns its facts and hands
-    them to the model as ``dataset_info`` (statistics, class names, image size). A DataModule for other data
-    subclasses this one (``data: class_path: ...`` in a config) and provides its own ``info`` and ``_load``.
-
-    The uint8 tensors are loaded once (and moved to the GPU once, when there is one); normalization and the optional
-    augmentation run per batch on the device in ``on_after_batch_transfer``. Run ``mnist-bench data`` first.
+    The tensors are loaded once (and moved to the GPU once, when there is one); normalization and the optional
+    augmentation run per batch on the device in ``on_after_batch_transfer``.
 
     Under DDP ``batch_size`` is per device: the global batch is ``batch_size × devices × num_nodes``, and the
     learning rate is not rescaled (see the README's "Scaling out").
     """
+
+    info: DatasetInfo  # a class attribute of the subclass, or a property
+    hflip: bool = False  # horizontal flips in augmentation (they suit clothes, never digits)
 
     def __init__(
         self,
@@ -128,7 +129,6 @@ class MNISTDataModule(LightningDataModule):
         max_rotate_deg: NonNegativeFloat = 10.0,
         max_scale: NonNegativeFloat = 0.1,
         train_subset: PositiveInt | None = None,
-        dataset: str = DEFAULT_DATASET,
     ):
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
@@ -138,9 +138,7 @@ class MNISTDataModule(LightningDataModule):
         if train_subset == 1:
             raise ConfigError("data.train_subset 1: a single training image measures nothing (and cannot train "
                               "batch normalization at all). Fix: 2 or more, or leave it out")
-        self.spec = dataset_spec(dataset)
         self.save_hyperparameters()
-        self.dataset = dataset
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -155,64 +153,30 @@ class MNISTDataModule(LightningDataModule):
         self.train_set: TensorDigits | None = None
         self.val_set: TensorDigits | None = None
         self.test_set: TensorDigits | None = None
-        self._files_checked = False
-        self.official_test: bool | None = None  # the published test files (count and md5), set by check_files
-
-    @property
-    def info(self) -> DatasetInfo:
-        return self.spec.info
+        self.official_test: bool | None = None  # whether the test set is the dataset's published one; None: unknown
 
     @property
     def dataset_info(self) -> dict[str, Any]:
         """What the model gets (LightningCLI links it to ``model.init_args.dataset``) and its checkpoints keep."""
         return self.info.as_dict()
 
-    def check_files(self) -> None:
-        """Checks the four files once per DataModule (prepare_data runs on one process per node, setup on all)."""
-        if self._files_checked:
-            return
-        try:
-            shapes = check_dataset(self.data_dir, self.dataset)
-            self.official_test = official_split(shapes, self.dataset, train=False)
-            self._files_checked = True
-        except PermissionError as err:
-            raise MissingDataError(f"cannot read {err.filename or self._raw_dir}: permission denied. Fix: "
-                                   f"make the files readable (chmod a+r), not a new download") from None
-        except (DataFileError, OSError) as err:
-            raise MissingDataError(
-                f"{self.spec.torchvision_class} data in {self._raw_dir} is missing or damaged ({err}). "
-                f"Fix: {self._fetch_command} --force"
-            ) from None
+    def load(self, train: bool) -> TensorDigits:
+        """The training split (``train``) or the test split, as uint8 images and int64 labels."""
+        raise NotImplementedError(f"{type(self).__name__} must define load(train) returning a TensorDigits")
 
-    @property
-    def _raw_dir(self) -> Path:
-        return raw_dir(self.data_dir, self.dataset)
-
-    @property
-    def _fetch_command(self) -> str:
-        flag = f" --dataset {self.dataset}" if self.dataset != DEFAULT_DATASET else ""
-        return f"mnist-bench data --data_dir {self.data_dir}{flag}"
-
-    def prepare_data(self) -> None:
-        self.check_files()
-
-    def _load(self, train: bool) -> TensorDigits:
-        import torchvision.datasets
-
-        self.check_files()
-        loader = getattr(torchvision.datasets, self.spec.torchvision_class)
-        ds = loader(str(Path(self.data_dir)), train=train, download=False)
-        targets = ds.targets if ds.targets.ndim == 1 else ds.targets[:, 0]  # QMNIST: the class, then provenance
-        if len(targets) and (int(targets.max()) >= self.info.num_classes or int(targets.min()) < 0):
-            name = self.spec.split_files(train)[1]
-            raise MissingDataError(f"{self._raw_dir / name} holds a label outside 0..{self.info.num_classes - 1} "
-                                   f"(damaged). Fix: {self._fetch_command} --force")
-        return TensorDigits(ds.data.unsqueeze(1).contiguous(), targets.long())
+    def _loaded(self, train: bool) -> TensorDigits:
+        data = self.load(train)
+        labels = data.labels
+        if len(labels) and (int(labels.max()) >= self.info.num_classes or int(labels.min()) < 0):
+            raise ConfigError(f"{type(self).__name__}: the {'training' if train else 'test'} split holds a label "
+                              f"outside 0..{self.info.num_classes - 1} (its info has {self.info.num_classes} "
+                              "classes)")
+        return data
 
     def setup(self, stage: str) -> None:
         device = self._device()
         if stage in ("fit", "validate") and self.train_set is None:
-            full = self._load(train=True)
+            full = self._loaded(train=True)
             if self.val_size >= len(full):
                 raise ConfigError(f"data.val_size={self.val_size} leaves no training images (train has {len(full)})")
             perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(self.split_seed))
@@ -222,7 +186,7 @@ class MNISTDataModule(LightningDataModule):
             self.train_set = TensorDigits(full.images[train_idx], full.labels[train_idx]).to(device)
             self.val_set = TensorDigits(full.images[val_idx], full.labels[val_idx]).to(device)
         if stage in ("test", "predict") and self.test_set is None:
-            self.test_set = self._load(train=False).to(device)
+            self.test_set = self._loaded(train=False).to(device)
 
     def _device(self) -> torch.device:
         trainer = self.trainer
@@ -285,7 +249,89 @@ class MNISTDataModule(LightningDataModule):
         x = images.float() / 255.0
         if self.augment and self.trainer is not None and self.trainer.training:
             x = random_affine(x, self.max_shift_px, self.max_rotate_deg, self.max_scale)
-            if self.spec.hflip:
+            if self.hflip:
                 flip = torch.rand(len(x), device=x.device) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return self.info.normalize(x), labels
+
+
+class MNISTDataModule(TensorDataModule):
+    """MNIST through ``torchvision.datasets.MNIST(download=False)``, or another dataset of torchvision's MNIST
+    family (``dataset``, registered in ``data/datasets.py``): its four IDX files are checked (structure, and the md5
+    of a file of the published size) before they are read. Run ``mnist-bench data`` first."""
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: PositiveInt = 128,
+        eval_batch_size: PositiveInt = 1000,
+        val_size: NonNegativeInt = 5000,
+        split_seed: int = 0,
+        augment: bool = False,
+        max_shift_px: NonNegativeFloat = 2.0,
+        max_rotate_deg: NonNegativeFloat = 10.0,
+        max_scale: NonNegativeFloat = 0.1,
+        train_subset: PositiveInt | None = None,
+        dataset: str = DEFAULT_DATASET,
+    ):
+        self.spec = dataset_spec(dataset)
+        super().__init__(data_dir, batch_size, eval_batch_size, val_size, split_seed, augment, max_shift_px,
+                         max_rotate_deg, max_scale, train_subset)
+        self.dataset = dataset
+        self._files_checked = False
+
+    @property
+    def info(self) -> DatasetInfo:
+        return self.spec.info
+
+    @property
+    def hflip(self) -> bool:
+        return self.spec.hflip
+
+    def check_files(self) -> None:
+        """Checks the four files once per DataModule (prepare_data runs on one process per node, setup on all)."""
+        if self._files_checked:
+            return
+        try:
+            shapes = check_dataset(self.data_dir, self.dataset)
+            self.official_test = official_split(shapes, self.dataset, train=False)
+            self._files_checked = True
+        except PermissionError as err:
+            raise MissingDataError(f"cannot read {err.filename or self._raw_dir}: permission denied. Fix: "
+                                   f"make the files readable (chmod a+r), not a new download") from None
+        except (DataFileError, OSError) as err:
+            raise MissingDataError(
+                f"{self.spec.torchvision_class} data in {self._raw_dir} is missing or damaged ({err}). "
+                f"Fix: {self._fetch_command} --force"
+            ) from None
+
+    @property
+    def _raw_dir(self) -> Path:
+        return raw_dir(self.data_dir, self.dataset)
+
+    @property
+    def _fetch_command(self) -> str:
+        flag = f" --dataset {self.dataset}" if self.dataset != DEFAULT_DATASET else ""
+        return f"mnist-bench data --data_dir {self.data_dir}{flag}"
+
+    def prepare_data(self) -> None:
+        # a subclass that loads data of its own (load or _load of its own) has no IDX files to check up front
+        if type(self).load is MNISTDataModule.load and type(self)._load is MNISTDataModule._load:
+            self.check_files()
+
+    def load(self, train: bool) -> TensorDigits:
+        return self._load(train)
+
+    def _load(self, train: bool) -> TensorDigits:
+        """The dataset's IDX files through torchvision, checked first (a subclass may call it and filter)."""
+        import torchvision.datasets
+
+        self.check_files()
+        loader = getattr(torchvision.datasets, self.spec.torchvision_class)
+        ds = loader(str(Path(self.data_dir)), train=train, download=False)
+        targets = ds.targets if ds.targets.ndim == 1 else ds.targets[:, 0]  # QMNIST: the class, then provenance
+        if len(targets) and (int(targets.max()) >= self.info.num_classes or int(targets.min()) < 0):
+            name = self.spec.split_files(train)[1]
+            raise MissingDataError(f"{self._raw_dir / name} holds a label outside 0..{self.info.num_classes - 1} "
+                                   f"(damaged). Fix: {self._fetch_command} --force")
+        return TensorDigits(ds.data.unsqueeze(1).contiguous(), targets.long())
