@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_bench.sweep import study as studies
+from mnist_bench.cli.rundirs import RUN_DIR_LINE
+from mnist_bench.sweep import optuna_parts
 from mnist_bench.sweep.main import main as sweep_main
 
 from .conftest import ROOT
@@ -32,7 +33,7 @@ def fake_runs(monkeypatch, tmp_path):
         run_dir.mkdir(parents=True)
         (run_dir / "metrics.json").write_text(json.dumps({"status": "ok", "history": [{"val/acc": 0.5}],
                                                           "time/fit_s": 1.0, "epochs": 1}))
-        return 0, [], [f"{studies.RUN_DIR_MARK}{run_dir}"]
+        return 0, [], [f"{RUN_DIR_LINE}{run_dir}"]
 
     monkeypatch.setattr("mnist_bench.benchmark.runner.run_logged", run_logged)
     return commands
@@ -151,7 +152,7 @@ def test_failed_runs_still_stop_a_hopeless_study(tmp_path, monkeypatch, capsys):
     ("postgresql://127.0.0.1:9/optuna?user=alice&password=hunter2", "hunter2"),
 ])
 def test_storage_secrets_never_reach_the_output(url, secret, tmp_path, capsys):
-    assert secret not in studies.redact(url) and "***" in studies.redact(url)
+    assert secret not in optuna_parts.redact(url) and "***" in optuna_parts.redact(url)
     assert sweep(tmp_path, SPACE, "--storage", url) == 1
     err = one_line_error(capsys)
     assert secret not in err and "***" in err and "@t@" not in err

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_bench.callbacks.report import TEST_KEYS
+from mnist_bench.cli.rundirs import RUN_DIR_LINE
 from mnist_bench.utils import process_alive, read_json
 
 
@@ -25,7 +26,6 @@ def failed_row(model: str, seed: int, error: str) -> dict[str, Any]:
     return {"model": model, "seed": seed, "status": "failed", "error": error, **{k: None for k in TEST_KEYS}}
 
 
-RUN_DIR_LINE = "mnist-bench: run dir "  # the CLI names its run dir in this line, before training
 INTERRUPT_GRACE_S = 20.0  # an interrupted run gets this long to stop on SIGINT before it is killed
 RUNNING: set[int] = set()  # the process groups of the runs going on now (each run has its own session)
 STOPPING = threading.Event()  # set on Ctrl-C: no run starts after it

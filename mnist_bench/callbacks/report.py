@@ -106,7 +106,7 @@ class RunReport(Callback):
         if not trainer.is_global_zero:
             return
         error = first_line(f"{type(exception).__name__}: {exception}")
-        status = "pruned" if type(exception).__name__ == "TrialPruned" else "failed"  # a sweep's pruner stopped it
+        status = getattr(exception, "status", "failed")  # "pruned": a sweep's pruner stopped it
         self.metrics = self.build(trainer, pl_module, status, error)
         self.metrics.update({key: None for key in TEST_KEYS})
         existing = Path(self.run_dir()) / "metrics.json"

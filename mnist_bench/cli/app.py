@@ -38,6 +38,7 @@ from mnist_bench.callbacks import (
 from mnist_bench.callbacks.best import BestCheckpoint
 from mnist_bench.cli.loggers import build_loggers, logger_names
 from mnist_bench.cli.rundirs import (
+    RUN_DIR_LINE,
     UNSUPPORTED_CKPT_PATHS,
     CompleteCheckpointIO,
     check_checkpoint,
@@ -47,7 +48,7 @@ from mnist_bench.cli.rundirs import (
     not_a_folder,
     run_version,
 )
-from mnist_bench.data.datamodule import MNISTDataModule
+from mnist_bench.data.datamodule import MNISTDataModule, TensorDataModule
 from mnist_bench.data.datasets import DEFAULT_DATASET, DatasetInfo
 from mnist_bench.errors import ConfigError, UserFacingError, one_line, user_error_in
 from mnist_bench.models.base import MNISTClassifier
@@ -162,7 +163,7 @@ class MNISTBenchCLI(LightningCLI):
         self._ckpt_dataset: DatasetInfo | None = None
         self._ctrl_c = CtrlCSeen()
         try:
-            super().__init__(MNISTClassifier, MNISTDataModule, *args, subclass_mode_model=True,
+            super().__init__(MNISTClassifier, TensorDataModule, *args, subclass_mode_model=True,
                              subclass_mode_data=True, **kwargs)
         except SystemExit as stop:
             # Lightning 2.6's _call_and_handle_interrupt ends a run stopped by Ctrl-C with sys.exit(1), after
@@ -330,7 +331,7 @@ class MNISTBenchCLI(LightningCLI):
             "logger": self._loggers(trainer_config.get("logger"), config.get("logger")),
             "profiler": trainer_config.get("profiler") or NoProfiler(),
         }
-        rank_zero_info(f"mnist-bench: run dir {self._run_dir}")  # what the benchmark's runner reads
+        rank_zero_info(f"{RUN_DIR_LINE}{self._run_dir}")
         self._hardware = detect(trainer_config.get("accelerator") or "auto")
         model_class = type(self.model)
         overrides["precision"], reason = resolve(trainer_config.get("precision"), self._hardware,

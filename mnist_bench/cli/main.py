@@ -17,7 +17,7 @@ from jsonargparse import ArgumentError
 from mnist_bench.allowlist import allowed_imports, import_refusal
 from mnist_bench.cli.app import MNISTBenchCLI
 from mnist_bench.errors import ConfigError, one_line, user_error_in
-from mnist_bench.sweep.pruning import PRUNED_EXIT, TrialPruned, die_with_worker
+from mnist_bench.sweep.pruning import die_with_worker
 from mnist_bench.utils import pin_to_given_cpus
 
 # subcommands of our own, outside LightningCLI (its `predict` on the test set gives way to ours on image files)
@@ -67,9 +67,7 @@ def main(args: list[str] | None = None) -> None:
             raise
         if isinstance(cause, ConfigError):
             _exit(2, f"config error: {one_line(cause)}")
-        if isinstance(cause, TrialPruned):
-            _exit(PRUNED_EXIT, one_line(cause))
-        _exit(1, one_line(cause))
+        _exit(getattr(cause, "exit_code", 1), one_line(cause))
 
 
 def concise(message: str) -> str:

@@ -21,6 +21,9 @@ from mnist_bench.errors import UserFacingError
 from mnist_bench.use.inference import load_failure
 from mnist_bench.utils import atomic_path
 
+# the line in which fit, test and validate name their run folder before any training (the benchmark and sweeps read it)
+RUN_DIR_LINE = "mnist-bench: run dir "
+
 # Lightning's special --ckpt_path values that name no checkpoint this project writes ("best" needs a monitored metric)
 UNSUPPORTED_CKPT_PATHS = ("best", "hpc", "registry")
 

@@ -63,7 +63,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mnist_bench.sweep.study import scrub
+    from mnist_bench.sweep.optuna_parts import scrub
 
     args, fit_args = parse(sys.argv[1:] if argv is None else argv)
     try:
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 def sweep(args: argparse.Namespace, fit_args: list[str]) -> int:
     from mnist_bench.benchmark.plan import job_environments, usable_cpus, visible_gpus
     from mnist_bench.benchmark.runner import stop_all_runs
+    from mnist_bench.sweep import optuna_parts as parts
     from mnist_bench.sweep import study as studies
     from mnist_bench.sweep.report import write_report
     from mnist_bench.sweep.study import TrialRun
@@ -108,8 +109,8 @@ def sweep(args: argparse.Namespace, fit_args: list[str]) -> int:
             raise ConfigError(f"{option} {folder}: {clash} is a file, not a folder. Fix: give a folder")
     results.mkdir(parents=True, exist_ok=True)
     url = args.storage or f"sqlite:///{(results / 'optuna.db').resolve()}"
-    studies.quiet_optuna()
-    storage = studies.make_storage(url, args.heartbeat_s or studies.HEARTBEAT_S)
+    parts.quiet_optuna()
+    storage = parts.make_storage(url, args.heartbeat_s or parts.HEARTBEAT_S)
     environments = job_environments(args.jobs, visible_gpus(), usable_cpus())
     extra = [*fit_args, *([f"--data.data_dir={args.data_dir}"] if args.data_dir else []),
              *([f"{ALLOW_IMPORTS_FLAG}={','.join(packages)}"] if packages else [])]
@@ -122,17 +123,17 @@ def sweep(args: argparse.Namespace, fit_args: list[str]) -> int:
             print(f"  {line}", flush=True)
 
     def worker(k: int) -> None:
-        sampler = studies.make_sampler(space, args.sampler, args.seed + k)
-        study = studies.open_study(name, storage, space, sampler, studies.make_pruner(pruner, space.source), recipe)
+        sampler = parts.make_sampler(space, args.sampler, args.seed + k)
+        study = studies.open_study(name, storage, space, sampler, parts.make_pruner(pruner, space.source), recipe)
         how = TrialRun(str(config), extra, runs_dir, results / "logs", environments[k], pruner, args.timeout_s)
         studies.work(study, space, args.trials, how, url, log, stopping)
 
-    pruner = studies.pruner_spec(space, args.pruner)
-    first = studies.open_study(name, storage, space, studies.make_sampler(space, args.sampler, args.seed),
-                               studies.make_pruner(pruner, space.source), recipe)
+    pruner = parts.pruner_spec(space, args.pruner)
+    first = studies.open_study(name, storage, space, parts.make_sampler(space, args.sampler, args.seed),
+                               parts.make_pruner(pruner, space.source), recipe)
     before = studies.counts(first)
     print(f"sweep {name!r}: {args.trials} trials of {config} over {len(space.params)} keys, {space.direction} "
-          f"{space.objective}; storage {studies.redact(url)}; {before['complete'] + before['pruned']} finished "
+          f"{space.objective}; storage {parts.redact(url)}; {before['complete'] + before['pruned']} finished "
           f"before; {args.jobs} worker(s) here", flush=True)
     errors: list[BaseException] = []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -150,7 +151,7 @@ def sweep(args: argparse.Namespace, fit_args: list[str]) -> int:
             raise
     header = (f"Sweep {name!r} of {config} over {args.space}: {space.direction} {space.objective}, sampler "
               f"{args.sampler or space.sampler['name']}, pruner {args.pruner or space.pruner['name']}, "
-              f"{args.trials} trials requested; storage {studies.redact(url)}.")
+              f"{args.trials} trials requested; storage {parts.redact(url)}.")
     summary = write_report(first, results, header)
     states = ", ".join(f"{v} {k}" for k, v in summary["states"].items() if v)
     print(f"sweep {name!r}: {states}; table {results / 'sweep.md'}")

@@ -16,6 +16,7 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from mnist_bench.errors import UserFacingError
+from mnist_bench.sweep.optuna_parts import make_pruner, make_storage
 
 TRIAL_VARIABLE = "MNIST_BENCH_TRIAL"
 PRUNED_EXIT = 3
@@ -23,6 +24,9 @@ PRUNED_EXIT = 3
 
 class TrialPruned(UserFacingError):
     """The study's pruner stopped this trial (not an error: the sweep records it as pruned)."""
+
+    exit_code = PRUNED_EXIT
+    status = "pruned"
 
 
 def die_with_worker() -> None:
@@ -60,8 +64,6 @@ class TrialPruning(Callback):
 
     def __init__(self, storage: str, study: str, trial_id: int, monitor: str, pruner: dict[str, Any]):
         import optuna
-
-        from mnist_bench.sweep.study import make_pruner, make_storage
 
         self.monitor = monitor
         # the worker's pruner, built again here: Optuna keeps samplers and pruners out of the storage; the storage

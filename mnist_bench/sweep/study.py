@@ -14,141 +14,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import socket
 import sys
 import threading
-import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnist_bench.errors import ConfigError, UserFacingError, first_line
+from mnist_bench.cli.rundirs import RUN_DIR_LINE
+from mnist_bench.errors import ConfigError, UserFacingError
+from mnist_bench.sweep.optuna_parts import HEARTBEAT_S
 from mnist_bench.sweep.pruning import PRUNED_EXIT, TRIAL_VARIABLE
 from mnist_bench.sweep.space import SearchSpace, override_args
 from mnist_bench.utils import process_alive, read_json
 
-HEARTBEAT_S = 30  # a running trial's heartbeat; after 2 of them without one it counts as failed (other machines)
-MAX_RETRY = 2  # a failed trial's parameters are tried again this many times
 CONFIG_EXIT = 2  # mnist-bench's exit code for a config error: the base config is wrong, no trial can run
-RUN_DIR_MARK = "mnist-bench: run dir "
 FAILED_RUN = "failed_run"  # a trial's user attribute: its run failed (a killed worker's trial does not count)
-
-
-def quiet_optuna() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    # the workers send the heartbeats themselves (study.optimize would, and ask/tell does not)
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-
-
-def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> Any:
-    """An RDB storage (SQLite file, PostgreSQL, MySQL, ...) with heartbeats, so that trials of dead workers are found."""
-    import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        for attempt in range(3):
-            try:
-                return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
-                                  grace_period=2 * heartbeat_s,
-                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
-            except (ImportError, ModuleNotFoundError):
-                raise
-            except Exception:  # noqa: BLE001 - workers creating the tables at once (SQLite: "already exists",
-                if attempt == 2:  # "database is locked"): the later ones try again
-                    raise
-                time.sleep(1.0 + attempt)
-    except (ImportError, ModuleNotFoundError) as err:
-        raise UserFacingError(f"--storage {redact(url)}: its database driver is not installed ({err}). Fix: "
-                              "install it (PostgreSQL: pip install 'psycopg[binary]', or mnist-bench[postgres])") \
-            from None
-    except (optuna.exceptions.StorageInternalError, ValueError, Exception) as err:  # noqa: BLE001 - SQLAlchemy's
-        raise UserFacingError(f"--storage {redact(url)}: cannot open it ({scrub(first_line(err), url)[:200]}). Fix: "
-                              "check the URL, the server and its credentials") from None
-
-
-SECRET_QUERY_KEY = re.compile(r"pass|pwd|secret|token|key|auth|credential", re.IGNORECASE)
-
-
-def _parts(url: str) -> tuple[str, str, str | None, str, list[tuple[str, str, str]]]:
-    """A URL as (scheme://, user, password or None, host and path, query pairs). The user part ends at the last '@'
-    before the query, so a password may hold '@' and ':'; ``sqlite:////a@b/x.db`` has no user part."""
-    head, sep, tail = url.partition("://")
-    address, _, query = tail.partition("?")
-    user, password = "", None
-    if sep and not address.startswith("/") and "@" in address:
-        user, address = address[:address.rfind("@")], address[address.rfind("@") + 1:]
-        if ":" in user:
-            user, password = user.split(":", 1)
-    pairs = [pair.partition("=") for pair in query.split("&")] if query else []
-    return head + sep, user, password, address, pairs
-
-
-def redact(url: str) -> str:
-    """A storage URL with its password and secret query values (``password=``, ``sslkey=``, ...) masked, for
-    messages, tables and headers."""
-    head, user, password, address, pairs = _parts(url)
-    if not head:
-        return url
-    who = f"{user}:***@" if password is not None else (f"{user}@" if user else "")
-    query = "&".join(f"{k}{eq}{'***' if eq and v and SECRET_QUERY_KEY.search(k) else v}" for k, eq, v in pairs)
-    return f"{head}{who}{address}{'?' + query if pairs else ''}"
-
-
-def scrub(text: str, url: str | None) -> str:
-    """``text`` (a library's message) with every secret of ``url`` masked wherever it appears."""
-    if not url:
-        return text
-    _, _, password, _, pairs = _parts(url)
-    secrets = [password or "", *(v for k, eq, v in pairs if eq and SECRET_QUERY_KEY.search(k))]
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text.replace(url, redact(url))
-
-
-SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "qmc": "QMCSampler",
-            "gp": "GPSampler", "grid": "GridSampler"}
-PRUNERS = {"median": "MedianPruner", "percentile": "PercentilePruner", "hyperband": "HyperbandPruner",
-           "successive_halving": "SuccessiveHalvingPruner", "threshold": "ThresholdPruner", "none": "NopPruner"}
-
-
-def _build(kind: str, table: dict[str, str], spec: dict[str, Any], source: str, **extra: Any) -> Any:
-    import optuna
-
-    spec = dict(spec)
-    name = str(spec.pop("name"))
-    if name not in table:
-        raise ConfigError(f"{source}: {kind} {name!r} is unknown. Fix: one of {', '.join(table)}")
-    module = optuna.samplers if kind == "sampler" else optuna.pruners
-    try:
-        return getattr(module, table[name])(**extra, **spec)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{source}: {kind} {name}: {err}") from None
-
-
-def make_sampler(space: SearchSpace, name: str | None, seed: int | None) -> Any:
-    spec = {**space.sampler, **({"name": name} if name else {})}
-    extra: dict[str, Any] = {}
-    if spec["name"] == "grid":
-        extra["search_space"] = space.grid()
-    if seed is not None and "seed" not in spec:
-        extra["seed"] = seed
-    return _build("sampler", SAMPLERS, spec, space.source, **extra)
-
-
-def pruner_spec(space: SearchSpace, name: str | None) -> dict[str, Any]:
-    """The pruner's name and arguments: the trial's run builds the same pruner (Optuna keeps none in the storage)."""
-    return {**space.pruner, **({"name": name} if name else {})}
-
-
-def make_pruner(spec: dict[str, Any], source: str = "the space") -> Any:
-    return _build("pruner", PRUNERS, spec, source)
 
 
 def recipe(config: Path, fit_args: list[str], space: SearchSpace) -> dict[str, Any]:
@@ -310,10 +192,10 @@ def run_trial(study: Any, trial: Any, space: SearchSpace, how: TrialRun, storage
     heart.start()
     try:
         code, lines, kept = run_logged(cmd, how.logs_dir / f"trial_{trial.number}.log", timeout_s=how.timeout_s,
-                                       keep=lambda line: line.startswith(RUN_DIR_MARK), env=env)
+                                       keep=lambda line: line.startswith(RUN_DIR_LINE), env=env)
     finally:
         stop.set()
-    run_dir = kept[-1][len(RUN_DIR_MARK):].strip() if kept else None
+    run_dir = kept[-1][len(RUN_DIR_LINE):].strip() if kept else None
     if run_dir:
         trial.set_user_attr("run_dir", str(Path(run_dir).resolve()))
     metrics = _read_metrics(run_dir)
