@@ -307,6 +307,15 @@ def test_an_edited_record_is_never_reported_as_a_result(synthetic_data, tmp_path
     record_file.write_text(json.dumps(record))
     assert bench(synthetic_data, tmp_path, "--models", "cnn", extra=FAST + " --data.batch_size=32") == 0
     assert rows(tmp_path)[0]["test/acc"] == truth and versions(tmp_path) == ["version_0", "version_1"]
+    # the figure edited in the run's own metrics.json too: its per-image predictions say otherwise
+    metrics_file = tmp_path / "lightning_logs/cnn/version_1/metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics_file.write_text(json.dumps({**metrics, "test/acc": 0.9999}))
+    record["row"]["test/acc"] = 0.9999
+    record_file.write_text(json.dumps(record))
+    assert bench(synthetic_data, tmp_path, "--models", "cnn", "--aggregate", extra=FAST + " --data.batch_size=32") == 1
+    (row,) = rows(tmp_path)
+    assert row["status"] == "failed" and "test_predictions.npz gives" in row["error"], row
 
 
 @pytest.mark.parametrize("value", ["abc", None, True, float("nan"), 1.5, -0.1, [0.9]])

@@ -176,7 +176,8 @@ def test_ab_names_runs_scored_on_an_unofficial_test_set(tmp_path):
 def test_ab_of_a_folder_without_a_benchmark_is_one_line(tmp_path, capsys):
     from mnist_bench.benchmark.ab import main as ab_main
 
-    assert ab_main(["--a", str(tmp_path), "--b", str(tmp_path), "--output", str(tmp_path / "x")]) == 1
+    (tmp_path / "other").mkdir()
+    assert ab_main(["--a", str(tmp_path), "--b", str(tmp_path / "other"), "--output", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "benchmark.json" in err
 
@@ -189,7 +190,47 @@ def test_ab_of_a_row_whose_accuracy_is_not_a_number_is_one_line(tmp_path, capsys
 
     (tmp_path / "benchmark.json").write_text(json.dumps({"rows": [{"model": "cnn", "seed": 42, "status": "ok",
                                                                    "test/acc": value}]}))
-    assert ab_main(["--a", str(tmp_path), "--b", str(tmp_path), "--output", str(tmp_path / "x")]) == 1
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "benchmark.json").write_text((tmp_path / "benchmark.json").read_text())
+    assert ab_main(["--a", str(tmp_path), "--b", str(tmp_path / "other"), "--output", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "benchmark.json" in err and "test/acc" in err
     assert not (tmp_path / "x.json").exists()
+
+
+def _ab_arms(tmp_path, acc_b: float = 1.0):
+    import json
+
+    target = np.arange(100) % 10
+    for arm in ("a", "b"):
+        (tmp_path / arm).mkdir()
+        row = {"model": "cnn", "seed": 42, "status": "ok", "test/acc": 1.0 if arm == "a" else acc_b,
+               "run_dir": _run_dir(tmp_path, f"run_{arm}", target, target)}
+        (tmp_path / arm / "benchmark.json").write_text(json.dumps({"rows": [row]}))
+
+
+def test_ab_refuses_a_figure_its_runs_predictions_do_not_give(tmp_path, capsys):
+    from mnist_bench.benchmark.ab import main as ab_main
+
+    _ab_arms(tmp_path, acc_b=0.95)  # every prediction of b's run is right: 100%, not 95%
+    assert ab_main(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--output", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "test_predictions.npz gives" in err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_ab_never_writes_over_its_inputs_or_an_earlier_output_unasked(tmp_path, capsys):
+    from mnist_bench.benchmark.ab import main as ab_main
+
+    _ab_arms(tmp_path)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    before = (tmp_path / "a/benchmark.json").read_text()
+    for args in (["--a", a, "--b", b, "--output", f"{a}/benchmark", "--overwrite"],
+                 ["--a", a, "--b", a, "--output", str(tmp_path / "x")]):
+        assert ab_main(args) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert (tmp_path / "a/benchmark.json").read_text() == before
+    assert ab_main(["--a", a, "--b", b, "--output", str(tmp_path / "x")]) == 0
+    assert ab_main(["--a", a, "--b", b, "--output", str(tmp_path / "x")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert ab_main(["--a", a, "--b", b, "--output", str(tmp_path / "x"), "--overwrite"]) == 0

@@ -23,7 +23,7 @@ from mnist_bench.utils import read_json, write_json_atomic
 def rows_of(results: Path, root: Path | None) -> list[dict[str, Any]]:
     """The ok rows of a benchmark's ``benchmark.json``, their run dirs resolved against ``root`` (the folder the
     benchmark ran in) when relative. A row whose figures are not numbers (an edited file) is refused."""
-    from mnist_bench.benchmark.aggregate import bad_figure
+    from mnist_bench.benchmark.aggregate import bad_figure, predictions_disagree
 
     path = results / "benchmark.json"
     record = read_json(path)
@@ -36,6 +36,9 @@ def rows_of(results: Path, root: Path | None) -> list[dict[str, Any]]:
         run_dir = Path(row.get("run_dir") or "")
         if row.get("run_dir") and not run_dir.is_absolute() and root is not None:
             row = {**row, "run_dir": str(root / run_dir)}
+        if (edited := predictions_disagree(row.get("run_dir"), row.get("test/acc"))) is not None:
+            raise ValueError(f"{path}: the row of {row.get('model')!r} seed {row.get('seed')!r} is not its run's: "
+                             f"{edited}")
         rows.append(row)
     return rows
 
@@ -120,6 +123,23 @@ def markdown(result: dict[str, Any], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def output_refusal(a: Path, b: Path, base: Path, overwrite: bool) -> str | None:
+    """Why the A/B may not be written (or compared) as asked: the same folder twice, an output that is one of the
+    inputs' files, or an earlier output without ``--overwrite``; None when it may."""
+    if a.resolve() == b.resolve():
+        return f"--a and --b are the same folder ({a}): an A/B needs two benchmarks. Fix: two results folders"
+    outputs = [Path(f"{base}.json"), Path(f"{base}.md")]
+    inputs = {(folder / name).resolve() for folder in (a, b) for name in ("benchmark.json", "benchmark.md")}
+    for out in outputs:
+        if out.resolve() in inputs:
+            return f"--output {base} would write over {out}, an input of this A/B. Fix: another --output"
+    existing = [str(out) for out in outputs if out.exists()]
+    if existing and not overwrite:
+        return (f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}. Fix: another --output, "
+                "or --overwrite")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mnist_bench.benchmark.ab", description=__doc__.splitlines()[0])
     parser.add_argument("--a", required=True, type=Path, help="results folder of the first arm")
@@ -128,8 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=None,
                         help="the folder the benchmarks ran in (their run dirs are relative to it); default: here")
     parser.add_argument("--output", type=Path, required=True, help="writes OUTPUT.md and OUTPUT.json")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier OUTPUT.md and OUTPUT.json")
     args = parser.parse_args(argv)
     root = args.root or Path.cwd()
+    base = str(args.output).removesuffix(".md").removesuffix(".json")  # a name with dots in it keeps them
+    if (refusal := output_refusal(args.a, args.b, Path(base), args.overwrite)) is not None:
+        print(f"ab: error: {refusal}", file=sys.stderr)
+        return 2
     try:
         rows = rows_of(args.a, root), rows_of(args.b, root)
     except (OSError, ValueError, KeyError) as err:
@@ -143,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     header = f"{args.labels[0]} ({args.a}) against {args.labels[1]} ({args.b})."
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    base = str(args.output).removesuffix(".md").removesuffix(".json")  # a name with dots in it keeps them
     write_json_atomic(Path(base + ".json"), result)
     text = markdown(result, header)
     Path(base + ".md").write_text(text)

@@ -36,6 +36,24 @@ def bad_figure(row: dict[str, Any]) -> str | None:
     return None
 
 
+def predictions_disagree(run_dir: str | Path | None, accuracy: Any) -> str | None:
+    """Whether a row's test accuracy is not the one its run's per-image predictions give (an edited figure), and
+    how; None when they agree or the run kept no predictions."""
+    from mnist_bench.callbacks.predictions import PREDICTIONS_FILE, read_predictions
+
+    path = Path(run_dir or "") / PREDICTIONS_FILE
+    if not run_dir or not path.is_file() or not isinstance(accuracy, (int, float)):
+        return None
+    try:
+        kept = read_predictions(path)
+        right = (kept["pred"] == kept["target"]).mean() if len(kept["target"]) else None
+    except (OSError, ValueError, KeyError):
+        return f"{path} is damaged"
+    if right is None or abs(float(right) - accuracy) > 0.5 / len(kept["target"]):
+        return f"test/acc {accuracy!r}, but {path} gives {right!r}"
+    return None
+
+
 def checked(row: dict[str, Any]) -> dict[str, Any]:
     """An ok row whose figures are not numbers becomes a failed row that says which; other rows as they are."""
     problem = bad_figure(row) if row.get("status") == "ok" else None

@@ -113,13 +113,15 @@ def done_before(results: Path, run: Run, key: str, where: str) -> dict[str, Any]
 def checked_against_run(record: Path, run: Run, row: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     """A recorded row as its run's own ``metrics.json`` has it: the figures are the run's, and a record that
     names another model or seed, or whose figures differ from the run's, is a failed row that says so."""
-    from mnist_bench.benchmark.aggregate import NUMERIC, checked
+    from mnist_bench.benchmark.aggregate import NUMERIC, checked, predictions_disagree
     from mnist_bench.benchmark.runner import failed_row
 
     differ = [k for k in ("model", "seed") if metrics.get(k) != row.get(k)]
     if metrics.get("seed") != run.seed:
         differ.append(f"seed (the run is seed {run.seed})")
     differ += [k for k in NUMERIC if k in metrics and k != "time/fit_su" and row.get(k) != metrics[k]]
+    if (edited := predictions_disagree(row.get("run_dir"), metrics.get("test/acc"))) is not None:
+        differ.append(edited)
     if differ:
         return failed_row(run.model, run.seed,
                           f"{record} disagrees with {row.get('run_dir')}/metrics.json on {', '.join(differ)}: "
