@@ -70,6 +70,8 @@ ATTACKS = {
     "a value that reads as an option": ("trainer.precision: {choices: ['--allow-imports=evilmod']}",
                                         "reads as a command-line option"),
     "a value naming a config file": ("model: {choices: [evil.yaml]}", "names a config file"),
+    "a config file without an extension": ("trainer: {choices: [evilcfg]}", "names a config file"),
+    "a section given as a path": ("data: {choices: [./nowhere/cfg]}", "names a config file"),
 }
 
 
@@ -77,6 +79,7 @@ ATTACKS = {
 def test_a_space_that_would_run_code_is_refused_before_any_trial(attack, tmp_path, monkeypatch, capsys, fake_runs):
     params, message = ATTACKS[attack]
     (tmp_path / "evilmod.py").write_text(EVILMOD)
+    (tmp_path / "evilcfg").write_text("callbacks: [{class_path: evilmod.Marker}]\n")  # a config by another name
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("MNIST_BENCH_ALLOW_IMPORTS", raising=False)

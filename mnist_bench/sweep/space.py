@@ -105,9 +105,11 @@ def check_key(key: str, source: str) -> None:
                           "model.init_args.dropout")
 
 
-def check_value(value: Any, where: str, allowed: tuple[str, ...] = ()) -> None:
+def check_value(value: Any, where: str, allowed: tuple[str, ...] = (), section: bool = False) -> None:
     """A space value, however nested, names no code outside the import allowlist and ``allowed`` (the sweep's own
-    --allow-imports), no other config file and no option. A string is read as the YAML the trial's parser reads."""
+    --allow-imports), no other config file and no option. A string is read as the YAML the trial's parser reads.
+    ``section``: the value of a whole section (``trainer``, ``model``, ...), where a string with a path in it is a
+    config file to the trial's parser, whatever its name."""
     if isinstance(value, dict):
         for key, item in value.items():
             check_value(item, where, allowed)
@@ -123,7 +125,7 @@ def check_value(value: Any, where: str, allowed: tuple[str, ...] = ()) -> None:
     text = value.strip()
     if text.startswith("-") and not _number_text(text):
         raise ConfigError(f"{where}: the value {value!r} reads as a command-line option. Fix: a config value")
-    if CONFIG_FILE.search(text):
+    if CONFIG_FILE.search(text) or _names_file(text) or (section and ("/" in text or "\\" in text)):
         raise ConfigError(f"{where}: the value {value!r} names a config file, which the trial would read. Fix: "
                           "give the values themselves")
     if DOTTED.match(text):  # an import path (a class_path, or a class given by name): the allowlist decides
@@ -139,6 +141,13 @@ def check_value(value: Any, where: str, allowed: tuple[str, ...] = ()) -> None:
             return
         if parsed != value:
             check_value(parsed, where, allowed)
+
+
+def _names_file(text: str) -> bool:
+    try:
+        return Path(text).expanduser().is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _number_text(text: str) -> bool:
@@ -163,7 +172,7 @@ def parse_param(key: str, spec: Any, source: str, allowed: tuple[str, ...] = ())
         if not isinstance(choices, list) or not choices:
             raise ConfigError(f"{where}: choices must be a non-empty list")
         for choice in choices:
-            check_value(choice, where, allowed)
+            check_value(choice, where, allowed, section="." not in key.lstrip("-"))
         return Param(key, "categorical", choices=tuple(choices))
     if "low" not in spec or "high" not in spec:
         raise ConfigError(f"{where}: needs low and high (a range) or choices (a list)")
