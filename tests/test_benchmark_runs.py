@@ -288,6 +288,7 @@ def test_an_edited_record_is_never_reported_as_a_result(synthetic_data, tmp_path
     assert bench(synthetic_data, tmp_path, "--models", "cnn", extra=FAST + " --data.batch_size=32") == 0
     record_file = tmp_path / "results/runs/cnn-seed42.json"
     record = json.loads(record_file.read_text())
+    honest = dict(record["row"])
     truth = json.loads((Path(record["row"]["run_dir"]) / "metrics.json").read_text())["test/acc"]
     record["row"]["test/acc"] = 0.9999
     record_file.write_text(json.dumps(record))
@@ -302,8 +303,19 @@ def test_an_edited_record_is_never_reported_as_a_result(synthetic_data, tmp_path
     record_file.write_text(json.dumps(record))
     assert bench(synthetic_data, tmp_path, "--models", "cnn", "--aggregate", extra=FAST + " --data.batch_size=32") == 1
     assert "disagrees with" in rows(tmp_path)[0]["error"]  # the other run's times differ from the record's
+    # ... and with every figure copied from that run (the same model and seed, another recipe): its stamp says so
+    other = tmp_path / "lightning_logs/cnn/version_0"
+    record["row"] = {**json.loads((other / "metrics.json").read_text()), "run_dir": str(other)}
+    record_file.write_text(json.dumps(record))
+    for args in ((), ("--aggregate",)):
+        assert bench(synthetic_data, tmp_path, "--models", "cnn", *args, extra=FAST + " --data.batch_size=32") == 1
+        (row,) = rows(tmp_path)
+        assert row["status"] == "failed" and "the recipe" in row["error"], row
+    (other / "benchmark_key.txt").unlink()  # a run the benchmark did not make: trained again, or failed if aggregated
+    assert bench(synthetic_data, tmp_path, "--models", "cnn", "--aggregate", extra=FAST + " --data.batch_size=32") == 1
+    assert "the benchmark did not make it" in rows(tmp_path)[0]["error"]
     # an honest record is reused as it was
-    record["row"]["run_dir"] = str(tmp_path / "lightning_logs/cnn/version_1")
+    record["row"] = dict(honest)
     record_file.write_text(json.dumps(record))
     assert bench(synthetic_data, tmp_path, "--models", "cnn", extra=FAST + " --data.batch_size=32") == 0
     assert rows(tmp_path)[0]["test/acc"] == truth and versions(tmp_path) == ["version_0", "version_1"]

@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r.get("status") == "ok" for r in rows) else 1
 
 
-def recorded_row(record: Path, run: Run, row: dict) -> dict:
+def recorded_row(record: Path, run: Run, key: str, row: dict) -> dict:
     """A recorded ok row checked against its run's own metrics.json (a failed row stays as recorded)."""
     if row.get("status") != "ok":
         return row
@@ -294,7 +294,7 @@ def recorded_row(record: Path, run: Run, row: dict) -> dict:
         return failed_row(run.model, run.seed, f"{record}: its run's {metrics_file} is unreadable ({err})")
     if not isinstance(metrics, dict):
         return failed_row(run.model, run.seed, f"{record}: its run's {metrics_file} is not a metrics record")
-    return checked_against_run(record, run, row, metrics)
+    return checked_against_run(record, run, key, row, metrics)
 
 
 def aggregate(runs: list[Run], keys: dict[Run, str], results: Path) -> int:
@@ -311,7 +311,7 @@ def aggregate(runs: list[Run], keys: dict[Run, str], results: Path) -> int:
             rows.append(failed_row(run.model, run.seed,
                                    f"run {index}'s result in {path} is for another config, code or data"))
         else:
-            rows.append(recorded_row(path, run, entry["row"]))
+            rows.append(recorded_row(path, run, keys[run], entry["row"]))
             seed_unit_s = seed_unit_s or entry.get("seed_unit_s")
     write_results(results, environment_of(rows, "from recorded runs"), rows, None, seed_unit_s, [])
     return 0 if all(r.get("status") == "ok" for r in rows) else 1

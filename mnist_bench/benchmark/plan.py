@@ -72,9 +72,15 @@ def placement(environment: dict[str, Any], jobs: int) -> str:
             f"{jobs} job{'s' if jobs > 1 else ''}")
 
 
+KEY_FILE = "benchmark_key.txt"  # in a run dir: the key of the benchmark run that made it
+
+
 def record_done(results: Path, run: Run, key: str, where: str, row: dict[str, Any],
                 seed_unit_s: float | None) -> None:
-    """Keeps a run's row (ok or failed) under its key and placement."""
+    """Keeps a run's row (ok or failed) under its key and placement, and stamps the key into the run's folder, so
+    that a record pointed at another run (another config, the same model and seed) is told from its own."""
+    if row.get("status") == "ok" and row.get("run_dir") and Path(row["run_dir"]).is_dir():
+        (Path(row["run_dir"]) / KEY_FILE).write_text(key + "\n")
     write_json_atomic(ledger_path(results, run), {"key": key, "placement": where, "seed_unit_s": seed_unit_s,
                                                   "row": row})
 
@@ -105,18 +111,31 @@ def done_before(results: Path, run: Run, key: str, where: str) -> dict[str, Any]
     except (OSError, ValueError):
         return None
     if not isinstance(metrics, dict) or row.get("status") != "ok" or metrics.get("status") != "ok" \
-            or not (run_dir / PREDICTIONS_FILE).is_file():
+            or not (run_dir / PREDICTIONS_FILE).is_file() or stamped_key(run_dir) is None:
         return None
-    return {**entry, "row": checked_against_run(ledger_path(results, run), run, row, metrics)}
+    return {**entry, "row": checked_against_run(ledger_path(results, run), run, key, row, metrics)}
 
 
-def checked_against_run(record: Path, run: Run, row: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+def stamped_key(run_dir: Path) -> str | None:
+    """The key stamped into a run dir by the benchmark run that made it; None for a run it did not make."""
+    try:
+        return (run_dir / KEY_FILE).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def checked_against_run(record: Path, run: Run, key: str, row: dict[str, Any],
+                        metrics: dict[str, Any]) -> dict[str, Any]:
     """A recorded row as its run's own ``metrics.json`` has it: the figures are the run's, and a record that
-    names another model or seed, or whose figures differ from the run's, is a failed row that says so."""
+    names another model or seed, a run made for another key, or whose figures differ from the run's, is a failed
+    row that says so."""
     from mnist_bench.benchmark.aggregate import NUMERIC, checked, predictions_disagree
     from mnist_bench.benchmark.runner import failed_row
 
     differ = [k for k in ("model", "seed") if metrics.get(k) != row.get(k)]
+    if (stamp := stamped_key(Path(str(row.get("run_dir") or "")))) != key:
+        differ.append("the recipe (the run was not made for this config, seed, code and data)" if stamp else
+                      f"its origin (the run has no {KEY_FILE}: the benchmark did not make it)")
     if metrics.get("seed") != run.seed:
         differ.append(f"seed (the run is seed {run.seed})")
     differ += [k for k in NUMERIC if k in metrics and k != "time/fit_su" and row.get(k) != metrics[k]]
