@@ -202,6 +202,10 @@ def test_a_sweep_on_a_real_postgresql_server(synthetic_data, tmp_path, postgres)
     ("params: {model.init_args.dropout: {low: 0, high: 1, log: true}}", "log range needs low > 0"),
     ("direction: up\nparams: {model.init_args.hidden: {choices: [1]}}", "direction 'up'"),
     ("sampler: {name: anneal}\nparams: {model.init_args.hidden: {choices: [1]}}", "sampler 'anneal' is unknown"),
+    ("sampler: {name: tpe, n_startup_trials: '3'}\nparams: {model.init_args.hidden: {choices: [1]}}",
+     "n_startup_trials is '3' (str). Fix: a value of type int"),
+    ("pruner: {name: median, n_warmup_steps: true}\nparams: {model.init_args.hidden: {choices: [1]}}",
+     "n_warmup_steps is True (bool)"),
     ("params: {model.init_args.hidden: {choices: [1]}}\nobjectives: [x]", "unknown entries ['objectives']"),
     ("params: [", "not valid YAML"),
 ])

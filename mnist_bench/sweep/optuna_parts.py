@@ -104,10 +104,38 @@ def _build(kind: str, table: dict[str, str], spec: dict[str, Any], source: str, 
     if name not in table:
         raise ConfigError(f"{source}: {kind} {name!r} is unknown. Fix: one of {', '.join(table)}")
     module = optuna.samplers if kind == "sampler" else optuna.pruners
+    cls = getattr(module, table[name])
+    for key, value in spec.items():
+        _check_type(cls, key, value, f"{source}: {kind} {name}")
     try:
-        return getattr(module, table[name])(**extra, **spec)
+        return cls(**extra, **spec)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{source}: {kind} {name}: {err}") from None
+
+
+SIMPLE_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),)}
+
+
+def _check_type(cls: Any, key: str, value: Any, where: str) -> None:
+    """An argument whose annotation is made of int, float, bool, str and None must be one of them: Optuna checks
+    none of them itself, and a "3" for an int fails deep inside the first trial's sampling."""
+    import inspect
+
+    parameter = inspect.signature(cls.__init__).parameters.get(key)
+    if parameter is None:
+        return  # the constructor's own TypeError names it
+    annotation = parameter.annotation
+    if isinstance(annotation, type):
+        annotation = annotation.__name__
+    names = [part.strip() for part in str(annotation).split("|")]
+    if not all(n in SIMPLE_TYPES for n in names):
+        return
+    fits = any(isinstance(value, SIMPLE_TYPES[n]) and not (isinstance(value, bool) and n in ("int", "float"))
+               for n in names)
+    if not fits:
+        unquote = ", unquoted in the YAML" if isinstance(value, str) else ""
+        raise ConfigError(f"{where}: {key} is {value!r} ({type(value).__name__}). Fix: a value of type "
+                          f"{' or '.join(names)}{unquote}")
 
 
 def make_sampler(space: SearchSpace, name: str | None, seed: int | None) -> Any:
