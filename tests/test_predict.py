@@ -370,3 +370,34 @@ def test_a_device_that_cannot_predict_is_one_line(device, cnn_checkpoint, tmp_pa
     assert predict_main([str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--device", device]) == 2
     line = _err_line(capsys)
     assert line.startswith(f"mnist-bench predict: --device {device}") and "Fix: --device cpu" in line
+
+
+@pytest.mark.parametrize("trap", ["a_folder", "a_link_out"])
+def test_save_prepared_writes_only_plain_files_of_its_own(trap, cnn_checkpoint, tmp_path, capsys):
+    """Where a prepared image would go, a folder is refused, and a link is refused even with --overwrite (it
+    would write through to a file outside the folder)."""
+    Image.fromarray(drawing()).save(tmp_path / "seven.png")
+    prepared, outside = tmp_path / "prepared", tmp_path / "outside.txt"
+    prepared.mkdir()
+    outside.write_text("mine\n")
+    if trap == "a_folder":
+        (prepared / "seven.png").mkdir()
+    else:
+        (prepared / "seven.png").symlink_to(outside)
+    args = [str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--save_prepared", str(prepared)]
+    assert predict_main([*args, "--overwrite"]) == 2
+    line = _err_line(capsys)
+    assert line.startswith(f"mnist-bench predict: --save_prepared {prepared}") and "seven.png" in line
+    assert outside.read_text() == "mine\n"
+
+
+def test_a_long_input_name_gets_a_prepared_name_the_disk_takes(cnn_checkpoint, tmp_path):
+    long = tmp_path / ("7" * 250 + ".png")  # 254 bytes: the name is legal, the same stem plus "-2.png" is not
+    Image.fromarray(drawing()).save(long)
+    (tmp_path / "b").mkdir()
+    Image.fromarray(drawing()).save(tmp_path / "b" / long.name)
+    out = tmp_path / "prepared"
+    assert predict_main([str(long), str(tmp_path / "b"), "--ckpt_path", cnn_checkpoint,
+                         "--save_prepared", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 2 and all(len(n.encode()) <= 255 and n.endswith(".png") for n in names)

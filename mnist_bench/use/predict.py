@@ -90,12 +90,19 @@ def prepared_names(files: list[Path]) -> list[str]:
     b/a.jpg give a.png and a-2.png."""
     names: list[str] = []
     for path in files:
-        name, k = f"{path.stem}.png", 1
+        stem = _fit_name(path.stem)
+        name, k = f"{stem}.png", 1
         while name in names:
             k += 1
-            name = f"{path.stem}-{k}.png"
+            name = f"{stem}-{k}.png"
         names.append(name)
     return names
+
+
+def _fit_name(stem: str, most: int = 200) -> str:
+    """The stem cut to at most ``most`` bytes (a file name may hold 255), so that a suffix still fits."""
+    data = stem.encode()
+    return stem if len(data) <= most else data[:most].decode(errors="ignore")
 
 
 def output_refusal(csv_path: Path | None, prepared: Path | None, files: list[Path], checkpoint: Path,
@@ -114,6 +121,10 @@ def output_refusal(csv_path: Path | None, prepared: Path | None, files: list[Pat
         if (reason := owned(image, files, checkpoint)) is not None:
             return (f"--save_prepared {prepared} would write {image}, which {reason}, and {NEVER_REPLACED}. "
                     "Fix: --save_prepared a folder of its own, e.g. prepared")
+        if image.is_symlink() or image.is_dir():
+            kind = "a link (writing would change the file it leads to)" if image.is_symlink() else "a folder"
+            return (f"--save_prepared {prepared} would write {image}, which is {kind}; --overwrite replaces only "
+                    "plain files. Fix: move it away, or another --save_prepared folder")
     existing = [image for image in images if image.exists()]
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more of the images it would write)" if len(existing) > 1 else ""
