@@ -328,6 +328,15 @@ def test_an_edited_record_is_never_reported_as_a_result(synthetic_data, tmp_path
     assert bench(synthetic_data, tmp_path, "--models", "cnn", "--aggregate", extra=FAST + " --data.batch_size=32") == 1
     (row,) = rows(tmp_path)
     assert row["status"] == "failed" and "test_predictions.npz gives" in row["error"], row
+    # a status that is not "ok" carries no figure into the results, whatever it says
+    for status in ("OK", "failed", None):
+        record["row"] = {**honest, "status": status, "test/acc": 0.9999}
+        record_file.write_text(json.dumps(record))
+        assert bench(synthetic_data, tmp_path, "--models", "cnn", "--aggregate",
+                     extra=FAST + " --data.batch_size=32") == 1
+        (row,) = rows(tmp_path)
+        assert row["status"] == "failed" and row.get("test/acc") is None, row
+        assert "0.9999" not in (tmp_path / "results/benchmark.csv").read_text()
 
 
 @pytest.mark.parametrize("value", ["abc", None, True, float("nan"), 1.5, -0.1, [0.9]])

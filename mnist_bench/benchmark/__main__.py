@@ -284,9 +284,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def recorded_row(record: Path, run: Run, key: str, row: dict) -> dict:
-    """A recorded ok row checked against its run's own metrics.json (a failed row stays as recorded)."""
+    """A recorded ok row checked against its run's own metrics.json; any other row is a failed row that keeps
+    only its error (a figure beside a status that is not "ok" is never reported)."""
     if row.get("status") != "ok":
-        return row
+        error = row.get("error") if row.get("status") == "failed" else None
+        if not isinstance(error, str) or not error:
+            error = f"{record}: its status {row.get('status')!r} is neither 'ok' nor 'failed' with an error"
+        return failed_row(run.model, run.seed, error)
     metrics_file = Path(str(row.get("run_dir") or "")) / "metrics.json"
     try:
         metrics = read_json(metrics_file)
