@@ -143,3 +143,14 @@ def test_an_existing_onnx_file_needs_overwrite(tmp_path, capsys):
     assert output.read_bytes() == b"mine"
     assert export_main(["--ckpt_path", str(run), "--output", str(output), "--overwrite"]) == 0
     assert onnx.load(str(output)).graph.input[0].name == "digits"
+
+
+def test_an_output_under_a_file_is_one_line_naming_that_file(tmp_path, capsys):
+    run, _ = _run_folder(tmp_path)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine\n")
+    output = blocker / "sub" / "cnn.onnx"
+    assert export_main(["--ckpt_path", str(run), "--output", str(output), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(blocker) in err[0] and "not a folder" in err[0] and "Fix:" in err[0], err
+    assert blocker.read_text() == "mine\n"

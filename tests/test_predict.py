@@ -401,3 +401,11 @@ def test_a_long_input_name_gets_a_prepared_name_the_disk_takes(cnn_checkpoint, t
                          "--save_prepared", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert len(names) == 2 and all(len(n.encode()) <= 255 and n.endswith(".png") for n in names)
+
+
+def test_a_csv_under_a_file_is_one_line_naming_that_file(cnn_checkpoint, tmp_path, capsys):
+    Image.fromarray(drawing()).save(tmp_path / "seven.png")
+    args = [str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--csv", str(tmp_path / "seven.png/rows.csv")]
+    assert predict_main(args) == 2
+    line = _err_line(capsys)
+    assert line.startswith("mnist-bench predict: cannot write --csv") and "seven.png is a file, not a folder" in line

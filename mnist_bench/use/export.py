@@ -29,7 +29,7 @@ from mnist_bench.errors import ConfigError, UserFacingError, first_line
 from mnist_bench.models.components.detection import label_to_digit
 from mnist_bench.use.images import FRAMING_STEPS
 from mnist_bench.use.inference import load_trained, resolve_checkpoint
-from mnist_bench.use.outputs import NEVER_REPLACED, OVERWRITE_FLAG, OVERWRITE_HELP, owned
+from mnist_bench.use.outputs import NEVER_REPLACED, OVERWRITE_FLAG, OVERWRITE_HELP, file_in_the_way, owned
 from mnist_bench.utils import atomic_path
 
 OPSET = 18
@@ -125,6 +125,8 @@ def output_refusal(output: Path, checkpoint: Path, overwrite: bool) -> str | Non
         return f"--output {output} {reason}, and {NEVER_REPLACED}. Fix: --output model.onnx (a new file)"
     if output.is_dir():
         return f"--output {output} is a folder. Fix: --output {output / 'model.onnx'}"
+    if (blocker := file_in_the_way(output)) is not None:
+        return f"--output {output}: {blocker} is a file, not a folder. Fix: an --output outside it, e.g. model.onnx"
     if output.exists() and not overwrite:
         return f"--output {output} exists. Fix: {OVERWRITE_FLAG} to replace it, or another --output file"
     return None

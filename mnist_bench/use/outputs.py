@@ -33,3 +33,11 @@ def owned(path: Path, inputs: Iterable[Path], checkpoint: Path | None) -> str | 
         return "is a checkpoint"
     taken = next((p for p in inputs if same_file(path, p)), None)
     return None if taken is None else f"is the input {taken}"
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing folder above ``path`` when it is a file (so ``path`` cannot be made), else None."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None

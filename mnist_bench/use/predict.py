@@ -25,7 +25,7 @@ from mnist_bench.allowlist import ALLOW_IMPORTS_FLAG, ALLOW_IMPORTS_HELP, allowe
 from mnist_bench.errors import ConfigError, UserFacingError
 from mnist_bench.use.images import ImageError, load_image
 from mnist_bench.use.inference import class_probabilities, load_trained, resolve_checkpoint
-from mnist_bench.use.outputs import NEVER_REPLACED, OVERWRITE_FLAG, OVERWRITE_HELP, owned
+from mnist_bench.use.outputs import NEVER_REPLACED, OVERWRITE_FLAG, OVERWRITE_HELP, file_in_the_way, owned
 from mnist_bench.utils import write_text_atomic
 
 BATCH = 256
@@ -158,6 +158,8 @@ def unwritable(path: Path) -> str | None:
     if path.is_dir():
         return "it is a folder"
     parent = path.parent
+    if (blocker := file_in_the_way(path)) is not None:
+        return f"{blocker} is a file, not a folder"
     if not parent.is_dir():
         return f"no folder {parent}"
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
