@@ -279,3 +279,17 @@ def test_an_unreadable_file_is_not_called_damaged(synthetic_data, monkeypatch):
     message = str(err.value)
     assert "train-images-idx3-ubyte: permission denied" in message and "chmod" in message
     assert "--force" not in message and "damaged" not in message
+
+
+@pytest.mark.parametrize("where", ["data_dir", "dataset_folder"])
+def test_a_data_dir_through_a_file_is_not_sent_to_a_fetch_that_refuses_it(where, tmp_path):
+    """The fix `mnist-bench data --force` is refused for a path through a file, so fit names the file instead."""
+    notes = tmp_path / ("data" if where == "data_dir" else "data/MNIST")
+    notes.parent.mkdir(parents=True, exist_ok=True)
+    notes.write_text("notes")
+    with pytest.raises(MissingDataError) as err:
+        MNISTDataModule(str(tmp_path / "data")).prepare_data()
+    message = str(err.value)
+    assert f"{notes} is a file" in message and f"move {notes} away" in message, message
+    assert "--force" not in message and "damaged" not in message, message
+    assert notes.read_text() == "notes"

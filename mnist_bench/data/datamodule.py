@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mnist_bench.data.datasets import DEFAULT_DATASET, DatasetInfo, dataset_spec
-from mnist_bench.data.idx import DataFileError, check_dataset, official_split, raw_dir
+from mnist_bench.data.idx import DataFileError, check_dataset, file_in_the_way, official_split, raw_dir
 from mnist_bench.errors import ConfigError, UserFacingError
 
 
@@ -292,6 +292,10 @@ class MNISTDataModule(TensorDataModule):
         """Checks the four files once per DataModule (prepare_data runs on one process per node, setup on all)."""
         if self._files_checked:
             return
+        blocked = file_in_the_way(self._raw_dir)
+        if blocked is not None:
+            raise MissingDataError(f"data_dir {self.data_dir}: {blocked} is a file, so {self._raw_dir} cannot hold "
+                                   f"the data. Fix: a data_dir whose path is all folders, or move {blocked} away")
         try:
             shapes = check_dataset(self.data_dir, self.dataset)
             self.official_test = official_split(shapes, self.dataset, train=False)

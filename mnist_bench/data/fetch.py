@@ -28,7 +28,7 @@ import numpy as np
 
 from mnist_bench.data.datasets import DATASETS, DEFAULT_DATASET, dataset_spec
 from mnist_bench.data.datasets import MNIST as MNIST_SPEC
-from mnist_bench.data.idx import DataFileError, raw_dir, verify_official, write_idx
+from mnist_bench.data.idx import DataFileError, file_in_the_way, raw_dir, verify_official, write_idx
 from mnist_bench.errors import first_line
 from mnist_bench.utils import atomic_path
 
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
     raw = raw_dir(args.data_dir, args.dataset)
-    blocked = next((p for p in (raw, *raw.parents) if p.exists() and not p.is_dir()), None)
+    blocked = file_in_the_way(raw)
     if blocked is not None:
         print(f"mnist-bench data: error: --data_dir {args.data_dir}: {blocked} is a file, and the dataset "
               "is written into folders there. Fix: a --data_dir whose path is all folders (created if "

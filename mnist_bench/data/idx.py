@@ -30,6 +30,11 @@ def raw_dir(data_dir: str | os.PathLike, dataset: str = DEFAULT_DATASET) -> Path
     return Path(data_dir) / dataset_spec(dataset).torchvision_class / "raw"
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file that sits at ``folder`` or at one of its parents (so the folder cannot exist), else None."""
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+
+
 def idx_layout(name: str) -> tuple[int, int, np.dtype]:
     """(dimensions, IDX type code, dtype) that a raw file's name declares, e.g. ``train-labels-idx1-ubyte``."""
     match = _IDX_NAME.search(name)
