@@ -178,6 +178,8 @@ def test_ctrl_c_exits_130_with_how_to_go_on(subcommand, hook, tiny_fit_args, tmp
         assert "rerun the same command" in last, last
         return
     assert "--ckpt_path last" in last, last
+    stopped_run = json.loads((run_dir(tmp_path, "cnn") / "metrics.json").read_text())
+    assert stopped_run["status"] == "interrupted" and stopped_run["error"] == "interrupted (Ctrl-C)", stopped_run
     monkeypatch.undo()
     main(["fit", *args, "--ckpt_path=last"])
     metrics = json.loads((run_dir(tmp_path, "cnn") / "metrics.json").read_text())

@@ -105,8 +105,11 @@ class RunReport(Callback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if not trainer.is_global_zero:
             return
-        error = first_line(f"{type(exception).__name__}: {exception}")
-        status = getattr(exception, "status", "failed")  # "pruned": a sweep's pruner stopped it
+        if isinstance(exception, KeyboardInterrupt):  # Ctrl-C: the run can go on from its last checkpoint
+            status, error = "interrupted", "interrupted (Ctrl-C)"
+        else:
+            error = first_line(f"{type(exception).__name__}: {exception}")
+            status = getattr(exception, "status", "failed")  # "pruned": a sweep's pruner stopped it
         self.metrics = self.build(trainer, pl_module, status, error)
         self.metrics.update({key: None for key in TEST_KEYS})
         existing = Path(self.run_dir()) / "metrics.json"
