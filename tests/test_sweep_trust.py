@@ -161,6 +161,15 @@ def test_storage_secrets_never_reach_the_output(url, secret, tmp_path, capsys):
     assert secret not in err and "***" in err and "@t@" not in err
 
 
+def test_a_sqlite_url_argument_the_driver_ignores_is_one_line(tmp_path, capsys):
+    """SQLAlchemy warns and drops ?password= on a SQLite URL; the sweep refuses it before any trial."""
+    url = f"sqlite:///{tmp_path / 'x.db'}?password=hunter2&timeout=5"
+    assert sweep(tmp_path, SPACE, "--storage", url) == 1
+    err = one_line_error(capsys)
+    assert "hunter2" not in err and "'password'" in err and err.count("Fix:") == 1 and "Fix: drop" in err and "Warning" not in err, err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_results_folder_that_is_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "results").write_text("mine")
     assert sweep(tmp_path, SPACE) == 2

@@ -33,11 +33,20 @@ def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> Any:
     try:
         for attempt in range(3):
             try:
-                return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
-                                  grace_period=2 * heartbeat_s,
-                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+                with warnings.catch_warnings():
+                    # SQLAlchemy drops a query argument the SQLite driver does not take (?password=) with a warning
+                    warnings.filterwarnings("error", message="Query string argument")
+                    return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
+                                      grace_period=2 * heartbeat_s,
+                                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                          max_retry=MAX_RETRY))
             except (ImportError, ModuleNotFoundError):
                 raise
+            except Warning as err:
+                ignored = re.search(r"argument\(s\) (.+?) are not accepted", str(err))
+                raise UserFacingError(f"--storage {redact(url)}: the SQLite driver takes no "
+                                      f"{ignored.group(1) if ignored else 'such'} argument (it would ignore it). "
+                                      "Fix: drop it from the URL (a SQLite file has no password)") from None
             except Exception:  # noqa: BLE001 - workers creating the tables at once (SQLite: "already exists",
                 if attempt == 2:  # "database is locked"): the later ones try again
                     raise
@@ -46,6 +55,8 @@ def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> Any:
         raise UserFacingError(f"--storage {redact(url)}: its database driver is not installed ({err}). Fix: "
                               "install it (PostgreSQL: pip install 'psycopg[binary]', or mnist-bench[postgres])") \
             from None
+    except UserFacingError:
+        raise
     except (optuna.exceptions.StorageInternalError, ValueError, Exception) as err:  # noqa: BLE001 - SQLAlchemy's
         raise UserFacingError(f"--storage {redact(url)}: cannot open it ({scrub(first_line(err), url)[:200]}). Fix: "
                               "check the URL, the server and its credentials") from None
