@@ -16,6 +16,8 @@ ARGS ?=
 RESULTS ?= $(if $(filter mnist,$(DATASET)),results,results/$(DATASET))
 PYTEST_ARGS ?=
 OVERHEAD_ARGS ?=
+# make robustness: e.g. EVAL_ARGS="--corruption_images 1000 --attack_images 200"
+EVAL_ARGS ?=
 BENCH_ARGS ?=
 # runs at once (each on its own GPU, or its own CPU cores); empty: one per visible GPU, 1 without a GPU
 JOBS ?=
@@ -28,7 +30,7 @@ SETUP ?= install data
 GPU_BUNDLE ?= gpu-bundle
 
 .DEFAULT_GOAL := help
-.PHONY: help install data test test-fast lint tensorboard benchmark bench-overhead bench-compile gpu-bundle clean
+.PHONY: help install data test test-fast lint tensorboard benchmark robustness bench-overhead bench-compile gpu-bundle clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -61,6 +63,9 @@ tensorboard: install ## Open TensorBoard on the runs, at http://127.0.0.1:6006
 
 benchmark: $(SETUP) ## Train MODELS (default: all configs) and write results/benchmark.{md,csv,json} and plots
 	$(PY) -m mnist_bench.benchmark --models $(MODELS) --seeds $(SEEDS) --data_dir $(DATA_DIR) --config_dir $(CONFIG_DIR) --results $(RESULTS) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force) $(BENCH_ARGS) -- $(ARGS)
+
+robustness: $(SETUP) ## Corrupt, attack, calibrate and cost the runs of RESULTS/benchmark.json; write RESULTS/robustness.md
+	$(PY) -m mnist_bench.evaluate --results $(RESULTS) --data_dir $(DATA_DIR) $(if $(FORCE),--force) $(EVAL_ARGS)
 
 bench-overhead: $(SETUP) ## Time the seed notebook's pipeline, a plain PyTorch loop and Lightning on the same CNN
 	$(PY) -m mnist_bench.benchmark.overhead --data_dir $(DATA_DIR) --output $(RESULTS)/overhead.json $(OVERHEAD_ARGS)

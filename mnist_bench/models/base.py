@@ -278,6 +278,11 @@ class MNISTClassifier(LightningModule):
         logits."""
         return self(x).float().softmax(dim=1)
 
+    def attack_logits(self, x: Tensor) -> Tensor:
+        """N×classes differentiable logits for a normalized batch, for gradient attacks (``evaluate.attacks``):
+        here the network's own logits, in float32."""
+        return self(x).float()
+
     def extra_metrics(self) -> dict[str, Any]:
         """Model-specific entries for metrics.json (the run report adds them after the test pass)."""
         return {}

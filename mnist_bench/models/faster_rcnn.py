@@ -170,18 +170,43 @@ class FasterRCNNClassifier(MNISTClassifier):
                   original_sizes: list[tuple[int, int]], index: list[int]) -> tuple[Tensor, Tensor]:
         """For images with no detection: the box classifier's digit probabilities (background excluded) for the
         RPN's top proposal, or for the whole image when the RPN kept none, and that box."""
-        heads = self.detector.roi_heads
+        top = self._top_boxes(proposals, image_sizes, index)
+        class_logits = self._box_logits({k: v[index] for k, v in features.items()}, top,
+                                        [image_sizes[i] for i in index])
+        probs = class_logits.softmax(dim=1)
+        boxes = torch.cat([resize_boxes(b, image_sizes[i], original_sizes[i]) for b, i in zip(top, index,
+                                                                                              strict=True)])
+        return probs, boxes
+
+    @staticmethod
+    def _top_boxes(proposals: list[Tensor], image_sizes: list[tuple[int, int]], index: list[int]) -> list[Tensor]:
+        """The RPN's top proposal of each image in ``index``, or the whole image where it kept none."""
         top = []
         for i in index:
             h, w = image_sizes[i]
             whole = torch.tensor([[0.0, 0.0, w, h]], device=proposals[i].device)
             top.append(proposals[i][:1] if len(proposals[i]) else whole)
-        pooled = heads.box_roi_pool({k: v[index] for k, v in features.items()}, top, [image_sizes[i] for i in index])
-        class_logits, _ = heads.box_predictor(heads.box_head(pooled))
-        probs = class_logits[:, LABEL_OFFSET:].float().softmax(dim=1)
-        boxes = torch.cat([resize_boxes(b, image_sizes[i], original_sizes[i]) for b, i in zip(top, index,
-                                                                                              strict=True)])
-        return probs, boxes
+        return top
+
+    def _box_logits(self, features: dict[str, Tensor], boxes: list[Tensor],
+                    image_sizes: list[tuple[int, int]]) -> Tensor:
+        """The box classifier's digit logits (background dropped) for one box per image."""
+        heads = self.detector.roi_heads
+        class_logits, _ = heads.box_predictor(heads.box_head(heads.box_roi_pool(features, boxes, image_sizes)))
+        return class_logits[:, LABEL_OFFSET:].float()
+
+    def attack_logits(self, x: Tensor) -> Tensor:
+        """For gradient attacks: the box classifier's digit logits on the RPN's top proposal (the fallback path),
+        differentiable in the pixels; the choice of box is not (the detections' threshold, NMS and top-1 have no
+        gradient at all)."""
+        det = self.detector
+        pixels = (x * self.dataset.std + self.dataset.mean).expand(-1, self.adapt.in_chans, -1, -1)  # no clamp:
+        images, _ = det.transform(pixels)  # its gradient is 0 at a background pixel that rounds below 0
+        features = {"0": det.backbone(images.tensors)}
+        with torch.no_grad():
+            proposals, _ = det.rpn(images, features)
+        index = list(range(len(x)))
+        return self._box_logits(features, self._top_boxes(proposals, images.image_sizes, index), images.image_sizes)
 
     def forward(self, x: Tensor) -> Detections:
         return self.detect(x)

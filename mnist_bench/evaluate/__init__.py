@@ -1,0 +1,1 @@
+"""Evaluation beyond accuracy: corruptions, attacks, calibration and cost."""
