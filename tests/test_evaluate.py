@@ -172,3 +172,15 @@ def test_the_bootstrap_ece_is_torchmetrics_ece_and_its_spread_shrinks_with_more_
     assert small.std() > 2 * large.std() > 0
     paired = calibration.ece_bootstrap(conf, right, others=[(conf, right)])
     assert np.array_equal(paired[:, 0], paired[:, 1])  # the same resamples for both models
+
+
+def test_no_benchmark_yet_is_one_line_that_says_what_to_run(tmp_path, capsys):
+    from mnist_bench.evaluate.__main__ import main as evaluate_main
+
+    assert evaluate_main(["--results", str(tmp_path / "results")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "benchmark.json not found" in err and "make benchmark" in err, err
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "benchmark.json").write_text(json.dumps({"rows": [{"model": "cnn", "status": "failed"}]}))
+    assert evaluate_main(["--results", str(tmp_path / "results")]) == 1
+    assert "no finished run" in capsys.readouterr().err
