@@ -2,6 +2,7 @@
 
 import errno
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -137,3 +138,23 @@ def test_a_disk_that_fills_during_a_checkpoint_leaves_the_last_complete_one(synt
     main(["fit", *args[1:], "--ckpt_path=last"])  # resumes the run from its first epoch and finishes it
     metrics = json.loads((checkpoints.parent / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["epochs"] == 2
+
+
+def test_a_link_at_a_temporary_name_is_never_written_through(tmp_path):
+    """A file is written to a fresh temporary file of its own, never to a fixed name someone could have put a link
+    at (``.model.tmp.onnx`` -> a file outside the folder)."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in (".metrics.tmp.json", ".metrics.json.tmp", ".metrics.tmp"):
+        (out / name).symlink_to(notes)
+    write_json_atomic(out / "metrics.json", {"status": "ok"})
+    assert notes.read_text() == "mine"
+    assert not (out / "metrics.json").is_symlink() and read_json(out / "metrics.json") == {"status": "ok"}
+    assert sorted(p.name for p in out.iterdir()) == [".metrics.json.tmp", ".metrics.tmp", ".metrics.tmp.json",
+                                                     "metrics.json"]
+    mode = (out / "metrics.json").stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask  # as a plain open() would have made it
