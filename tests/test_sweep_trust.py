@@ -161,6 +161,18 @@ def test_storage_secrets_never_reach_the_output(url, secret, tmp_path, capsys):
     assert secret not in err and "***" in err and "@t@" not in err
 
 
+@pytest.mark.parametrize("url", ["postgresql://alice:hunter@2:SuperSecretTail@db.lab:5432/optuna",
+                                 "postgresql://alice:a@bcdef@127.0.0.1:1/db"])
+def test_a_password_with_an_unencoded_at_sign_is_refused_before_the_driver_sees_it(url, tmp_path, capsys):
+    """SQLAlchemy ends the password at its first '@' and sends the rest on as the host (to DNS, into messages)."""
+    assert sweep(tmp_path, SPACE, "--storage", url) == 1
+    err = one_line_error(capsys)
+    password = url.split("://alice:")[1].rsplit("@", 1)[0]
+    for piece in {password, *password.split("@"), *password.split(":")}:
+        assert len(piece) < 3 or piece not in err, (piece, err)
+    assert "%40" in err and "***" in err, err
+
+
 def test_a_sqlite_url_argument_the_driver_ignores_is_one_line(tmp_path, capsys):
     """SQLAlchemy warns and drops ?password= on a SQLite URL; the sweep refuses it before any trial."""
     url = f"sqlite:///{tmp_path / 'x.db'}?password=hunter2&timeout=5"

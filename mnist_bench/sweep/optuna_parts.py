@@ -29,6 +29,12 @@ def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> Any:
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+    _, _, password, _, _ = _parts(url)
+    if password is not None and "@" in password:
+        # the driver's parser ends the password at its first '@' and would send the rest on as the host
+        raise UserFacingError(f"--storage {redact(url)}: its password holds an unencoded '@', which the "
+                              "database driver reads as the end of the password. Fix: percent-encode them in the "
+                              "URL ('@' as %40)")
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         for attempt in range(3):
@@ -96,6 +102,8 @@ def scrub(text: str, url: str | None) -> str:
         return text
     _, _, password, _, pairs = _parts(url)
     secrets = [password or "", *(v for k, eq, v in pairs if eq and SECRET_QUERY_KEY.search(k))]
+    # pieces of a password a driver split at '@' or ':' (it may quote them back as a host or a port)
+    secrets += [piece for piece in re.split("[@:]", password or "") if len(piece) >= 3]
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text.replace(url, redact(url))
