@@ -33,7 +33,7 @@ def make_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> Any:
     if password is not None and "@" in password:
         # the driver's parser ends the password at its first '@' and would send the rest on as the host
         raise UserFacingError(f"--storage {redact(url)}: its password holds an unencoded '@', which the "
-                              "database driver reads as the end of the password. Fix: percent-encode them in the "
+                              "database driver reads as the end of the password. Fix: percent-encode it in the "
                               "URL ('@' as %40)")
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
