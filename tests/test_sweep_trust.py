@@ -72,7 +72,39 @@ ATTACKS = {
     "a value naming a config file": ("model: {choices: [evil.yaml]}", "names a config file"),
     "a config file without an extension": ("trainer: {choices: [evilcfg]}", "names a config file"),
     "a section given as a path": ("data: {choices: [./nowhere/cfg]}", "names a config file"),
+    "a checkpoint aimed at another run": ("trainer.callbacks: {choices: [[{class_path: lightning.pytorch.callbacks."
+                                          "ModelCheckpoint, init_args: {dirpath: /elsewhere/checkpoints}}]]}",
+                                          "'dirpath' decides where files are written"),
+    "the same in a YAML string": ("trainer.callbacks: {choices: ['[{class_path: lightning.pytorch.callbacks."
+                                  "ModelCheckpoint, init_args: {dirpath: x, filename: last}}]']}",
+                                  "decides where files are written"),
+    "the run's folder as a key": ("trainer.default_root_dir: {choices: [/elsewhere]}",
+                                  "'default_root_dir' decides where files are written"),
 }
+
+BAD_SPACES = {
+    "a self-referring anchor": (b"params:\n  model.init_args.hidden: &x {choices: [*x]}\n", "refers to itself"),
+    "a negative step": (b"params: {model.init_args.hidden: {low: 1, high: 5, step: -1}}\n", "step must be above 0"),
+    "a zero step": (b"params: {model.init_args.hidden: {low: 1, high: 5, step: 0}}\n", "step must be above 0"),
+    "bytes": (b"params: {model.init_args.hidden: {choices: [!!binary aGVsbG8=]}}\n", "not a plain value (bytes)"),
+    "a set": (b"params: {model.init_args.hidden: {choices: [!!set {a, b}]}}\n", "not a plain value (set)"),
+    "a date": (b"params: {model.init_args.hidden: {choices: [2001-12-14]}}\n", "not a plain value (date)"),
+    "a huge value": (b"params: {trainer.precision: {choices: [" + b"x" * 20_000 + b"]}}\n", "characters long"),
+    "not UTF-8": (b"# r\xe9glage\nparams: {model.init_args.hidden: {choices: [64]}}\n", "not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_SPACES, ids=list(BAD_SPACES))
+def test_a_malformed_space_is_one_line_naming_the_file_before_any_trial(bad, tmp_path, capsys, fake_runs):
+    content, message = BAD_SPACES[bad]
+    space = tmp_path / "space.yaml"
+    space.write_bytes(content)
+    code = sweep_main(["--config", CNN_CONFIG, "--space", str(space), "--trials", "1", "--study", "s",
+                       "--results", str(tmp_path / "results"), "--runs_dir", str(tmp_path / "runs")])
+    assert code == 2
+    err = one_line_error(capsys)
+    assert message in err and "space.yaml" in err and len(err) < 400, err
+    assert not fake_runs
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=list(ATTACKS))

@@ -18,6 +18,7 @@ no value may name code outside what the sweep's own command line allows (see :fu
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -37,6 +38,11 @@ CONFIG_SECTIONS = ("model", "data", "trainer", "optimizer", "lr_scheduler", "see
 KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 DOTTED = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\s*$")
 CONFIG_FILE = re.compile(r"\.(ya?ml|json|jsonnet)\s*$", re.IGNORECASE)
+# keys that decide where a run writes: a trial writes only into its own run folder, which the sweep decides
+WRITES_TO = frozenset({"default_root_dir", "dirpath", "filename", "save_dir", "root_dir", "log_dir", "logdir",
+                       "ckpt_path", "weights_save_path", "output", "path", "tracking_uri", "save_path"})
+PLAIN = (str, int, float, bool, type(None))
+MAX_VALUE_CHARS = 10_000  # a longer value is no hyperparameter (and past the command line's limit)
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,14 @@ def check_key(key: str, source: str) -> None:
     if not KEY.match(key):
         raise ConfigError(f"{where}: not a config key (dotted names only, no '-' or '='). Fix: a key such as "
                           "model.init_args.dropout")
+    writes = next((part for part in key.split(".") if part in WRITES_TO), None)
+    if writes:
+        raise ConfigError(_writes_message(where, writes))
+
+
+def _writes_message(where: str, name: str) -> str:
+    return (f"{where}: {name!r} decides where files are written, and a trial writes only into its own run folder. "
+            "Fix: drop it from the space")
 
 
 def check_value(value: Any, where: str, allowed: tuple[str, ...] = (), section: bool = False) -> None:
@@ -115,13 +129,20 @@ def check_value(value: Any, where: str, allowed: tuple[str, ...] = (), section: 
             check_value(item, where, allowed)
             if not isinstance(key, str) or key.startswith("-"):
                 raise ConfigError(f"{where}: {key!r} is not a config key. Fix: drop it")
+            if key in WRITES_TO:
+                raise ConfigError(_writes_message(where, key))
         return
     if isinstance(value, list | tuple):
         for item in value:
             check_value(item, where, allowed)
         return
+    if not isinstance(value, PLAIN):
+        raise ConfigError(f"{where}: {str(value)[:60]!r} is not a plain value ({type(value).__name__}). Fix: a "
+                          "number, a string, true/false, or a list or mapping of those")
     if not isinstance(value, str):
         return
+    if len(value) > MAX_VALUE_CHARS:
+        raise ConfigError(f"{where}: a value {len(value):,} characters long. Fix: at most {MAX_VALUE_CHARS:,}")
     text = value.strip()
     if text.startswith("-") and not _number_text(text):
         raise ConfigError(f"{where}: the value {value!r} reads as a command-line option. Fix: a config value")
@@ -178,6 +199,8 @@ def parse_param(key: str, spec: Any, source: str, allowed: tuple[str, ...] = ())
         raise ConfigError(f"{where}: needs low and high (a range) or choices (a list)")
     low, high = _number(spec["low"], f"{where}.low"), _number(spec["high"], f"{where}.high")
     step = _number(spec["step"], f"{where}.step") if spec.get("step") is not None else None
+    if step is not None and step <= 0:
+        raise ConfigError(f"{where}: step must be above 0, got {step}")
     log = bool(spec.get("log", False))
     if kind is None:
         kind = "int" if all(isinstance(v, int) for v in (low, high, step or 1)) else "float"
@@ -195,11 +218,17 @@ def load_space(path: str | Path, allowed: tuple[str, ...] | list[str] = ()) -> S
     the packages the sweep's own command line allows its trials to import."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        json.dumps(raw, default=str)  # a structure that refers to itself (an anchor inside its own value) fails
     except OSError as err:
         raise ConfigError(f"--space {path}: cannot read it ({err.strerror}). Fix: give a search-space YAML") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"--space {path}: not UTF-8 text (byte {err.start}). Fix: save it as UTF-8") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"--space {path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except (ValueError, RecursionError):
+        raise ConfigError(f"--space {path}: a value refers to itself (a YAML anchor used inside its own value). "
+                          "Fix: write the values out") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict) or not raw["params"]:
         raise ConfigError(f"--space {path}: needs a params mapping of config keys to ranges or choices")
     unknown = set(raw) - {"objective", "direction", "sampler", "pruner", "params"}
