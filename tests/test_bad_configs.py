@@ -182,3 +182,14 @@ def test_an_argument_the_class_lacks_is_one_line_with_the_ones_it_has(name, key,
     assert first.startswith(f"mnist-bench: config error: model.init_args.{key}: {cls} has no argument "
                             f"{option}; its arguments: "), first
     assert has in first and "Union" not in first and len(first) < 400, first
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "test"])
+def test_a_config_that_is_not_utf8_is_one_config_error_naming_it(subcommand, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes((ROOT / "configs" / "cnn.yaml").read_bytes() + "# r\xe9glage\n".encode("latin-1"))
+    code, err = run_main([subcommand, "--config", str(latin1)], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"{latin1} is not UTF-8 text" in lines[0] and "save it as UTF-8" in lines[0], err

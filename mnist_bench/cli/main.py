@@ -51,6 +51,9 @@ def main(args: list[str] | None = None) -> None:
         _exit(130, f"interrupted (Ctrl-C){'; ' + str(err) if str(err) else ''}")
     except ArgumentError as err:
         _exit(2, f"config error: {concise(one_line(err))}", hint=True)
+    except UnicodeDecodeError as err:
+        _exit(2, f"config error: {_not_utf8(argv) or 'a config file'} is not UTF-8 text (byte {err.start}). "
+                 "Fix: save it as UTF-8")
     except OSError as err:
         if err.errno not in WRITE_ERRORS:
             raise
@@ -68,6 +71,22 @@ def main(args: list[str] | None = None) -> None:
         if isinstance(cause, ConfigError):
             _exit(2, f"config error: {one_line(cause)}")
         _exit(getattr(cause, "exit_code", 1), one_line(cause))
+
+
+def _not_utf8(argv: list[str]) -> str | None:
+    """The first ``--config`` file (or ``--<section>=file``) on the command line that is not UTF-8 text."""
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--") and "=" in arg else \
+            (argv[i + 1] if arg.startswith("--") and i + 1 < len(argv) else None)
+        if value is None or not Path(value).is_file():
+            continue
+        try:
+            Path(value).read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+        except OSError:
+            continue
+    return None
 
 
 def concise(message: str) -> str:
