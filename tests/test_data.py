@@ -2,6 +2,7 @@ import dataclasses
 import gzip
 import io
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -293,3 +294,33 @@ def test_a_data_dir_through_a_file_is_not_sent_to_a_fetch_that_refuses_it(where,
     assert f"{notes} is a file" in message and f"move {notes} away" in message, message
     assert "--force" not in message and "damaged" not in message, message
     assert notes.read_text() == "notes"
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_fetch_keeps_the_users_own_files_it_replaces(force, tmp_path, monkeypatch):
+    """A home-made test set (cut, padded or other bytes) in the data folder is moved aside, never lost, when the
+    official files are fetched over it (as the 'damaged' message's fix, --force, does)."""
+    write_synthetic_mnist(tmp_path, n_train=30, n_test=10, seed=1)
+    mine = {name: (raw_dir(tmp_path) / name).read_bytes() for name in RAW_FILES}
+    official_dir = tmp_path / "official"
+    write_synthetic_mnist(official_dir, n_train=30, n_test=12, seed=2)  # stands in for the downloaded files
+
+    def fetched(dest, *args):
+        for name in RAW_FILES:
+            (raw_dir(dest) / name).parent.mkdir(parents=True, exist_ok=True)
+            (raw_dir(dest) / name).write_bytes((raw_dir(official_dir) / name).read_bytes())
+        return "the test's source"
+
+    def verify(data_dir, dataset="mnist"):
+        if Path(data_dir) == tmp_path:
+            raise DataFileError("not the official files")
+
+    monkeypatch.setattr(fetch, "_fetch_into", fetched)
+    monkeypatch.setattr(fetch, "verify_official", verify)
+    lines: list[str] = []
+    fetch.fetch_mnist(tmp_path, force=force, log=lines.append)
+    assert {n: (raw_dir(tmp_path) / n).read_bytes() for n in RAW_FILES} == \
+        {n: (raw_dir(official_dir) / n).read_bytes() for n in RAW_FILES}
+    (kept,) = [p for p in raw_dir(tmp_path).parent.iterdir() if p.name.startswith("raw.replaced-")]
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == mine
+    assert any(str(kept) in line for line in lines), lines

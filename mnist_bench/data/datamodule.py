@@ -306,7 +306,7 @@ class MNISTDataModule(TensorDataModule):
         except (DataFileError, OSError) as err:
             raise MissingDataError(
                 f"{self.spec.torchvision_class} data in {self._raw_dir} is missing or damaged ({err}). "
-                f"Fix: {self._fetch_command} --force"
+                f"Fix: {self._fetch_command} --force (it keeps the files it replaces, in raw.replaced-<time>)"
             ) from None
 
     @property

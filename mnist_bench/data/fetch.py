@@ -11,6 +11,7 @@ bytes exactly, and train + valid is MNIST's 60k training set in order, so the re
 from __future__ import annotations
 
 import argparse
+import filecmp
 import gzip
 import hashlib
 import io
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -137,10 +139,25 @@ def fetch_mnist(data_dir: str | os.PathLike = "data", force: bool = False, sourc
         verify_official(Path(tmp), dataset)
         target = raw_dir(data_dir, dataset)
         target.mkdir(parents=True, exist_ok=True)
+        _keep_replaced(target, raw_dir(tmp, dataset), spec.raw_files, log)
         for name in spec.raw_files:
             os.replace(raw_dir(tmp, dataset) / name, target / name)
             (target / f"{name}.gz").unlink(missing_ok=True)
     return origin
+
+
+def _keep_replaced(target: Path, new: Path, names, log) -> None:
+    """Moves the files in ``target`` that the new ones would replace and that differ from them (a user's own or
+    cut test set, a damaged file) into ``raw.replaced-<time>`` beside it, so that a fetch never loses them."""
+    differ = [name for name in names if (target / name).is_file() and not filecmp.cmp(target / name, new / name,
+                                                                                       shallow=False)]
+    if not differ:
+        return
+    kept = target.with_name(f"raw.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    kept.mkdir(parents=True, exist_ok=True)
+    for name in differ:
+        os.replace(target / name, kept / name)
+    log(f"the files it replaced ({', '.join(differ)}) are kept in {kept}")
 
 
 # datasets that Debian packages: package name, and the folder in it that holds the gzipped IDX files
