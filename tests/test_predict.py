@@ -409,3 +409,38 @@ def test_a_csv_under_a_file_is_one_line_naming_that_file(cnn_checkpoint, tmp_pat
     assert predict_main(args) == 2
     line = _err_line(capsys)
     assert line.startswith("mnist-bench predict: cannot write --csv") and "seven.png is a file, not a folder" in line
+
+
+@pytest.mark.parametrize("target", ["metrics.json", "config.yaml", "test_predictions.npz",
+                                    "checkpoints/notes.txt", "a reuse record"])
+def test_a_runs_own_files_are_never_written_over_even_with_overwrite(target, cnn_checkpoint, tmp_path, capsys):
+    """predict --csv, export --output and benchmark.ab --output all refuse a run folder's files and a benchmark's
+    reuse records."""
+    from mnist_bench.benchmark.ab import main as ab_main
+    from mnist_bench.use.export import main as export_main
+
+    run = tmp_path / "lightning_logs/cnn/version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("metrics.json", "config.yaml", "test_predictions.npz", "checkpoints/notes.txt"):
+        (run / name).write_text("the run's own")
+    record = tmp_path / "results/runs/cnn-seed42.json"
+    record.parent.mkdir(parents=True)
+    record.write_text('{"row": {"model": "cnn"}}')
+    path = record if target == "a reuse record" else run / target
+    Image.fromarray(drawing()).save(tmp_path / "seven.png")
+    assert predict_main([str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--csv", str(path),
+                         "--overwrite"]) == 2
+    line = _err_line(capsys)
+    assert "run folder" in line or "record of a finished run" in line, line
+    assert export_main(["--ckpt_path", cnn_checkpoint, "--output", str(path), "--overwrite"]) == 2
+    line = _err_line(capsys)
+    assert "run folder" in line or "record of a finished run" in line, line
+    if path.suffix == ".json":
+        for arm in ("a", "b"):
+            (tmp_path / arm).mkdir()
+            (tmp_path / arm / "benchmark.json").write_text('{"rows": []}')
+        assert ab_main(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--output",
+                        str(path.with_suffix("")), "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert "run folder" in err or "record of a finished run" in err, err
+    assert path.read_text().startswith(("the run's own", '{"row"'))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_bench.benchmark.stats import paired_tests, seed_interval
+from mnist_bench.use.outputs import owned
 from mnist_bench.utils import read_json, write_json_atomic
 
 
@@ -133,6 +134,8 @@ def output_refusal(a: Path, b: Path, base: Path, overwrite: bool) -> str | None:
     for out in outputs:
         if out.resolve() in inputs:
             return f"--output {base} would write over {out}, an input of this A/B. Fix: another --output"
+        if (reason := owned(out, (), None)) is not None:
+            return f"--output {base} would write over {out}, which {reason}. Fix: another --output"
     existing = [str(out) for out in outputs if out.exists()]
     if existing and not overwrite:
         return (f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}. Fix: another --output, "
