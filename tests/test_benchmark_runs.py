@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from mnist_bench.benchmark.__main__ import main as benchmark_main
 from mnist_bench.benchmark.plan import Run, job_environments
@@ -348,3 +349,30 @@ def test_a_row_whose_figures_are_not_numbers_is_failed(value):
     assert ok["status"] == "ok"
     (bad,) = summarize([{**row, "test/acc": value}])
     assert bad["status"] == "failed" and "test/acc" in bad["error"], bad
+
+
+def test_an_edited_speed_in_a_record_is_never_reported(synthetic_data, tmp_path):
+    """Seed units and the run's wall time are not in the run's metrics.json: a reused row's fit su is computed
+    from the run's own fit time and a seed unit this machine measured, and a wall time below the fit's is a
+    failed row."""
+    from mnist_bench.benchmark import seed_unit
+
+    assert bench(synthetic_data, tmp_path, "--models", "cnn") == 0
+    record_file = tmp_path / "results/runs/cnn-seed42.json"
+    record = json.loads(record_file.read_text())
+    fit_s = json.loads((Path(record["row"]["run_dir"]) / "metrics.json").read_text())["time/fit_s"]
+    here = seed_unit.machine(torch.device("cpu"))
+    seed_unit.remember(here, 100.0, "2026-12-04 12:00:00 UTC")  # the unit this machine really measured
+    for unit, expected in ((100.0, round(fit_s / 100.0, 3)), (1.0, None)):
+        record["seed_unit_s"] = unit
+        record["row"].update({"seed_unit_s": unit, "time/fit_su": 0.5})
+        record_file.write_text(json.dumps(record))
+        assert bench(synthetic_data, tmp_path, "--models", "cnn", "--aggregate") == 0
+        (row,) = rows(tmp_path)
+        assert row["status"] == "ok" and row["time/fit_su"] == expected, (unit, row["time/fit_su"])
+        assert "1.0 s" not in (tmp_path / "results/benchmark.md").read_text()
+    record["row"]["time/run_s"] = fit_s / 10
+    record_file.write_text(json.dumps(record))
+    assert bench(synthetic_data, tmp_path, "--models", "cnn", "--aggregate") == 1
+    (row,) = rows(tmp_path)
+    assert row["status"] == "failed" and "time/run_s" in row["error"], row

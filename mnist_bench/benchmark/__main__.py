@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     seed_unit = choose(unit_mode, args.data_dir, extra, short)
     seed_unit_s = seed_unit.seconds if seed_unit else None
     if seed_unit_s is None and reused and args.only is None:
-        seed_unit_s = next(iter(reused.values())).get("seed_unit_s")
+        seed_unit_s = next(iter(reused.values()))["row"].get("seed_unit_s")  # checked against this machine's cache
     countdown = Countdown(estimates, jobs, after_s=(unit_s or 0.0) if unit_mode == "before_after" else 0.0)
     start = time.perf_counter()  # the runs' wall time: the seed unit and the probes are not in it
 
@@ -316,7 +316,7 @@ def aggregate(runs: list[Run], keys: dict[Run, str], results: Path) -> int:
                                    f"run {index}'s result in {path} is for another config, code or data"))
         else:
             rows.append(recorded_row(path, run, keys[run], entry["row"]))
-            seed_unit_s = seed_unit_s or entry.get("seed_unit_s")
+            seed_unit_s = seed_unit_s or rows[-1].get("seed_unit_s")  # checked against this machine's cache
     write_results(results, environment_of(rows, "from recorded runs"), rows, None, seed_unit_s, [])
     return 0 if all(r.get("status") == "ok" for r in rows) else 1
 

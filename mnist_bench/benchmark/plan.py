@@ -131,6 +131,7 @@ def checked_against_run(record: Path, run: Run, key: str, row: dict[str, Any],
     row that says so."""
     from mnist_bench.benchmark.aggregate import NUMERIC, checked, predictions_disagree
     from mnist_bench.benchmark.runner import failed_row
+    from mnist_bench.benchmark.seed_unit import was_measured
 
     differ = [k for k in ("model", "seed") if metrics.get(k) != row.get(k)]
     if (stamp := stamped_key(Path(str(row.get("run_dir") or "")))) != key:
@@ -139,13 +140,20 @@ def checked_against_run(record: Path, run: Run, key: str, row: dict[str, Any],
     if metrics.get("seed") != run.seed:
         differ.append(f"seed (the run is seed {run.seed})")
     differ += [k for k in NUMERIC if k in metrics and k != "time/fit_su" and row.get(k) != metrics[k]]
+    run_s, fit_s = row.get("time/run_s"), metrics.get("time/fit_s")
+    if isinstance(run_s, (int, float)) and isinstance(fit_s, (int, float)) and run_s < fit_s:
+        differ.append(f"time/run_s ({run_s} s, less than the run's fit alone)")
     if (edited := predictions_disagree(row.get("run_dir"), metrics.get("test/acc"))) is not None:
         differ.append(edited)
     if differ:
         return failed_row(run.model, run.seed,
                           f"{record} disagrees with {row.get('run_dir')}/metrics.json on {', '.join(differ)}: "
                           "rerun with --force to train it again")
-    return checked({**row, **metrics, "run_dir": row.get("run_dir")})
+    # seed units are not in the run's metrics.json: the fit su come from its own fit time and a unit this machine
+    # measured (else none), never from the record
+    unit = row.get("seed_unit_s") if was_measured(row.get("seed_unit_s")) else None
+    return checked({**row, **metrics, "run_dir": row.get("run_dir"), "seed_unit_s": unit,
+                    "time/fit_su": round(fit_s / unit, 3) if unit and isinstance(fit_s, (int, float)) else None})
 
 
 def job_environments(jobs: int, gpus: list[str], cpus: list[int]) -> list[dict[str, str]]:

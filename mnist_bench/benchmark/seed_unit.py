@@ -89,6 +89,13 @@ def cached(here: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def was_measured(seconds: Any) -> bool:
+    """Whether ``seconds`` is a seed unit this machine's cache holds (a record's unit can be trusted only so)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return False
+    return any(abs(x["seconds"] - seconds) < 1e-3 for m in _read_cache(cache_path()) for x in m["measurements"])
+
+
 def remember(here: dict[str, Any], seconds: float, date: str) -> list[dict[str, Any]]:
     """Adds a measurement of this machine to the cache; returns this machine's measurements."""
     path = cache_path()
