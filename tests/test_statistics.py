@@ -234,3 +234,15 @@ def test_ab_never_writes_over_its_inputs_or_an_earlier_output_unasked(tmp_path, 
     assert ab_main(["--a", a, "--b", b, "--output", str(tmp_path / "x")]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert ab_main(["--a", a, "--b", b, "--output", str(tmp_path / "x"), "--overwrite"]) == 0
+
+
+def test_an_accuracys_seed_interval_stays_within_0_and_1():
+    low, high = seed_interval([0.2, 0.99])  # two seeds far apart: the t interval runs far past both ends
+    assert low < 0 and high > 1
+    assert seed_interval([0.2, 0.99], bounds=(0.0, 1.0)) == (0.0, 1.0)
+    from mnist_bench.benchmark.aggregate import summarize
+
+    rows = [{"model": "cnn", "seed": s, "status": "ok", "test/acc": a, "time/fit_s": 1.0} for s, a in ((42, 0.2),
+                                                                                                       (43, 0.99))]
+    (summary,) = summarize(rows)
+    assert tuple(summary["test/acc_seed_ci"]) == (0.0, 1.0)

@@ -91,7 +91,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         summary["error"] = errors[0] if errors else None
         summary["test/acc_ci"] = test_images_interval(summary)
         accs = [r["test/acc"] for r in ok if isinstance(r.get("test/acc"), (int, float))]
-        summary["test/acc_seed_ci"] = seed_interval(accs)
+        summary["test/acc_seed_ci"] = seed_interval(accs, bounds=(0.0, 1.0))
         table.append(summary)
     return table
 

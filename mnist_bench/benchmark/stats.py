@@ -31,8 +31,10 @@ def wilson_interval(correct: int, n: int, level: float = LEVEL) -> tuple[float, 
     return max(0.0, min(float(low), share)), min(1.0, max(float(high), share))
 
 
-def seed_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float] | None:
-    """Student's t interval for the mean of ``values`` (one per seed); None with fewer than two."""
+def seed_interval(values: Sequence[float], level: float = LEVEL,
+                  bounds: tuple[float, float] | None = None) -> tuple[float, float] | None:
+    """Student's t interval for the mean of ``values`` (one per seed), cut to ``bounds`` (an accuracy's [0, 1]);
+    None with fewer than two."""
     from scipy import stats
 
     if len(values) < 2:
@@ -42,6 +44,8 @@ def seed_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float,
     if sem == 0:
         return mean, mean
     low, high = stats.t.interval(level, len(values) - 1, loc=mean, scale=sem)
+    if bounds is not None:
+        low, high = max(bounds[0], low), min(bounds[1], high)
     return float(low), float(high)
 
 
