@@ -135,9 +135,12 @@ def check_dataset(data_dir: str | os.PathLike, dataset: str = DEFAULT_DATASET) -
     return shapes
 
 
-def official_split(shapes: dict[str, tuple[int, ...]], dataset: str, train: bool) -> bool:
+def official_split(shapes: dict[str, tuple[int, ...]], dataset: str, train: bool) -> bool | None:
     """Whether a split's two files (their shapes from ``check_dataset``) are the published ones: the published item
-    count, whose md5 ``check_dataset`` has then checked. A cut, padded or home-made set is not."""
+    count, whose md5 ``check_dataset`` has then checked. A cut, padded or home-made set is not (False); a set of
+    the published count whose dataset publishes no md5 (KMNIST, QMNIST here) cannot be told apart (None)."""
     spec = dataset_spec(dataset)
-    return all(shapes[name][0] == spec.raw_files[name][1] and spec.raw_files[name][0] is not None
-               for name in spec.split_files(train))
+    names = spec.split_files(train)
+    if not all(shapes[name][0] == spec.raw_files[name][1] for name in names):
+        return False
+    return True if all(spec.raw_files[name][0] is not None for name in names) else None
