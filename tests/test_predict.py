@@ -444,3 +444,12 @@ def test_a_runs_own_files_are_never_written_over_even_with_overwrite(target, cnn
         err = capsys.readouterr().err
         assert "run folder" in err or "record of a finished run" in err, err
     assert path.read_text().startswith(("the run's own", '{"row"'))
+
+
+def test_a_terminal_escape_in_a_file_name_is_shown_escaped(cnn_checkpoint, tmp_path, capsys):
+    name = "esc\x1b[31mred\x07.png"
+    Image.fromarray(drawing()).save(tmp_path / name)
+    assert predict_main([str(tmp_path / name), "--ckpt_path", cnn_checkpoint]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "esc\\x1b[31mred\\x07.png" in out

@@ -196,10 +196,16 @@ def print_table(rows: list[Prediction], title: str, column: str = "digit") -> No
                           ("error", "left")):
         table.add_column(name, justify=justify)
     for r in rows:
-        table.add_row(Text(r.file), Text(r.label or ""),
+        table.add_row(Text(visible(r.file)), Text(r.label or ""),
                       "" if r.confidence is None else f"{r.confidence:.3f}", Text(r.top3_text()),
-                      Text(r.error or "", style="red"))
+                      Text(visible(r.error or ""), style="red"))
     Console(width=160).print(table)
+
+
+def visible(text: str) -> str:
+    """``text`` with control characters shown as escapes (``\\x1b``): a file name holding a terminal's escape
+    sequence must not colour, move or hide the rows."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def main(argv: list[str] | None = None) -> int:
