@@ -193,3 +193,12 @@ def test_a_config_that_is_not_utf8_is_one_config_error_naming_it(subcommand, cap
     assert code == 2 and "Traceback" not in err, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and f"{latin1} is not UTF-8 text" in lines[0] and "save it as UTF-8" in lines[0], err
+
+
+def test_a_second_checkpoint_callback_is_one_config_error(tiny_fit_args, capsys):
+    extra = "--trainer.callbacks=[{class_path: lightning.pytorch.callbacks.ModelCheckpoint}]"
+    code, err = run_main(["fit", "--config", config("cnn"), *tiny_fit_args, "--trainer.max_epochs=1", extra], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mnist-bench: config error: trainer.callbacks: a second ModelCheckpoint"), last
+    assert "checkpoint: section" in last

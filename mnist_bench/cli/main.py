@@ -66,6 +66,11 @@ def main(args: list[str] | None = None) -> None:
                  f"--trainer.default_root_dir) and {rerun}")
     except Exception as err:
         cause = user_error_in(err)
+        if cause is None and "more than one stateful callback" in str(err):
+            kind = re.search(r"of type `?(\w+)", str(err))
+            _exit(2, f"config error: trainer.callbacks: a second {kind.group(1) if kind else 'callback'} of a kind "
+                     "that keeps state (mnist-bench adds a ModelCheckpoint of its own). Fix: set it in the config's "
+                     "checkpoint: section instead, or drop it")
         if cause is None:
             raise
         if isinstance(cause, ConfigError):
