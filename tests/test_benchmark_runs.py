@@ -351,7 +351,7 @@ def test_a_row_whose_figures_are_not_numbers_is_failed(value):
     assert bad["status"] == "failed" and "test/acc" in bad["error"], bad
 
 
-def test_an_edited_speed_in_a_record_is_never_reported(synthetic_data, tmp_path):
+def test_an_edited_speed_in_a_record_is_never_reported(synthetic_data, tmp_path, capsys):
     """Seed units and the run's wall time are not in the run's metrics.json: a reused row's fit su is computed
     from the run's own fit time and a seed unit this machine measured, and a wall time below the fit's is a
     failed row."""
@@ -376,3 +376,7 @@ def test_an_edited_speed_in_a_record_is_never_reported(synthetic_data, tmp_path)
     assert bench(synthetic_data, tmp_path, "--models", "cnn", "--aggregate") == 1
     (row,) = rows(tmp_path)
     assert row["status"] == "failed" and "time/run_s" in row["error"], row
+    capsys.readouterr()
+    assert bench(synthetic_data, tmp_path, "--models", "cnn") == 1  # not "done before": refused, and why
+    out = capsys.readouterr().out
+    assert "its record is refused" in out and "time/run_s" in out and "done before" not in out, out

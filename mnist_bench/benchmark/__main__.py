@@ -227,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     reused = {} if args.force else {run: e for run in selected if (e := done_before(results, run, keys[run], where))}
     todo = [run for run in selected if run not in reused]
     for run, entry in reused.items():
+        if entry["row"].get("status") != "ok":  # a record that disagrees with its run: reported, not reused
+            print(f"== {run.model} (seed {run.seed}) == its record is refused: {entry['row'].get('error')}",
+                  flush=True)
+            continue
         print(f"== {run.model} (seed {run.seed}) == done before with the same config, seed, code and hardware: "
               f"{entry['row'].get('run_dir')} (--force to train it again)", flush=True)
     # an array task never measures the seed unit (it takes the cached one) nor probes
