@@ -163,6 +163,32 @@ def test_a_study_refuses_another_recipe(tmp_path, capsys, fake_runs):
     assert len(fake_runs) == 2
 
 
+def test_a_study_refuses_a_recipe_whose_included_file_changed(tmp_path, capsys, fake_runs):
+    """A config's section given as a file, or a --config after --, counts by its content, not its name."""
+    import yaml
+
+    cnn = yaml.safe_load(Path(CNN_CONFIG).read_text())
+    (tmp_path / "inner_model.yaml").write_text(yaml.safe_dump(cnn.pop("model")))
+    outer = tmp_path / "outer.yaml"
+    outer.write_text(yaml.safe_dump({**cnn, "model": "inner_model.yaml"}))
+    assert sweep(tmp_path, SPACE, config=str(outer), trials=1) == 0
+    inner = (tmp_path / "inner_model.yaml").read_text()
+    (tmp_path / "inner_model.yaml").write_text(inner.replace("hidden: 128", "hidden: 16"))
+    capsys.readouterr()
+    assert sweep(tmp_path, SPACE, config=str(outer), trials=2) == 2
+    assert "was run with the config" in one_line_error(capsys)
+    assert len(fake_runs) == 1
+    extra, second = tmp_path / "extra.yaml", tmp_path / "second"
+    extra.write_text("trainer: {max_epochs: 2}\n")
+    second.mkdir()
+    assert sweep(second, SPACE, trials=1, fit=(f"--config={extra}",)) == 0
+    extra.write_text("trainer: {max_epochs: 1}\n")
+    capsys.readouterr()
+    assert sweep(second, SPACE, trials=2, fit=(f"--config={extra}",)) == 2
+    assert "the arguments after --" in one_line_error(capsys)
+    assert len(fake_runs) == 2
+
+
 def test_trials_of_killed_workers_do_not_count_as_failures(tmp_path, fake_runs):
     (tmp_path / "results").mkdir()
     url = f"sqlite:///{tmp_path / 'results' / 'optuna.db'}"

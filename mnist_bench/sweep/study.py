@@ -46,8 +46,58 @@ def recipe(config: Path, fit_args: list[str], space: SearchSpace) -> dict[str, A
             args.append(arg)
     params = json.loads(json.dumps([{k: v for k, v in vars(p).items() if v not in (None, False, ())}
                                     for p in space.params], default=str))
-    return {"config": str(config), "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest()[:16],
+    # a file the trial's parser also reads (a section given as a file, --config in the arguments) counts by content
+    args = [f"{arg} (sha256 {digest})" if (digest := _files_digest(_named_files(arg, Path.cwd()))) else arg
+            for arg in args]
+    return {"config": str(config), "config_sha256": _files_digest([config, *_included(config)]),
             "fit_args": args, "params": params}
+
+
+def _named_files(text: str, folder: Path) -> list[Path]:
+    """The existing file a string (a value, or an option's ``--key=value``) names, relative to ``folder``."""
+    value = text.split("=", 1)[1] if text.startswith("--") and "=" in text else text
+    if not isinstance(value, str) or not value.strip() or "\n" in value or len(value) > 4096:
+        return []
+    try:
+        path = Path(value.strip()).expanduser()
+        path = path if path.is_absolute() else folder / path
+        return [path] if path.is_file() else []
+    except (OSError, ValueError):
+        return []
+
+
+def _included(config: Path, seen: set[Path] | None = None) -> list[Path]:
+    """The files a config names as its values (``model: model.yaml``), and theirs, as jsonargparse reads them."""
+    import yaml
+
+    seen = seen if seen is not None else {config.resolve()}
+    try:
+        data = yaml.safe_load(config.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    found: list[Path] = []
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            for path in _named_files(item, config.parent):
+                if path.resolve() not in seen:
+                    seen.add(path.resolve())
+                    found += [path, *_included(path, seen)]
+    return found
+
+
+def _files_digest(paths: list[Path]) -> str | None:
+    if not paths:
+        return None
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def _check_recipe(study: Any, name: str, wanted: dict[str, Any]) -> None:
