@@ -174,7 +174,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str, settings: Settings,
     accuracy["corruption/mean"] = float(np.mean([accuracy[f"corruption/{name}"] for name in CORRUPTIONS]))
     record = {
         "key": key, "run_dir": str(run_dir), "model": model_name, "seed": metrics.get("seed"),
-        "dataset": metrics.get("dataset"), "test_acc": metrics.get("test/acc"), "settings": settings.as_dict(),
+        "dataset": metrics.get("dataset"), "test_acc": metrics.get("test/acc"), "git_sha": metrics.get("git_sha"),
+        "trained_on": metrics.get("hardware"), "settings": settings.as_dict(),
         "n_corruption": int(len(test.index)), "n_attack": int(len(test.attack_index)),
         "accuracy": accuracy,
         "correct": {name: int(right.sum()) for name, right in correct.items()},
