@@ -55,14 +55,15 @@ def header(records: list[dict[str, Any]], wall_s: float, reused: int) -> str:
 
     v = versions()
     unit = seed_unit_seconds()
-    took = f"{wall_s / 60:.1f} min" + (f" ({wall_s / unit:.2f} su; 1 su = {unit:.1f} s, this machine's cached seed "
-                                       "unit)" if unit else "")
+    spent = sum(r["timing"]["total_s"] for r in records)  # as measured when each run was evaluated
+    took = (f"{spent / 60:.1f} min to evaluate the {len(records)} runs" +
+            (f" ({spent / unit:.2f} su; 1 su = {unit:.1f} s, this machine's latest cached seed unit)" if unit else "") +
+            (f"; this command {wall_s:.0f} s, {reused} of {len(records)} evaluations reused" if reused else ""))
     runs = ", ".join(f"{r['model']} ({r['run_dir']}, trained at git {str(r.get('git_sha') or 'unknown')[:7]}, test "
                      f"acc {100 * (r['test_acc'] or 0):.2f}%)" for r in records)
     return (f"# Robustness, calibration and cost\n\nRan on CPU: {cpu_name()} ({cpu_capability()}), "
             f"{torch.get_num_threads()} threads; torch {v['torch']}; git {git_sha() or 'unknown'}; "
-            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; this evaluation's wall time {took}"
-            f"{f', {reused} of {len(records)} runs reused' if reused else ''}.\n\nRuns: {runs}.")
+            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; {took}.\n\nRuns: {runs}.")
 
 
 def main(argv: list[str] | None = None) -> int:

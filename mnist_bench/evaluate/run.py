@@ -24,6 +24,9 @@ from mnist_bench.evaluate.cost import CostSettings, measure_cost
 from mnist_bench.provenance import source_digest
 from mnist_bench.utils import atomic_path, read_json, write_json_atomic
 
+# the code whose change changes the figures (the report and the pictures are made anew from them every time)
+MEASURING_CODE = ("evaluate/run.py", "evaluate/attacks.py", "evaluate/calibration.py", "evaluate/corruptions.py",
+                  "evaluate/cost.py", "models/**/*.py", "use/inference.py", "use/export.py")
 EVALUATION_FILE = "evaluation.json"
 CORRECT_FILE = "evaluation.npz"
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -78,7 +81,7 @@ def evaluation_key(run_dir: Path, ckpt: Path, settings: Settings) -> str:
     evaluation code."""
     stat = ckpt.stat()
     text = json.dumps({"settings": settings.as_dict(), "ckpt": [stat.st_size, stat.st_mtime_ns],
-                       "code": source_digest(PACKAGE, ("evaluate/*.py", "models/**/*.py"))}, sort_keys=True)
+                       "code": source_digest(PACKAGE, MEASURING_CODE)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
