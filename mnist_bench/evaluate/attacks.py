@@ -76,13 +76,16 @@ def adversarial_images(model: MNISTClassifier, pixels: np.ndarray, labels: np.nd
 
 
 @torch.no_grad()
+def scores_of_pixels(model: MNISTClassifier, pixels: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """The whole model's class scores (``class_scores``, the detector's detections included) for [0, 1] pixels."""
+    scores = [model.class_scores(model.dataset.normalize(torch.from_numpy(pixels[start:start + batch_size]))).numpy()
+              for start in range(0, len(pixels), batch_size)]
+    return np.concatenate(scores) if scores else np.zeros((0, model.num_classes), dtype=np.float32)
+
+
 def predict_pixels(model: MNISTClassifier, pixels: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    """The whole model's predictions (``class_scores``, the detector's detections included) for [0, 1] pixels."""
-    preds = []
-    for start in range(0, len(pixels), batch_size):
-        x = model.dataset.normalize(torch.from_numpy(pixels[start:start + batch_size]))
-        preds.append(model.class_scores(x).argmax(dim=1).numpy())
-    return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+    """The whole model's predictions for [0, 1] pixels."""
+    return scores_of_pixels(model, pixels, batch_size).argmax(axis=1)
 
 
 def attacked_correct(model: MNISTClassifier, pixels: np.ndarray, labels: np.ndarray,

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 from mnist_bench.errors import UserFacingError
-from mnist_bench.evaluate.attacks import AttackSettings, attacked_correct, predict_pixels
+from mnist_bench.evaluate.attacks import AttackSettings, attacked_correct, predict_pixels, scores_of_pixels
 from mnist_bench.evaluate.calibration import calibrate
 from mnist_bench.evaluate.corruptions import CORRUPTIONS, corrupt
 from mnist_bench.evaluate.cost import CostSettings, measure_cost
@@ -111,12 +110,7 @@ def _validation_scores(model, data_dir: str, data: dict[str, Any]) -> tuple[np.n
                          dataset=str(data.get("dataset", "mnist")))
     dm.setup("fit")
     pixels = (dm.val_set.images.float() / 255.0).numpy()
-    scores = []
-    with torch.no_grad():
-        for start in range(0, len(pixels), 500):
-            x = model.dataset.normalize(torch.from_numpy(pixels[start:start + 500]))
-            scores.append(model.class_scores(x).numpy().astype(np.float16))
-    return np.concatenate(scores), dm.val_set.labels.numpy()
+    return scores_of_pixels(model, pixels).astype(np.float16), dm.val_set.labels.numpy()
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str, settings: Settings,
