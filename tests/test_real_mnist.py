@@ -96,3 +96,28 @@ def test_photographed_test_digits_score_close_to_their_clean_scans(cnn_run, tmp_
     clean = sum(rows[f"{i:03d}_clean.png"] == truth[i] for i in range(n))
     photo = sum(rows[f"{i:03d}_photo.jpg"] == truth[i] for i in range(n))
     assert clean >= 95 and photo >= clean - 5, (clean, photo)
+
+
+def test_handwriting_fonts_are_read_through_predict_as_scans_and_photographs(cnn_run, tmp_path):
+    """Digits that are not MNIST's: the font set (every width, fill and paper, two of each kind) saved as PNG
+    scans and JPEG photographs and read by `mnist-bench predict` with the 1-epoch CNN."""
+    from . import handwriting
+    from .photos import photograph
+
+    if not handwriting.font_files():
+        pytest.skip(handwriting.FONTS_MISSING)
+    from mnist_bench.use.predict import main as predict_main
+
+    rng = np.random.default_rng(0)
+    truth = {}
+    for i, s in enumerate(handwriting.font_set(per_kind=2, seed=1)):
+        Image.fromarray(np.rint(s.image * 255).astype(np.uint8)).save(tmp_path / f"{i:03d}_scan.png")
+        photograph(1.0 - s.image, rng, quality=(30, 60, 90)[i % 3]).save(tmp_path / f"{i:03d}_photo.jpg")
+        truth[f"{i:03d}_scan.png"] = truth[f"{i:03d}_photo.jpg"] = s.digit
+    out = tmp_path / "rows.csv"
+    predict_main([str(tmp_path), "--ckpt_path", str(cnn_run), "--csv", str(out)])
+    rows = {Path(r["file"]).name: r["digit"] for r in csv.DictReader(out.open())}
+    scans = np.mean([rows[name] == str(d) for name, d in truth.items() if name.endswith("scan.png")])
+    photos = np.mean([rows[name] == str(d) for name, d in truth.items() if name.endswith("photo.jpg")])
+    print(f"font set through predict, 1-epoch CNN: scans {scans:.1%}, photographs {photos:.1%}")
+    assert scans >= 0.93 and photos >= 0.85, (scans, photos)

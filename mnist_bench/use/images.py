@@ -32,6 +32,10 @@ MIN_CONTRAST = 0.05  # ink must stand out from the local background by this much
 KEEP_FRACTION = 0.1  # connected ink components smaller than this fraction of the largest are specks
 WORKING_SIZE = 256  # px, the longer side the background and threshold are computed at
 SMOOTHING_PX = 1.0  # Gaussian sigma at that size against noise (less for smaller images, none below 128 px)
+# the blurred copy the stroke width is measured against: a sigma of this fraction of the longer side follows
+# uneven light and is wider than a bold marker's strokes
+BLUR_FRACTION = 1 / 5
+NOISE_SIGMAS = 6.0  # ink stands out from the background's noise by at least this many standard deviations
 MAX_PIXELS = 40_000_000  # larger images are refused (Pillow's decompression-bomb guard, made an error)
 
 
@@ -110,11 +114,14 @@ def light_ink_on_dark(gray: np.ndarray) -> np.ndarray:
         gray = gaussian(gray, sigma=sigma)  # sensor noise and JPEG blocks
     if dark_ink(gray):
         gray = 1.0 - gray
-    background = opening(gray, disk(max(2, round(max(gray.shape) / 10)), decomposition="sequence"))
+    # the opening's disk must not fit inside a stroke, or the stroke's middle is taken for background (bold
+    # marker strokes came out hollow): at least the stroke width, measured on a first, opening-free threshold
+    radius = max(2, round(max(gray.shape) / 10), int(np.ceil(stroke_width(gray))))
+    background = opening(gray, disk(radius, decomposition="sequence"))
     contrast = np.clip(gray - background, 0, None)
     if contrast.max() < MIN_CONTRAST:
         raise ImageError("no ink found (the image is blank or has no contrast)")
-    strokes = contrast > threshold_otsu(contrast)
+    strokes = contrast > max(threshold_otsu(contrast), noise_floor(contrast))
     components = label(strokes, connectivity=2)
     areas = np.bincount(components.ravel())
     areas[0] = 0
@@ -123,13 +130,44 @@ def light_ink_on_dark(gray: np.ndarray) -> np.ndarray:
     return np.clip(contrast / top, 0, 1) * dilation(keep, disk(1))
 
 
+def noise_floor(contrast: np.ndarray) -> float:
+    """A level that noise alone seldom reaches: the median contrast plus NOISE_SIGMAS robust standard deviations
+    (from the median absolute deviation). Otsu's threshold splits the noise itself where a small, thin digit is a
+    tiny part of a noisy photo; the ink must also stand out from the noise."""
+    median = float(np.median(contrast))
+    return median + NOISE_SIGMAS * 1.4826 * float(np.median(np.abs(contrast - median)))
+
+
+def stroke_width(gray: np.ndarray) -> float:
+    """The width in px of the widest strokes (90th percentile along their centre lines) of light ink on a darker
+    background, from Otsu's threshold of the image less a blurred copy of itself (which follows uneven light but
+    not the strokes) and the distance of each centre-line pixel to the background."""
+    from scipy.ndimage import distance_transform_edt
+    from skimage.filters import gaussian, threshold_otsu
+    from skimage.morphology import skeletonize
+
+    residual = gray - gaussian(gray, sigma=max(gray.shape) * BLUR_FRACTION)
+    if np.ptp(residual) < MIN_CONTRAST:
+        return 0.0
+    ink = residual > threshold_otsu(residual)
+    centre = skeletonize(ink)
+    if not centre.any():
+        return 0.0
+    return 2.0 * float(np.percentile(distance_transform_edt(ink)[centre], 90))
+
+
 def dark_ink(gray: np.ndarray) -> bool:
-    """Whether the ink is darker than its surroundings (pencil on paper) rather than lighter (chalk, MNIST):
-    the pixels that stand out most from a blurred copy of the image are the ink, whatever the light."""
-    from skimage.filters import gaussian
+    """Whether the ink is darker than its paper (pencil on paper) rather than lighter (chalk, MNIST). Told from
+    the frame's border, which shows the paper: the image less a blurred copy of itself (rid of uneven light) is
+    split by Otsu's threshold, and the ink is dark when most of the border is in the lighter part. (Which pixels
+    stand out most from the blur, the rule before, fails where bold ink covers much of the frame.)"""
+    from skimage.filters import gaussian, threshold_otsu
 
     residual = gray - gaussian(gray, sigma=max(gray.shape) / 10)
-    return -np.percentile(residual, 0.5) > np.percentile(residual, 99.5)
+    if np.ptp(residual) == 0:
+        return False
+    border = np.concatenate([residual[0], residual[-1], residual[1:-1, 0], residual[1:-1, -1]])
+    return bool((border > threshold_otsu(residual)).mean() > 0.5)
 
 
 def _working_size(gray: np.ndarray) -> np.ndarray:

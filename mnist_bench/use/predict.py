@@ -1,10 +1,12 @@
 """``mnist-bench predict``: the user's own image files classified by any trained checkpoint.
 
     mnist-bench predict --ckpt_path lightning_logs/cnn/version_0 my_digits/ seven.png [--csv predictions.csv]
+        [--sheet sheet.png] [--uncertain_below 0.7]
 
 Each file is framed as the model's dataset framed its images (``mnist_bench.use.images``: an MNIST digit, a
 Fashion-MNIST garment) and classified. A file that can't be read gets an
-error row; the others are still predicted. Exit code 0 when every file was predicted, 1 when any failed, 2 for bad
+error row; the others are still predicted. A prediction whose confidence is below ``--uncertain_below`` is marked
+uncertain in the table, the CSV and the contact sheet. Exit code 0 when every file was predicted, 1 when any failed, 2 for bad
 arguments or checkpoint.
 """
 
@@ -14,7 +16,7 @@ import argparse
 import csv
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ from mnist_bench.use.outputs import NEVER_REPLACED, OVERWRITE_FLAG, OVERWRITE_HE
 from mnist_bench.utils import write_text_atomic
 
 BATCH = 256
+UNCERTAIN_BELOW = 0.7  # a prediction less confident than this is marked uncertain (--uncertain_below)
 
 
 @dataclass
@@ -38,6 +41,8 @@ class Prediction:
     confidence: float | None = None
     top3: list[tuple[str, float]] | None = None
     error: str | None = None
+    uncertain: bool = False  # confidence below the --uncertain_below threshold
+    prepared: np.ndarray | None = field(default=None, repr=False, compare=False)  # what the model saw (28x28)
 
     def top3_text(self) -> str:
         return " ".join(f"{d}:{p:.3f}" for d, p in self.top3 or [])
@@ -57,7 +62,8 @@ def image_files(inputs: list[str]) -> list[Path]:
 
 
 def predict_files(model: torch.nn.Module, files: list[Path], device: torch.device,
-                  save_prepared: Path | None = None) -> list[Prediction]:
+                  save_prepared: Path | None = None, uncertain_below: float = UNCERTAIN_BELOW,
+                  keep_prepared: bool = False) -> list[Prediction]:
     rows: list[Prediction] = []
     ready: list[tuple[Prediction, np.ndarray]] = []
     for path, name in zip(files, prepared_names(files), strict=True):
@@ -72,6 +78,8 @@ def predict_files(model: torch.nn.Module, files: list[Path], device: torch.devic
             row.error = str(err)
             continue
         ready.append((row, image))
+        if keep_prepared:
+            row.prepared = image
         if save_prepared is not None:
             Image.fromarray(np.rint(image * 255).astype(np.uint8)).save(save_prepared / name)
     for start in range(0, len(ready), BATCH):
@@ -82,6 +90,7 @@ def predict_files(model: torch.nn.Module, files: list[Path], device: torch.devic
         for (row, _), v, c in zip(chunk, values.tolist(), classes.tolist(), strict=True):
             names = [model.dataset.class_names[k] for k in c]
             row.label, row.confidence, row.top3 = names[0], v[0], list(zip(names, v, strict=True))
+            row.uncertain = v[0] < uncertain_below
     return rows
 
 
@@ -106,17 +115,20 @@ def _fit_name(stem: str, most: int = 200) -> str:
 
 
 def output_refusal(csv_path: Path | None, prepared: Path | None, files: list[Path], checkpoint: Path,
-                   overwrite: bool) -> str | None:
-    """Why the CSV or the prepared images may not be written: an input or the checkpoint never is, another
-    existing file only with --overwrite. Checked before any prediction is made."""
+                   overwrite: bool, sheet: Path | None = None) -> str | None:
+    """Why the CSV, the contact sheet or the prepared images may not be written: an input or the checkpoint never
+    is, another existing file only with --overwrite. Checked before any prediction is made."""
     images = [prepared / name for name in prepared_names(files)] if prepared is not None else []
-    if csv_path is not None:
-        if (reason := owned(csv_path, files, checkpoint)) is not None:
-            return f"--csv {csv_path} {reason}, and {NEVER_REPLACED}. Fix: another --csv file"
-        if csv_path.resolve() in {image.resolve() for image in images}:
-            return f"--csv {csv_path} is also one of the --save_prepared images. Fix: another --csv file"
-        if csv_path.exists() and not overwrite:
-            return f"--csv {csv_path} exists. Fix: {OVERWRITE_FLAG} to replace it, or another --csv file"
+    outputs = [(flag, path) for flag, path in (("--csv", csv_path), ("--sheet", sheet)) if path is not None]
+    if len(outputs) == 2 and csv_path.resolve() == sheet.resolve():
+        return f"--csv and --sheet are both {csv_path}. Fix: another file for one of them"
+    for flag, path in outputs:
+        if (reason := owned(path, files, checkpoint)) is not None:
+            return f"{flag} {path} {reason}, and {NEVER_REPLACED}. Fix: another {flag} file"
+        if path.resolve() in {image.resolve() for image in images}:
+            return f"{flag} {path} is also one of the --save_prepared images. Fix: another {flag} file"
+        if path.exists() and not overwrite:
+            return f"{flag} {path} exists. Fix: {OVERWRITE_FLAG} to replace it, or another {flag} file"
     for image in images:
         if (reason := owned(image, files, checkpoint)) is not None:
             return (f"--save_prepared {prepared} would write {image}, which {reason}, and {NEVER_REPLACED}. "
@@ -178,10 +190,10 @@ def csv_text(rows: list[Prediction], column: str = "digit") -> str:
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["file", column, "confidence", "top3", "error"])
+    writer.writerow(["file", column, "confidence", "top3", "error", "uncertain"])
     for r in rows:
-        writer.writerow([r.file, r.label or "",
-                         "" if r.confidence is None else f"{r.confidence:.4f}", r.top3_text(), r.error or ""])
+        writer.writerow([r.file, r.label or "", "" if r.confidence is None else f"{r.confidence:.4f}",
+                         r.top3_text(), r.error or "", "yes" if r.uncertain else ""])
     return buf.getvalue()
 
 
@@ -196,8 +208,9 @@ def print_table(rows: list[Prediction], title: str, column: str = "digit") -> No
                           ("error", "left")):
         table.add_column(name, justify=justify)
     for r in rows:
-        table.add_row(Text(visible(r.file)), Text(r.label or ""),
-                      "" if r.confidence is None else f"{r.confidence:.3f}", Text(r.top3_text()),
+        confidence = Text("" if r.confidence is None else f"{r.confidence:.3f}" + (" ?" if r.uncertain else ""),
+                          style="dark_orange" if r.uncertain else "")
+        table.add_row(Text(visible(r.file)), Text(r.label or ""), confidence, Text(r.top3_text()),
                       Text(visible(r.error or ""), style="red"))
     Console(width=160).print(table)
 
@@ -218,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--save_prepared", metavar="DIR", type=Path,
                         help="write each prepared 28x28 image (what the model sees) as DIR/<file name>.png")
+    parser.add_argument("--sheet", metavar="FILE.png", type=Path,
+                        help="write a contact sheet: each input, its prepared 28x28, the prediction and confidence")
+    parser.add_argument("--uncertain_below", type=float, default=UNCERTAIN_BELOW, metavar="P",
+                        help=f"mark predictions less confident than P as uncertain (default {UNCERTAIN_BELOW})")
     parser.add_argument(OVERWRITE_FLAG, action="store_true", help=OVERWRITE_HELP)
     parser.add_argument(ALLOW_IMPORTS_FLAG, action="append", metavar="PKG", help=ALLOW_IMPORTS_HELP)
     args = parser.parse_args(argv)
@@ -225,8 +242,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnist-bench predict: --device {args.device} {problem}. Fix: --device cpu (or cuda, cuda:N "
               "where there is a GPU)", file=sys.stderr)
         return 2
+    if not 0.0 <= args.uncertain_below <= 1.0:  # NaN fails too
+        print(f"mnist-bench predict: --uncertain_below {args.uncertain_below} is not a probability. Fix: a value "
+              f"from 0 to 1 (default {UNCERTAIN_BELOW})", file=sys.stderr)
+        return 2
     if args.csv and (problem := unwritable(Path(args.csv))):
         print(f"mnist-bench predict: cannot write --csv {args.csv}: {problem}", file=sys.stderr)
+        return 2
+    if args.sheet is not None and (problem := unwritable(args.sheet)):
+        print(f"mnist-bench predict: cannot write --sheet {args.sheet}: {problem}", file=sys.stderr)
+        return 2
+    if args.sheet is not None and args.sheet.suffix.lower() != ".png":
+        print(f"mnist-bench predict: --sheet {args.sheet} is written as PNG. Fix: a name ending in .png",
+              file=sys.stderr)
         return 2
     try:
         device = torch.device(args.device)
@@ -240,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnist-bench predict: no image files in {' '.join(args.inputs)}", file=sys.stderr)
         return 2
     csv_path = Path(args.csv) if args.csv else None
-    problem = output_refusal(csv_path, args.save_prepared, files, checkpoint, args.overwrite)
+    problem = output_refusal(csv_path, args.save_prepared, files, checkpoint, args.overwrite, args.sheet)
     if problem is not None:
         print(f"mnist-bench predict: {problem}", file=sys.stderr)
         return 2
@@ -254,13 +282,24 @@ def main(argv: list[str] | None = None) -> int:
         if not os.access(args.save_prepared, os.W_OK):
             print(f"mnist-bench predict: cannot write in --save_prepared {args.save_prepared}", file=sys.stderr)
             return 2
-    rows = predict_files(model, files, device, args.save_prepared)
+    rows = predict_files(model, files, device, args.save_prepared, args.uncertain_below,
+                         keep_prepared=args.sheet is not None)
     column = class_column(model.dataset.class_names)
     if args.csv:  # before the table, so that nothing the table does can lose the rows
         write_text_atomic(Path(args.csv), csv_text(rows, column))
+    if args.sheet is not None:
+        from mnist_bench.use.sheet import contact_sheet
+        from mnist_bench.utils import atomic_path
+
+        with atomic_path(args.sheet) as partial:
+            contact_sheet(rows, partial)
     print_table(rows, f"mnist-bench predict: {model.model_name} on {model.dataset.name} ({args.ckpt_path})", column)
-    if args.csv:
-        print(f"wrote {args.csv}")
+    for written in (args.csv, args.sheet):
+        if written:
+            print(f"wrote {written}")
+    uncertain = sum(r.uncertain for r in rows)
+    if uncertain:
+        print(f"{uncertain} of {len(rows)} predictions are uncertain (confidence below {args.uncertain_below})")
     failed = sum(r.error is not None for r in rows)
     if failed:
         print(f"{failed} of {len(rows)} files failed", file=sys.stderr)

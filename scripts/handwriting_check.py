@@ -1,0 +1,143 @@
+"""How well predict reads digits that are not MNIST's: the font set of ``tests/handwriting.py`` (handwriting fonts
+from Debian's archive, pen to fat marker, 20% to 95% fill, plain, lined and squared paper) and MNIST test digits
+dilated by 1 to 4 px, each as a clean scan and through the photo synthesizer of ``tests/photos.py``, read by one
+checkpoint through this checkout's preparation and through an earlier commit's, side by side.
+
+    .venv/bin/python scripts/handwriting_check.py --ckpt_path lightning_logs/cnn/version_0 [--baseline e5acb0d]
+
+Writes results/handwriting.md and results/handwriting.json (the accuracy by kind)."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mnist_bench.provenance import cpu_name, git_sha  # noqa: E402
+from mnist_bench.use import images as current  # noqa: E402
+from mnist_bench.use.inference import class_probabilities, load_trained  # noqa: E402
+from tests import handwriting  # noqa: E402
+from tests.photos import photograph  # noqa: E402
+
+
+def preparation_at(rev: str):
+    """mnist_bench/use/images.py as it was at ``rev``, imported on its own."""
+    text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:mnist_bench/use/images.py"], check=True,
+                          capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / f"images_{rev}.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location(f"images_{rev}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def prepare(module, gray: np.ndarray) -> np.ndarray | None:
+    try:
+        return module.mnist_digit(module.light_ink_on_dark(gray))
+    except module.ImageError:
+        return None
+
+
+def read(model, prepared: list[np.ndarray | None]) -> np.ndarray:
+    """The predicted digit of each prepared image (-1 where the preparation refused it)."""
+    out = np.full(len(prepared), -1)
+    ok = [i for i, p in enumerate(prepared) if p is not None]
+    for start in range(0, len(ok), 512):
+        idx = ok[start:start + 512]
+        x = torch.from_numpy(np.stack([prepared[i] for i in idx]))[:, None]
+        with torch.no_grad():
+            out[idx] = class_probabilities(model, model.dataset.normalize(x)).argmax(1).numpy()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--baseline", default="e5acb0d", help="the commit whose preparation is compared")
+    parser.add_argument("--per_kind", type=int, default=25, help="font-set images per (width, fill, paper) kind")
+    parser.add_argument("--mnist", type=int, default=200, help="MNIST test digits per dilation")
+    parser.add_argument("--data_dir", default="data")
+    parser.add_argument("--output", default="results/handwriting")
+    args = parser.parse_args()
+    if not handwriting.font_files():
+        print(f"handwriting_check: {handwriting.FONTS_MISSING}", file=sys.stderr)
+        return 2
+    torch.set_grad_enabled(False)
+    model = load_trained(args.ckpt_path, "cpu")
+    preparations = {"this checkout": current, f"at {args.baseline}": preparation_at(args.baseline)}
+    rng = np.random.default_rng(1)
+
+    items: list[tuple[dict, int, np.ndarray]] = []  # (kind, truth, gray image 1 = white)
+    for s in handwriting.font_set(per_kind=args.per_kind):
+        kind = {"set": "fonts", "width": s.width, "fill": f"{s.fill:.0%}", "paper": s.paper, "font": s.font}
+        items.append(({**kind, "look": "scan"}, s.digit, s.image))
+        photo = photograph(1.0 - s.image, rng, quality=int(rng.choice([30, 60, 90])))
+        items.append(({**kind, "look": "photo"}, s.digit, current.to_gray(photo)))
+    from torchvision.datasets import MNIST
+
+    test = MNIST(args.data_dir, train=False)
+    pick = np.random.default_rng(0).choice(len(test), args.mnist, replace=False)
+    images, labels = test.data.numpy()[pick], test.targets.numpy()[pick]
+    for radius in (0, 1, 2, 3, 4):
+        for label, gray in handwriting.bold_mnist(images, labels, radius):
+            kind = {"set": "mnist", "width": f"dilated {radius} px", "fill": "60%", "paper": "plain", "font": "mnist"}
+            items.append(({**kind, "look": "scan"}, label, gray))
+            photo = photograph(1.0 - gray, rng, quality=int(rng.choice([30, 60, 90])))
+            items.append(({**kind, "look": "photo"}, label, current.to_gray(photo)))
+
+    truth = np.array([t for _, t, _ in items])
+    right: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+    for name, module in preparations.items():
+        start = time.perf_counter()
+        prepared = [prepare(module, gray) for _, _, gray in items]
+        seconds[name] = time.perf_counter() - start
+        right[name] = read(model, prepared) == truth
+        print(f"{name}: {right[name].mean():.1%} of {len(items)} in {seconds[name]:.0f} s", flush=True)
+
+    tables: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for axis in ("set", "width", "fill", "paper", "font"):
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, (kind, _, _) in enumerate(items):
+            groups[f"{kind['set']}: {kind[axis]}, {kind['look']}"].append(i)
+        tables[axis] = {g: {name: [float(right[name][idx].mean()), len(idx)] for name in preparations}
+                        for g, idx in sorted(groups.items())}
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    env = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__, "git": git_sha(ROOT),
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    record = {"environment": env, "checkpoint": str(args.ckpt_path), "baseline": args.baseline,
+              "per_kind": args.per_kind, "mnist_per_dilation": args.mnist, "images": len(items),
+              "preparation_s": seconds, "tables": tables}
+    (out / "handwriting.json").write_text(json.dumps(record, indent=1))
+    names = list(preparations)
+    lines = ["# Reading digits that are not MNIST's", "",
+             f"Checkpoint {args.ckpt_path}; {len(items)} images; made by `scripts/handwriting_check.py`. "
+             f"Ran on {env['cpu']}, {env['threads']} threads, git {env['git']}, {env['date']}; preparation time: "
+             + ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items()) + ".", ""]
+    for axis, rows in tables.items():
+        lines += [f"## By {axis}", "", "| kind | images | " + " | ".join(names) + " |",
+                  "|---|---:|" + "---:|" * len(names)]
+        for group, cells in rows.items():
+            n = next(iter(cells.values()))[1]
+            lines.append(f"| {group} | {n} | " + " | ".join(f"{cells[name][0]:.1%}" for name in names) + " |")
+        lines.append("")
+    (out / "handwriting.md").write_text("\n".join(lines))
+    print(f"wrote {out / 'handwriting.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
