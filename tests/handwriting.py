@@ -138,3 +138,60 @@ def bold_mnist(images: np.ndarray, labels: np.ndarray, radius: int, seed: int = 
         big = np.asarray(Image.fromarray(image).resize((224, 224), Image.BICUBIC)) / 255.0
         out.append((int(label), scan(thicken(big, radius * 8), 0.6, "plain", rng)))
     return out
+
+
+def number_row(inks: list[np.ndarray], gaps: list[float], rng: np.random.Generator, height: int = 120) -> np.ndarray:
+    """Digits (light-on-dark inks) written in a row: each scaled to ``height`` px high (times a little jitter),
+    ``gaps[k]`` of the height apart (negative: the digits touch or overlap), a little up and down; scanned dark on
+    light paper with a margin. Returns the scan, 1 = white."""
+    digits = []
+    for ink in inks:
+        h = int(height * rng.uniform(0.9, 1.05))
+        w = max(1, round(ink.shape[1] * h / ink.shape[0]))
+        digits.append(np.asarray(Image.fromarray((ink * 255).astype(np.uint8)).resize((w, h), Image.LANCZOS)) / 255.0)
+    margin = height // 2
+    lefts, x = [], margin
+    for k, d in enumerate(digits):
+        lefts.append(x)
+        x += d.shape[1] + (int(gaps[k] * height) if k < len(gaps) else 0)
+    canvas = np.zeros((height * 2 + margin, x + margin))
+    for d, left in zip(digits, lefts, strict=True):
+        top = margin // 2 + int(rng.uniform(0, height * 0.15))
+        region = canvas[top:top + d.shape[0], left:left + d.shape[1]]
+        np.maximum(region, d[:region.shape[0], :region.shape[1]], out=region)
+    return np.clip(0.96 - 0.85 * canvas, 0, 1)
+
+
+def font_rows(length: int, count: int, seed: int = 0, touching: float = 0.3) -> list[tuple[str, np.ndarray]]:
+    """``count`` rows of ``length`` digits in the fonts (pen to marker), spaced 0.05 to 0.35 of a digit's height
+    apart, a share ``touching`` of the gaps closed to touch (-0.03 to 0)."""
+    fonts = font_files()
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(count):
+        font = fonts[int(rng.integers(len(fonts)))]
+        radius = list(WIDTHS.values())[int(rng.integers(3))]
+        digits = [int(d) for d in rng.integers(0, 10, length)]
+        inks = [thicken(glyph(font, d), radius) for d in digits]
+        gaps = [float(rng.uniform(-0.03, 0.0)) if rng.random() < touching else float(rng.uniform(0.05, 0.35))
+                for _ in range(length - 1)]
+        rows.append(("".join(map(str, digits)), number_row(inks, gaps, rng)))
+    return rows
+
+
+def mnist_rows(images: np.ndarray, labels: np.ndarray, length: int, count: int, seed: int = 0,
+               touching: float = 0.3) -> list[tuple[str, np.ndarray]]:
+    """Rows of MNIST test digits (cropped to their ink), spaced as ``font_rows``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(count):
+        pick = rng.choice(len(images), length, replace=False)
+        inks = []
+        for i in pick:
+            big = np.asarray(Image.fromarray(images[i]).resize((112, 112), Image.BICUBIC)) / 255.0
+            r, c = np.nonzero(big > 0.1)
+            inks.append(big[r.min():r.max() + 1, c.min():c.max() + 1])
+        gaps = [float(rng.uniform(-0.03, 0.0)) if rng.random() < touching else float(rng.uniform(0.05, 0.35))
+                for _ in range(length - 1)]
+        rows.append(("".join(str(int(labels[i])) for i in pick), number_row(inks, gaps, rng)))
+    return rows

@@ -121,3 +121,28 @@ def test_handwriting_fonts_are_read_through_predict_as_scans_and_photographs(cnn
     photos = np.mean([rows[name] == str(d) for name, d in truth.items() if name.endswith("photo.jpg")])
     print(f"font set through predict, 1-epoch CNN: scans {scans:.1%}, photographs {photos:.1%}")
     assert scans >= 0.93 and photos >= 0.85, (scans, photos)
+
+
+def test_rows_of_digits_are_read_as_numbers(cnn_run, tmp_path):
+    """`predict --number` on rows of 4 digits, some touching: from MNIST test digits and from the fonts, saved as
+    PNG scans; the whole string must be right for most rows."""
+    from torchvision.datasets import MNIST
+
+    from mnist_bench.use.predict import main as predict_main
+
+    from . import handwriting
+
+    test = MNIST(str(REAL_DATA), train=False)
+    rows = {f"mnist_{k:02d}.png": row for k, row in
+            enumerate(handwriting.mnist_rows(test.data.numpy(), test.targets.numpy(), 4, 20, seed=3))}
+    if handwriting.font_files():
+        rows |= {f"fonts_{k:02d}.png": row for k, row in enumerate(handwriting.font_rows(4, 20, seed=3))}
+    for name, (_, gray) in rows.items():
+        Image.fromarray(np.rint(gray * 255).astype(np.uint8)).save(tmp_path / name)
+    out = tmp_path / "rows.csv"
+    predict_main([str(tmp_path), "--ckpt_path", str(cnn_run), "--number", "--csv", str(out)])
+    read = {Path(r["file"]).name: r["number"] for r in csv.DictReader(out.open())}
+    exact = {source: np.mean([read[n] == truth for n, (truth, _) in rows.items() if n.startswith(source)])
+             for source in ("mnist", "fonts") if any(n.startswith(source) for n in rows)}
+    print(f"4-digit rows read exactly, 1-epoch CNN: {exact}")
+    assert exact["mnist"] >= 0.7 and exact.get("fonts", 1.0) >= 0.6, exact

@@ -99,24 +99,26 @@ def to_gray(img: Image.Image) -> np.ndarray:
         raise ImageError(f"{img.mode} images are not supported ({err}); save it as PNG or JPEG") from None
 
 
-def light_ink_on_dark(gray: np.ndarray) -> np.ndarray:
+def light_ink_on_dark(gray: np.ndarray, row: bool = False) -> np.ndarray:
     """Ink as light on black, from a scan or a photograph: dark-on-light images (paper) are inverted; the background (paper, shade, uneven light) is estimated locally by a morphological opening wider than
     a stroke and taken away; Otsu's threshold finds the ink, and connected components much smaller than the
     largest (specks, noise, dirt) are dropped. Returns the ink's contrast, 0 outside the kept strokes and 1 at
-    the strongest ink."""
+    the strongest ink. ``row``: the image is a row of digits (a number), whose height, not its length, is a
+    digit's scale."""
     from skimage.filters import gaussian, threshold_otsu
     from skimage.measure import label
     from skimage.morphology import dilation, disk, opening
 
-    gray = _working_size(gray)
-    sigma = SMOOTHING_PX * max(gray.shape) / WORKING_SIZE  # 1 px for a photo, nothing for a 28-px digit
+    gray = _working_size(gray, row)
+    side = min(gray.shape) if row else max(gray.shape)  # the length a digit's scale is measured against
+    sigma = SMOOTHING_PX * side / WORKING_SIZE  # 1 px for a photo, nothing for a 28-px digit
     if sigma >= 0.5:
         gray = gaussian(gray, sigma=sigma)  # sensor noise and JPEG blocks
-    if dark_ink(gray):
+    if dark_ink(gray, side):
         gray = 1.0 - gray
     # the opening's disk must not fit inside a stroke, or the stroke's middle is taken for background (bold
     # marker strokes came out hollow): at least the stroke width, measured on a first, opening-free threshold
-    radius = max(2, round(max(gray.shape) / 10), int(np.ceil(stroke_width(gray))))
+    radius = max(2, round(side / 10), int(np.ceil(stroke_width(gray, side))))
     background = opening(gray, disk(radius, decomposition="sequence"))
     contrast = np.clip(gray - background, 0, None)
     if contrast.max() < MIN_CONTRAST:
@@ -138,7 +140,7 @@ def noise_floor(contrast: np.ndarray) -> float:
     return median + NOISE_SIGMAS * 1.4826 * float(np.median(np.abs(contrast - median)))
 
 
-def stroke_width(gray: np.ndarray) -> float:
+def stroke_width(gray: np.ndarray, side: int | None = None) -> float:
     """The width in px of the widest strokes (90th percentile along their centre lines) of light ink on a darker
     background, from Otsu's threshold of the image less a blurred copy of itself (which follows uneven light but
     not the strokes) and the distance of each centre-line pixel to the background."""
@@ -146,7 +148,7 @@ def stroke_width(gray: np.ndarray) -> float:
     from skimage.filters import gaussian, threshold_otsu
     from skimage.morphology import skeletonize
 
-    residual = gray - gaussian(gray, sigma=max(gray.shape) * BLUR_FRACTION)
+    residual = gray - gaussian(gray, sigma=(side or max(gray.shape)) * BLUR_FRACTION)
     if np.ptp(residual) < MIN_CONTRAST:
         return 0.0
     ink = residual > threshold_otsu(residual)
@@ -156,24 +158,24 @@ def stroke_width(gray: np.ndarray) -> float:
     return 2.0 * float(np.percentile(distance_transform_edt(ink)[centre], 90))
 
 
-def dark_ink(gray: np.ndarray) -> bool:
+def dark_ink(gray: np.ndarray, side: int | None = None) -> bool:
     """Whether the ink is darker than its paper (pencil on paper) rather than lighter (chalk, MNIST). Told from
     the frame's border, which shows the paper: the image less a blurred copy of itself (rid of uneven light) is
     split by Otsu's threshold, and the ink is dark when most of the border is in the lighter part. (Which pixels
     stand out most from the blur, the rule before, fails where bold ink covers much of the frame.)"""
     from skimage.filters import gaussian, threshold_otsu
 
-    residual = gray - gaussian(gray, sigma=max(gray.shape) / 10)
+    residual = gray - gaussian(gray, sigma=(side or max(gray.shape)) / 10)
     if np.ptp(residual) == 0:
         return False
     border = np.concatenate([residual[0], residual[-1], residual[1:-1, 0], residual[1:-1, -1]])
     return bool((border > threshold_otsu(residual)).mean() > 0.5)
 
 
-def _working_size(gray: np.ndarray) -> np.ndarray:
-    """Large images (photos) shrunk, with anti-aliasing, so that the longer side is WORKING_SIZE px: the digit
-    ends at 20 px anyway, and the filters run on a bounded image."""
-    scale = WORKING_SIZE / max(gray.shape)
+def _working_size(gray: np.ndarray, row: bool = False) -> np.ndarray:
+    """Large images (photos) shrunk, with anti-aliasing, so that the longer side (for a row of digits, the
+    shorter) is WORKING_SIZE px: a digit ends at 20 px anyway, and the filters run on a bounded image."""
+    scale = WORKING_SIZE / (min(gray.shape) if row else max(gray.shape))
     if scale >= 1:
         return gray
     size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))

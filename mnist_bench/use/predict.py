@@ -43,8 +43,12 @@ class Prediction:
     error: str | None = None
     uncertain: bool = False  # confidence below the --uncertain_below threshold
     prepared: np.ndarray | None = field(default=None, repr=False, compare=False)  # what the model saw (28x28)
+    # --number: each digit's class, confidence and box (left, top, right, bottom, as shares of the image's size)
+    digits: list[tuple[str, float, tuple[float, float, float, float]]] | None = None
 
     def top3_text(self) -> str:
+        if self.digits is not None:  # a number: each digit's confidence instead
+            return " ".join(f"{d}:{p:.3f}" for d, p, _ in self.digits)
         return " ".join(f"{d}:{p:.3f}" for d, p in self.top3 or [])
 
 
@@ -61,9 +65,33 @@ def image_files(inputs: list[str]) -> list[Path]:
     return files
 
 
+def read_number(model: torch.nn.Module, path: Path, device: torch.device, row: Prediction,
+                uncertain_below: float) -> np.ndarray:
+    """``path`` read as a row of digits into ``row`` (the string, the lowest digit confidence, each digit's
+    class, confidence and box); returns the digits' 28x28 images side by side."""
+    from mnist_bench.use.images import _working_size, read_image, to_gray
+    from mnist_bench.use.number import segment
+
+    def probabilities(images: list[np.ndarray]) -> torch.Tensor:
+        pixels = torch.from_numpy(np.stack(images))[:, None].to(device)
+        return class_probabilities(model, model.dataset.normalize(pixels)).cpu()
+
+    gray = to_gray(read_image(path))
+    digits = segment(gray, lambda images: probabilities(images).max(dim=1).values.numpy())
+    values, classes = probabilities([d.image for d in digits]).max(dim=1)
+    h, w = _working_size(gray, row=True).shape
+    names = [model.dataset.class_names[k] for k in classes.tolist()]
+    row.digits = [(name, v, (d.left / w, d.top / h, d.right / w, d.bottom / h))
+                  for name, v, d in zip(names, values.tolist(), digits, strict=True)]
+    row.label, row.confidence = "".join(names), min(values.tolist())
+    row.uncertain = row.confidence < uncertain_below
+    return np.concatenate([d.image for d in digits], axis=1)
+
+
 def predict_files(model: torch.nn.Module, files: list[Path], device: torch.device,
                   save_prepared: Path | None = None, uncertain_below: float = UNCERTAIN_BELOW,
-                  keep_prepared: bool = False) -> list[Prediction]:
+                  keep_prepared: bool = False, number: bool = False) -> list[Prediction]:
+    """One row per file: its class (with ``number``, the row of digits it holds, as a string) or its error."""
     rows: list[Prediction] = []
     ready: list[tuple[Prediction, np.ndarray]] = []
     for path, name in zip(files, prepared_names(files), strict=True):
@@ -73,11 +101,13 @@ def predict_files(model: torch.nn.Module, files: list[Path], device: torch.devic
             row.error = "no such file"
             continue
         try:
-            image = load_image(path, model.dataset.framing)
+            image = (read_number(model, path, device, row, uncertain_below) if number
+                     else load_image(path, model.dataset.framing))
         except ImageError as err:
             row.error = str(err)
             continue
-        ready.append((row, image))
+        if not number:
+            ready.append((row, image))
         if keep_prepared:
             row.prepared = image
         if save_prepared is not None:
@@ -179,10 +209,17 @@ def unwritable(path: Path) -> str | None:
     return None
 
 
-def class_column(class_names: tuple[str, ...]) -> str:
+def class_column(class_names: tuple[str, ...], number: bool = False) -> str:
     """The name of the predicted class's column: ``digit`` when the classes are the ten digits (as ever), ``class``
-    for any other dataset (garments, KMNIST's characters, a user's own)."""
+    for any other dataset (garments, KMNIST's characters, a user's own), ``number`` for --number."""
+    if number:
+        return "number"
     return "digit" if tuple(class_names) == tuple(str(d) for d in range(10)) else "class"
+
+
+def _top3_name(column: str) -> str:
+    """The top-3 column, which for a number holds each digit's confidence instead (its confidence: the lowest)."""
+    return "digit_confidences" if column == "number" else "top3"
 
 
 def csv_text(rows: list[Prediction], column: str = "digit") -> str:
@@ -190,7 +227,7 @@ def csv_text(rows: list[Prediction], column: str = "digit") -> str:
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["file", column, "confidence", "top3", "error", "uncertain"])
+    writer.writerow(["file", column, "confidence", _top3_name(column), "error", "uncertain"])
     for r in rows:
         writer.writerow([r.file, r.label or "", "" if r.confidence is None else f"{r.confidence:.4f}",
                          r.top3_text(), r.error or "", "yes" if r.uncertain else ""])
@@ -204,7 +241,8 @@ def print_table(rows: list[Prediction], title: str, column: str = "digit") -> No
 
     # every cell is plain Text: a file named "[red]x.png" or ":smile:.png" is shown as it is, never as markup
     table = Table(title=Text(title))
-    for name, justify in (("file", "left"), (column, "right"), ("confidence", "right"), ("top-3", "left"),
+    for name, justify in (("file", "left"), (column, "right"), ("confidence", "right"),
+                          (_top3_name(column).replace("top3", "top-3"), "left"),
                           ("error", "left")):
         table.add_column(name, justify=justify)
     for r in rows:
@@ -233,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="write each prepared 28x28 image (what the model sees) as DIR/<file name>.png")
     parser.add_argument("--sheet", metavar="FILE.png", type=Path,
                         help="write a contact sheet: each input, its prepared 28x28, the prediction and confidence")
+    parser.add_argument("--number", action="store_true",
+                        help="each image is a row of digits (a year, a phone number): read it as a string")
     parser.add_argument("--uncertain_below", type=float, default=UNCERTAIN_BELOW, metavar="P",
                         help=f"mark predictions less confident than P as uncertain (default {UNCERTAIN_BELOW})")
     parser.add_argument(OVERWRITE_FLAG, action="store_true", help=OVERWRITE_HELP)
@@ -263,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UserFacingError, RuntimeError) as err:
         print(f"mnist-bench predict: {err}", file=sys.stderr)
         return 2
+    if args.number and (model.dataset.framing != "digit" or class_column(model.dataset.class_names) != "digit"):
+        print(f"mnist-bench predict: --number reads rows of digits, and this model's classes are "
+              f"{model.dataset.name}'s. Fix: a checkpoint of a digit model (MNIST), or leave --number out",
+              file=sys.stderr)
+        return 2
     files = image_files(args.inputs)
     if not files:
         print(f"mnist-bench predict: no image files in {' '.join(args.inputs)}", file=sys.stderr)
@@ -283,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mnist-bench predict: cannot write in --save_prepared {args.save_prepared}", file=sys.stderr)
             return 2
     rows = predict_files(model, files, device, args.save_prepared, args.uncertain_below,
-                         keep_prepared=args.sheet is not None)
-    column = class_column(model.dataset.class_names)
+                         keep_prepared=args.sheet is not None, number=args.number)
+    column = class_column(model.dataset.class_names, args.number)
     if args.csv:  # before the table, so that nothing the table does can lose the rows
         write_text_atomic(Path(args.csv), csv_text(rows, column))
     if args.sheet is not None:

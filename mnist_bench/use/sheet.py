@@ -18,17 +18,23 @@ TEXT_H = 58
 PAD = 8
 UNCERTAIN = (230, 120, 0)
 FAILED = (200, 0, 0)
+BOX_COLOUR = (0, 150, 255)  # --number: each digit's box
 
 
-def _thumbnail(path: Path) -> Image.Image:
-    """The input file as the user sees it (grayscale, transparency over white), fitted in THUMB x THUMB."""
+def _thumbnail(path: Path, boxes: list | None = None) -> Image.Image:
+    """The input file as the user sees it (grayscale, transparency over white), fitted in THUMB x THUMB, with
+    ``boxes`` (left, top, right, bottom as shares of the image) drawn in."""
     try:
         gray = to_gray(read_image(path))
     except (ImageError, OSError):
-        return Image.new("L", (THUMB, THUMB), 200)
-    img = Image.fromarray(np.rint(gray * 255).astype(np.uint8))
+        return Image.new("RGB", (THUMB, THUMB), (200, 200, 200))
+    img = Image.fromarray(np.rint(gray * 255).astype(np.uint8)).convert("RGB")
     img.thumbnail((THUMB, THUMB), Image.LANCZOS)
-    tile = Image.new("L", (THUMB, THUMB), 255)
+    draw = ImageDraw.Draw(img)
+    for left, top, right, bottom in boxes or []:
+        draw.rectangle((left * img.width, top * img.height, right * img.width - 1, bottom * img.height - 1),
+                       outline=BOX_COLOUR)
+    tile = Image.new("RGB", (THUMB, THUMB), "white")
     tile.paste(img, ((THUMB - img.width) // 2, (THUMB - img.height) // 2))
     return tile
 
@@ -42,11 +48,14 @@ def contact_sheet(rows: list, path: Path) -> None:
     draw = ImageDraw.Draw(sheet)
     for k, row in enumerate(rows):
         x, y = (k % COLUMNS) * tile_w, (k // COLUMNS) * tile_h
-        sheet.paste(_thumbnail(Path(row.file)).convert("RGB"), (x + PAD, y + PAD))
-        if row.prepared is not None:
-            seen = Image.fromarray(np.rint(row.prepared * 255).astype(np.uint8)).resize((THUMB, THUMB),
-                                                                                          Image.NEAREST)
-            sheet.paste(seen.convert("RGB"), (x + 2 * PAD + THUMB, y + PAD))
+        boxes = [box for _, _, box in row.digits] if row.digits else None
+        sheet.paste(_thumbnail(Path(row.file), boxes), (x + PAD, y + PAD))
+        if row.prepared is not None:  # a number's digits side by side, scaled to fit
+            h, w = row.prepared.shape
+            scale = THUMB / max(h, w)
+            seen = Image.fromarray(np.rint(row.prepared * 255).astype(np.uint8)).resize(
+                (max(1, round(w * scale)), max(1, round(h * scale))), Image.NEAREST)
+            sheet.paste(seen.convert("RGB"), (x + 2 * PAD + THUMB, y + PAD + (THUMB - seen.height) // 2))
         name = Path(row.file).name
         name = name if len(name) <= 38 else name[:35] + "..."
         text_y = y + PAD + THUMB + 4
@@ -59,7 +68,8 @@ def contact_sheet(rows: list, path: Path) -> None:
         mark = "?  uncertain" if row.uncertain else ""
         draw.text((x + PAD, text_y + 14), f"{row.label}  {row.confidence:.3f} {mark}",
                   fill=UNCERTAIN if row.uncertain else "black", font=font)
-        draw.text((x + PAD, text_y + 28), f"top-3 {row.top3_text()}", fill=(90, 90, 90), font=font)
+        label = "digits" if row.digits is not None else "top-3"
+        draw.text((x + PAD, text_y + 28), f"{label} {row.top3_text()}"[:44], fill=(90, 90, 90), font=font)
         if row.uncertain:
             draw.rectangle((x + 2, y + 2, x + tile_w - 3, y + tile_h - 3), outline=UNCERTAIN, width=3)
     sheet.save(path, format="PNG")
