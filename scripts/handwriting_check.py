@@ -158,8 +158,16 @@ def main() -> int:
               "preparation_s": seconds, "tables": tables, "numbers": numbers}
     (out / "handwriting.json").write_text(json.dumps(record, indent=1))
     names = list(preparations)
+    run = Path(args.ckpt_path)
+    trained = ""
+    if (run / "metrics.json").is_file():
+        m = json.loads((run / "metrics.json").read_text())
+        trained = (f" ({m.get('model', 'model')}, {m.get('precision')}, {m.get('test/acc', 0):.2%} on the MNIST test set, "
+                   f"trained at git {str(m.get('git_sha', '?'))[:7]})")
+        record["checkpoint_metrics"] = {k: m.get(k) for k in ("model", "precision", "test/acc", "git_sha")}
+        (out / "handwriting.json").write_text(json.dumps(record, indent=1))
     lines = ["# Reading digits that are not MNIST's", "",
-             f"Checkpoint {args.ckpt_path}; {len(items)} images; made by `scripts/handwriting_check.py`. "
+             f"Checkpoint {args.ckpt_path}{trained}; {len(items)} images; made by `scripts/handwriting_check.py`. "
              f"Ran on {env['cpu']}, {env['threads']} threads, git {env['git']}, {env['date']}; preparation time: "
              + ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items()) + ".", ""]
     for axis, rows in tables.items():
