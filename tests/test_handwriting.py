@@ -78,3 +78,21 @@ def test_the_font_set_covers_every_kind():
     kinds = {(s.width, s.fill, s.paper) for s in samples}
     assert len(kinds) == len(handwriting.WIDTHS) * len(handwriting.FILLS) * len(handwriting.PAPERS)
     assert all(s.image.shape == handwriting.FRAME and 0 <= s.image.min() and s.image.max() <= 1 for s in samples)
+
+
+@pytest.mark.parametrize("shape", ["ring", "seven"])
+def test_paper_photographed_on_a_dark_desk_is_cropped_to_the_paper(shape):
+    """A sheet of paper on a darker desk: the paper, not the frame's border, is the background (the border rule
+    alone took the paper for light ink on a dark ground)."""
+    ink = drawn(shape, 14, size=180)
+    photo = np.full((240, 240), 0.25)
+    photo[20:220, 25:215] = 0.93
+    photo[30:210, 30:210] -= 0.8 * ink
+    assert images.paper_on_a_desk(photo) is not None
+    assert ink_overlap(photo, ink) > 0.85
+
+
+def test_a_light_digit_on_a_dark_ground_is_not_taken_for_paper():
+    ink = drawn("ring", 14)
+    assert images.paper_on_a_desk(0.05 + 0.9 * ink) is None
+    assert ink_overlap(0.05 + 0.9 * ink, ink) > 0.85

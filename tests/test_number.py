@@ -44,8 +44,9 @@ def test_separate_digits_are_found_left_to_right():
     assert widths[0] < widths[1] / 3, "the bar's box is narrow, the ring's wide"
 
 
-def test_touching_digits_are_cut_where_the_ink_is_thinnest():
-    """Two rings that touch are one component; it is cut into two near where they meet."""
+def test_touching_digits_are_cut_where_they_meet():
+    """Three rings that overlap are one component; it is cut into three near where they meet (where the walls of
+    two rings make one run of ink), not inside a ring, where the ink is thinnest."""
     image = strokes(["ring", "ring", "ring"], gap=-10)
     digits = segment(image)
     assert len(digits) == 3
@@ -111,3 +112,12 @@ def test_number_with_a_model_of_other_classes_is_one_line(checkpoint, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--number" in err[0] and "Fix:" in err[0]
     assert Path(tmp_path / "row.png").exists()
+
+
+def test_a_digit_box_wider_than_a_digit_makes_the_number_uncertain():
+    from mnist_bench.use.number import DigitBox, too_wide
+
+    blank = np.zeros((28, 28))
+    assert not too_wide([DigitBox(0, 60, 0, 100, blank), DigitBox(70, 150, 0, 100, blank)])
+    assert too_wide([DigitBox(0, 60, 0, 100, blank), DigitBox(70, 200, 0, 100, blank)])
+    assert not too_wide([])

@@ -35,6 +35,7 @@ SMOOTHING_PX = 1.0  # Gaussian sigma at that size against noise (less for smalle
 # the blurred copy the stroke width is measured against: a sigma of this fraction of the longer side follows
 # uneven light and is wider than a bold marker's strokes
 BLUR_FRACTION = 1 / 5
+PAPER_SHARE = 0.45  # a light part covering more of the image than this, not its border, is paper on a desk
 NOISE_SIGMAS = 6.0  # ink stands out from the background's noise by at least this many standard deviations
 MAX_PIXELS = 40_000_000  # larger images are refused (Pillow's decompression-bomb guard, made an error)
 
@@ -114,7 +115,9 @@ def light_ink_on_dark(gray: np.ndarray, row: bool = False) -> np.ndarray:
     sigma = SMOOTHING_PX * side / WORKING_SIZE  # 1 px for a photo, nothing for a 28-px digit
     if sigma >= 0.5:
         gray = gaussian(gray, sigma=sigma)  # sensor noise and JPEG blocks
-    if dark_ink(gray, side):
+    if (sheet := paper_on_a_desk(gray)) is not None:  # a photo of the paper on a desk: the paper, dark ink
+        gray = 1.0 - gray[sheet]
+    elif dark_ink(gray, side):
         gray = 1.0 - gray
     # the opening's disk must not fit inside a stroke, or the stroke's middle is taken for background (bold
     # marker strokes came out hollow): at least the stroke width, measured on a first, opening-free threshold
@@ -170,6 +173,24 @@ def dark_ink(gray: np.ndarray, side: int | None = None) -> bool:
         return False
     border = np.concatenate([residual[0], residual[-1], residual[1:-1, 0], residual[1:-1, -1]])
     return bool((border > threshold_otsu(residual)).mean() > 0.5)
+
+
+def paper_on_a_desk(gray: np.ndarray) -> tuple[slice, slice] | None:
+    """Where the sheet of paper is, when a photo shows it on a darker desk: the largest light part (Otsu's
+    threshold of the image) when it covers more than PAPER_SHARE of the image but not its border, shrunk by 2% so
+    that the paper's edge is left out; None otherwise."""
+    from skimage.filters import threshold_otsu
+    from skimage.measure import label, regionprops
+
+    if np.ptp(gray) == 0:
+        return None
+    light = gray > threshold_otsu(gray)
+    if light.mean() <= PAPER_SHARE or light[[0, -1]].mean() > 0.5 or light[:, [0, -1]].mean() > 0.5:
+        return None
+    paper = max(regionprops(label(light)), key=lambda r: r.area)
+    top, left, bottom, right = paper.bbox
+    dy, dx = max(1, round(0.02 * gray.shape[0])), max(1, round(0.02 * gray.shape[1]))
+    return slice(top + dy, bottom - dy), slice(left + dx, right - dx)
 
 
 def _working_size(gray: np.ndarray, row: bool = False) -> np.ndarray:

@@ -27,6 +27,7 @@ DIGIT_WIDTH = 0.75
 MAY_HOLD_TWO = 0.8
 MIN_PART = 0.35
 SPLIT_MARGIN = 0.05
+UNSURE_WIDTH = 1.2  # a digit kept whole though wider than this many heights makes the number uncertain
 SINGLE_WIDTH, WIDE_PENALTY = 1.3, 2.0  # a part wider than 1.3 heights loses 2 in log confidence per height over
 LOW_PIECE = 0.6  # a piece lower than this share of the digits' median height is part of its neighbour
 
@@ -144,3 +145,12 @@ def segment(gray: np.ndarray, confidence: Callable[[list[np.ndarray]], np.ndarra
                 best, best_score = parts, score
         digits += best
     return digits
+
+
+def too_wide(digits: list[DigitBox]) -> bool:
+    """Whether a digit's box is wider than one digit can be (UNSURE_WIDTH times the digits' median height): two
+    touching digits read as one confident digit (88 as an 8), so the number is marked uncertain."""
+    if not digits:
+        return False
+    height = float(np.median([d.bottom - d.top for d in digits]))
+    return any(d.right - d.left > UNSURE_WIDTH * height for d in digits)

@@ -70,7 +70,7 @@ def read_number(model: torch.nn.Module, path: Path, device: torch.device, row: P
     """``path`` read as a row of digits into ``row`` (the string, the lowest digit confidence, each digit's
     class, confidence and box); returns the digits' 28x28 images side by side."""
     from mnist_bench.use.images import _working_size, read_image, to_gray
-    from mnist_bench.use.number import segment
+    from mnist_bench.use.number import segment, too_wide
 
     def probabilities(images: list[np.ndarray]) -> torch.Tensor:
         pixels = torch.from_numpy(np.stack(images))[:, None].to(device)
@@ -84,7 +84,7 @@ def read_number(model: torch.nn.Module, path: Path, device: torch.device, row: P
     row.digits = [(name, v, (d.left / w, d.top / h, d.right / w, d.bottom / h))
                   for name, v, d in zip(names, values.tolist(), digits, strict=True)]
     row.label, row.confidence = "".join(names), min(values.tolist())
-    row.uncertain = row.confidence < uncertain_below
+    row.uncertain = row.confidence < uncertain_below or too_wide(digits)
     return np.concatenate([d.image for d in digits], axis=1)
 
 

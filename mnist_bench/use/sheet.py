@@ -66,7 +66,8 @@ def contact_sheet(rows: list, path: Path) -> None:
             draw.rectangle((x + 2, y + 2, x + tile_w - 3, y + tile_h - 3), outline=FAILED, width=2)
             continue
         mark = "?  uncertain" if row.uncertain else ""
-        draw.text((x + PAD, text_y + 14), f"{row.label}  {row.confidence:.3f} {mark}",
+        label = row.label if len(row.label) <= 24 else row.label[:21] + "..."  # a long number stays in its tile
+        draw.text((x + PAD, text_y + 14), f"{label}  {row.confidence:.3f} {mark}",
                   fill=UNCERTAIN if row.uncertain else "black", font=font)
         label = "digits" if row.digits is not None else "top-3"
         draw.text((x + PAD, text_y + 28), f"{label} {row.top3_text()}"[:44], fill=(90, 90, 90), font=font)
