@@ -52,6 +52,12 @@ def cnn_run(synthetic_data, tmp_path_factory) -> Path:
     return run_dir(root, "cnn")
 
 
+def test_the_row_schema_declares_the_design_contract():
+    from mnist_bench.row import CONTRACT
+
+    assert sorted(CONTRACT) == sorted(CONTRACT_KEYS)
+
+
 def test_metrics_json_holds_the_contract(cnn_run):
     m = json.loads((cnn_run / "metrics.json").read_text())
     missing = [k for k in CONTRACT_KEYS if k not in m]

@@ -99,8 +99,8 @@ def test_nan_loss_stops_the_run_naming_epoch_and_step(synthetic_data, tmp_path):
 
 def test_epoch_loss_is_weighted_by_batch_size():
     model = CNN()
-    model.update_loss("test", torch.tensor(1.0), 3)
-    model.update_loss("test", torch.tensor(2.0), 1)
+    model._update_loss("test", torch.tensor(1.0), 3)
+    model._update_loss("test", torch.tensor(2.0), 1)
     assert float(model.mean_loss["test_loss"].compute()) == pytest.approx(1.25)
 
 
@@ -158,3 +158,43 @@ def test_adam_family_optimizers_use_their_fused_kernel_on_cuda_unless_the_config
     optimizer = model.build_optimizer()
     assert isinstance(optimizer, RecordingAdamW)
     assert optimizer.fused_asked == fused
+
+
+# --- the model contract -----------------------------------------------------------------------------------------------
+def model_classes():
+    import inspect
+
+    import mnist_bench.models as models
+    from mnist_bench.models.base import MNISTClassifier
+
+    found = [getattr(models, name) for name in models.__all__]
+    return [cls for cls in found if inspect.isclass(cls) and issubclass(cls, MNISTClassifier)
+            and cls is not MNISTClassifier]
+
+
+@pytest.mark.parametrize("cls", model_classes(), ids=lambda cls: cls.__name__)
+def test_every_model_class_meets_the_public_contract(cls, monkeypatch, tmp_path):
+    """Built from its defaults, each model overrides no private base method and answers the public hooks the base,
+    predict, export and the report use, with the shapes they rely on."""
+    from mnist_bench.models.base import MNISTClassifier
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no ImageNet weights here: the pretrained models start random
+    private = {name for name in dir(MNISTClassifier) if name.startswith("_") and not name.startswith("__")}
+    for klass in cls.__mro__[: cls.__mro__.index(MNISTClassifier)]:
+        overridden = sorted(name for name in vars(klass) if name in private)
+        assert not overridden, f"{klass.__name__} overrides private base methods {overridden}"
+    model = cls().eval()
+    assert model.model_name not in ("", MNISTClassifier.model_name)
+    x = torch.randn(4, 1, 28, 28)
+    y = torch.tensor([0, 3, 7, 9])
+    with torch.no_grad():
+        for stage in ("val", "test"):
+            out = model.step((x, y), stage)
+            assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+            assert out["preds"].shape == (4,) and out["preds"].dtype == torch.int64
+        assert out["scores"].shape == (4, 10) and bool((out["scores"] >= 0).all())
+        scores = model.class_scores(x)
+    assert scores.shape == (4, 10) and torch.equal(scores.argmax(1), out["preds"])
+    assert model.attack_logits(x).shape == (4, 10)
+    assert isinstance(model.extra_metrics(), dict) and isinstance(model.epoch_metrics("train"), dict)
+    assert model.onnx_kind in ("classifier", "detector") and model.num_parameters() > 0

@@ -28,12 +28,13 @@ from mnist_bench.benchmark.plan import (
     visible_gpus,
 )
 from mnist_bench.benchmark.plots import write_plots
-from mnist_bench.benchmark.runner import available_models, failed_row, run_all, run_one
+from mnist_bench.benchmark.runner import available_models, run_all, run_one
 from mnist_bench.benchmark.seed_unit import SeedUnit, after_runs, choose, expected_seconds, runs_device
 from mnist_bench.benchmark.table import csv_text, loss_note, markdown_table, print_rich_table, test_set_note
 from mnist_bench.plots import save_figure
 from mnist_bench.precision import cpu_capability
 from mnist_bench.provenance import cpu_name, git_sha, versions
+from mnist_bench.row import failed_row
 from mnist_bench.utils import read_json, write_json_atomic, write_text_atomic
 
 INTERVALS = ("95% CI (test images): Wilson's interval for the accuracy from the number of test images; "

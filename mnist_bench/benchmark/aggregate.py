@@ -9,23 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from mnist_bench.benchmark.stats import seed_interval, wilson_interval
+from mnist_bench.row import FRACTIONS, MEAN_OVER_SEEDS, SAME_FOR_EVERY_SEED, failed_row
 from mnist_bench.utils import read_json
-
-# numeric columns that get mean ± std over seeds
-NUMERIC = ("test/acc", "test/f1", "test/loss", "time/train_s", "time/fit_s", "time/fit_su", "throughput/train_img_s",
-           "throughput/infer_img_s", "test/iou", "test/map50", "test/fallback_rate")
-# columns copied from the first ok run of a model (the same for every seed)
-CONSTANT = ("epochs", "params", "image_size", "pretrained", "precision", "hardware", "device", "loss_kind",
-            "test/images", "test/full_images")
-
-
-FRACTIONS = ("test/acc", "test/f1", "test/iou", "test/map50", "test/fallback_rate")  # figures in [0, 1]
 
 
 def bad_figure(row: dict[str, Any]) -> str | None:
     """What is wrong with an ok row's figures (from a file someone may have edited), or None: each one a finite
     number or absent (None), fractions within [0, 1], and the test accuracy given."""
-    for key in NUMERIC:
+    for key in MEAN_OVER_SEEDS:
         value = row.get(key)
         if value is None and key != "test/acc":
             continue
@@ -59,8 +50,6 @@ def checked(row: dict[str, Any]) -> dict[str, Any]:
     problem = bad_figure(row) if row.get("status") == "ok" else None
     if problem is None:
         return row
-    from mnist_bench.benchmark.runner import failed_row
-
     return {**failed_row(row.get("model"), row.get("seed"), f"a damaged row: {problem}"), "run_dir": row.get("run_dir")}
 
 
@@ -79,11 +68,11 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         summary: dict[str, Any] = {"model": model, "status": "ok" if len(ok) == len(runs) else "partial",
                                    "seeds": seeds, "n_ok": len(ok), "n_runs": len(runs)}
-        for key in CONSTANT:
+        for key in SAME_FOR_EVERY_SEED:
             summary[key] = ok[0].get(key)
         officials = [r.get("test/official") for r in ok]  # one run on an unofficial test set marks its model
         summary["test/official"] = False if False in officials else (True if all(officials) else None)
-        for key in NUMERIC:
+        for key in MEAN_OVER_SEEDS:
             values = [r[key] for r in ok if isinstance(r.get(key), (int, float))]
             summary[key] = statistics.fmean(values) if values else None
             summary[f"{key}:std"] = statistics.stdev(values) if len(values) > 1 else None
@@ -115,8 +104,6 @@ def rows_from_run_dirs(run_dirs: list[Path]) -> list[dict[str, Any]]:
     (killed before its test pass) is a failed row. ``run_dir`` is the folder as found here."""
     rows = []
     for run_dir in run_dirs:
-        from mnist_bench.benchmark.runner import failed_row
-
         path = Path(run_dir) / "metrics.json"
         model = Path(run_dir).parent.name
         try:

@@ -129,9 +129,9 @@ def checked_against_run(record: Path, run: Run, key: str, row: dict[str, Any],
     """A recorded row as its run's own ``metrics.json`` has it: the figures are the run's, and a record that
     names another model or seed, a run made for another key, or whose figures differ from the run's, is a failed
     row that says so."""
-    from mnist_bench.benchmark.aggregate import NUMERIC, checked, predictions_disagree
-    from mnist_bench.benchmark.runner import failed_row
+    from mnist_bench.benchmark.aggregate import checked, predictions_disagree
     from mnist_bench.benchmark.seed_unit import was_measured
+    from mnist_bench.row import MEAN_OVER_SEEDS, failed_row
 
     differ = [k for k in ("model", "seed") if metrics.get(k) != row.get(k)]
     if (stamp := stamped_key(Path(str(row.get("run_dir") or "")))) != key:
@@ -139,7 +139,7 @@ def checked_against_run(record: Path, run: Run, key: str, row: dict[str, Any],
                       f"its origin (the run has no {KEY_FILE}: the benchmark did not make it)")
     if metrics.get("seed") != run.seed:
         differ.append(f"seed (the run is seed {run.seed})")
-    differ += [k for k in NUMERIC if k in metrics and k != "time/fit_su" and row.get(k) != metrics[k]]
+    differ += [k for k in MEAN_OVER_SEEDS if k in metrics and k != "time/fit_su" and row.get(k) != metrics[k]]
     run_s, fit_s = row.get("time/run_s"), metrics.get("time/fit_s")
     if isinstance(run_s, (int, float)) and isinstance(fit_s, (int, float)) and run_s < fit_s:
         differ.append(f"time/run_s ({run_s} s, less than the run's fit alone)")

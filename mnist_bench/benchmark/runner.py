@@ -13,17 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mnist_bench.callbacks.report import TEST_KEYS
 from mnist_bench.cli.rundirs import RUN_DIR_LINE
+from mnist_bench.row import failed_row
 from mnist_bench.utils import process_alive, read_json
 
 
 def available_models(config_dir: Path) -> list[str]:
     return sorted(p.stem for p in config_dir.glob("*.yaml"))
-
-
-def failed_row(model: str, seed: int, error: str) -> dict[str, Any]:
-    return {"model": model, "seed": seed, "status": "failed", "error": error, **{k: None for k in TEST_KEYS}}
 
 
 INTERRUPT_GRACE_S = 20.0  # an interrupted run gets this long to stop on SIGINT before it is killed

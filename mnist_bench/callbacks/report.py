@@ -15,9 +15,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from mnist_bench.callbacks.timing import TimingCallback
 from mnist_bench.errors import first_line
 from mnist_bench.provenance import device_description, git_sha, versions
+from mnist_bench.row import TEST_FIGURES
 from mnist_bench.utils import read_json, write_json_atomic
-
-TEST_KEYS = ("test/acc", "test/f1", "test/loss")
 
 
 def _scalar(value: Any) -> float | None:
@@ -58,7 +57,7 @@ class RunReport(Callback):
             "dataset": pl_module.dataset.name,
             "status": status,
             "error": error,
-            **{key: _scalar(trainer.callback_metrics.get(key)) for key in TEST_KEYS},
+            **{key: _scalar(trainer.callback_metrics.get(key)) for key in TEST_FIGURES},
             "loss_kind": pl_module.loss_kind,
             "epochs": len(pl_module.history),
             **(timing.summary() if timing else {}),
@@ -111,7 +110,7 @@ class RunReport(Callback):
             error = first_line(f"{type(exception).__name__}: {exception}")
             status = getattr(exception, "status", "failed")  # "pruned": a sweep's pruner stopped it
         self.metrics = self.build(trainer, pl_module, status, error)
-        self.metrics.update({key: None for key in TEST_KEYS})
+        self.metrics.update({key: None for key in TEST_FIGURES})
         existing = Path(self.run_dir()) / "metrics.json"
         try:
             if existing.is_file():
@@ -128,7 +127,7 @@ class RunReport(Callback):
                                                  "seed", "precision", "epochs")}
         params["lr"] = self.info.get("lr")
         params = {k: v for k, v in params.items() if v is not None}
-        final = {f"hparams/{k.split('/')[1]}": metrics[k] for k in TEST_KEYS if metrics.get(k) is not None}
+        final = {f"hparams/{k.split('/')[1]}": metrics[k] for k in TEST_FIGURES if metrics.get(k) is not None}
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.log_hyperparams(params, metrics=final)

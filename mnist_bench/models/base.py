@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -18,7 +17,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from mnist_bench.data.datasets import DatasetInfo
 from mnist_bench.errors import ConfigError, UserFacingError
 from mnist_bench.models.components.adapter import InputAdapter
-from mnist_bench.models.init_args import check_learning_rates, class_and_kwargs, plain
+from mnist_bench.models.init_args import check_learning_rates, plain_values
+from mnist_bench.models.optimization import build_optimizer, build_schedule
 from mnist_bench.models.training_loss import TrainingLossWindow
 from mnist_bench.speed import skip_nvml_probe_without_nvml
 
@@ -45,11 +45,15 @@ def metric_collection(num_classes: int) -> MetricCollection:
 class MNISTClassifier(LightningModule):
     """Base for every model: input adaptation, cross-entropy, per-stage accuracy and macro F1, test confusion matrix.
 
-    Subclasses build ``self.net`` (a plain ``nn.Module`` mapping the adapted batch to ``self.num_classes`` logits)
-    and set ``model_name``. ``dataset`` (statistics, class names, image size) comes from the DataModule through a
-    LightningCLI link and is saved with the model's hyperparameters; left out, it is MNIST's. ``compile`` runs the
-    network through ``torch.compile`` (``compile_mode``) in every Trainer stage. Schedulers are stepped every optimizer step; one whose class takes ``total_steps`` (``OneCycleLR``,
-    ``WarmupCosineLR``) gets it from the trainer.
+    A subclass sets ``model_name``, builds ``self.net`` (a plain ``nn.Module`` mapping the adapted batch to
+    ``self.num_classes`` logits) and overrides only these public hooks where it differs: ``step(batch, stage)``
+    (the batch's loss and predictions), ``epoch_metrics(stage)`` (its own per-epoch values), ``class_scores``
+    and ``attack_logits`` (predict, export, the robustness evaluation), ``extra_metrics`` (metrics.json),
+    ``parameter_groups`` (the optimizer's groups) and ``compile_target``. Everything with a leading underscore
+    is the base's own. ``dataset`` (statistics, class names, image size) comes from the DataModule through a
+    LightningCLI link and is saved with the model's hyperparameters; left out, it is MNIST's. ``compile`` runs
+    ``compile_target()`` through ``torch.compile`` (``compile_mode``) in every Trainer stage. The optimizer and
+    schedule are built in ``models/optimization.py``.
     """
 
     model_name: ClassVar[str] = "model"
@@ -132,26 +136,42 @@ class MNISTClassifier(LightningModule):
         smoothing = self.label_smoothing if stage == "train" else 0.0
         return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
 
-    def _metrics(self, stage: str) -> MetricCollection:
-        return getattr(self, f"{stage}_metrics")
+    def step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
+        """One batch of ``stage`` ("train", "val" or "test"), the hook a model overrides to compute differently.
 
-    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
-        # Metrics are only updated here and logged once per epoch (below): a self.log call per step costs about
-        # as much as this small CNN's optimizer step on a CPU. No host sync happens in the step.
+        Returns ``loss`` (the batch's mean: optimized in training, averaged into ``<stage>/loss``), ``preds`` (a
+        class per image, for accuracy, F1 and the confusion matrix; a model may leave it out in training) and, in
+        test, ``scores`` (N×classes, for the per-image record). Other keys reach the callbacks as they are. The base
+        updates the metrics from what it returns; no host sync happens here.
+        """
         x, y = batch
         logits = self(x)
-        loss = self.loss(logits, y, stage)
-        preds = logits.argmax(dim=1)
-        self._metrics(stage).update(preds, y)
-        self.update_loss(stage, loss, len(y))
-        if stage == "test":  # each test image's class probabilities, for the per-image record
-            return {"loss": loss, "preds": preds, "scores": logits.detach().float().softmax(dim=1)}
-        return {"loss": loss, "preds": preds}
+        out = {"loss": self.loss(logits, y, stage), "preds": logits.argmax(dim=1)}
+        if stage == "test":
+            out["scores"] = logits.detach().float().softmax(dim=1)
+        return out
 
-    def update_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
-        """Adds a batch's mean loss to the epoch mean, weighted by the batch size. (For validation and test the
-        loss is repeated once per image instead of passed as ``weight``: with ``nan_strategy="disable"``
-        torchmetrics 1.9 ignores weights.)"""
+    def epoch_metrics(self, stage: str) -> dict[str, Tensor | float]:
+        """A model's own values at the end of a ``stage`` epoch, named ``<stage>/<name>``: logged beside the loss,
+        accuracy and F1 and kept in the run's history. The model resets what it accumulated for them. None here."""
+        return {}
+
+    def _stage_metrics(self, stage: str) -> MetricCollection:
+        return getattr(self, f"{stage}_metrics")
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
+        # Metrics are only updated here and logged once per epoch (below): a self.log call per step costs about
+        # as much as this small CNN's optimizer step on a CPU.
+        out = self.step(batch, stage)
+        if "preds" in out:
+            self._stage_metrics(stage).update(out["preds"], batch[1])
+        self._update_loss(stage, out["loss"], len(batch[1]))
+        return out
+
+    def _update_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
+        # Adds a batch's mean loss to the epoch mean, weighted by the batch size. For validation and test the loss
+        # is repeated once per image instead of passed as ``weight``: with nan_strategy="disable", torchmetrics
+        # 1.9 ignores weights.
         if stage == "train":
             self.train_loss.add(loss, batch_size, self.global_step)
         else:
@@ -169,17 +189,20 @@ class MNISTClassifier(LightningModule):
             self.mean_loss[f"{stage}_loss"].reset()
 
     def _log_epoch(self, stage: str) -> None:
-        metrics = self._metrics(stage)
+        metrics = self._stage_metrics(stage)
         values = {f"{stage}/loss": self._epoch_loss(stage)}
-        if any(metric.update_called for metric in metrics.values()):  # the detector has no train predictions
+        if any(metric.update_called for metric in metrics.values()):  # a step that gave no preds (train) has none
             values.update(metrics.compute())
         # torchmetrics has reduced the metrics over DDP ranks already (sync_dist averages equal numbers); the
         # training loss is averaged here. On one device sync_dist is a no-op.
         self.log_dict(values, prog_bar=stage == "val", sync_dist=True)
+        own = self.epoch_metrics(stage)
+        if own:
+            self.log_dict(own, sync_dist=True)
         metrics.reset()
         self._reset_epoch_loss(stage)
         if stage != "test" and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
-            self._record(values)
+            self._record({**values, **own})
 
     def _record(self, values: dict[str, Tensor]) -> None:
         """Per-epoch history (train and val loss, accuracy, F1), kept in checkpoints so a resumed run has it all."""
@@ -197,7 +220,7 @@ class MNISTClassifier(LightningModule):
         # checkpoint stays loadable with torch.load(weights_only=True).
         for key in ("hyper_parameters", "datamodule_hyper_parameters"):
             if key in checkpoint:
-                checkpoint[key] = plain(checkpoint[key])
+                checkpoint[key] = plain_values(checkpoint[key])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = [dict(row) for row in checkpoint.get("mnist_bench_history", [])]
@@ -213,7 +236,7 @@ class MNISTClassifier(LightningModule):
             self._skipped_batches += 1
             return None  # Lightning skips the step
         self._trained_batches += 1
-        loss = self._shared_step(batch, "train")["loss"]
+        loss = self._step(batch, "train")["loss"]
         if self.train_loss.full:
             self.check_finite()
         return loss
@@ -240,10 +263,10 @@ class MNISTClassifier(LightningModule):
                 f"training loss became NaN or infinite at epoch {self.current_epoch}, step {step}: {fix}")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._shared_step(batch, "val")
+        return self._step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        out = self._shared_step(batch, "test")
+        out = self._step(batch, "test")
         self.test_confusion.update(out["preds"], batch[1])
         return out
 
@@ -300,42 +323,18 @@ class MNISTClassifier(LightningModule):
         return self.parameters()
 
     def build_optimizer(self) -> torch.optim.Optimizer:
-        """The config's optimizer over :meth:`parameter_groups`. On CUDA an optimizer with a fused kernel (Adam,
-        AdamW, SGD, ...) uses it unless the config sets ``fused`` or ``foreach``: one kernel launch for all
-        parameters instead of several per tensor, which the small models' short GPU steps notice."""
-        cls, given = class_and_kwargs(self.optimizer)
-        extra = {}
-        if (self.device.type == "cuda" and cls is not None and "fused" in inspect.signature(cls).parameters
-                and all(given.get(key) is None for key in ("fused", "foreach"))
-                and not given.get("differentiable")):
-            extra["fused"] = True
-        return self.optimizer(self.parameter_groups(), **extra)
+        """The config's optimizer over :meth:`parameter_groups` (``models/optimization.py``)."""
+        return build_optimizer(self.optimizer, self.parameter_groups(), self.device)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.build_optimizer()
         if self.scheduler is None:
             return optimizer
-        scheduler_cls, given = class_and_kwargs(self.scheduler)
-        kwargs = {}
-        if scheduler_cls is not None and "total_steps" in inspect.signature(scheduler_cls).parameters:
-            if given.get("total_steps") is None:
-                kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
-            planned = self._resumed_total_steps
-            self._total_steps = given.get("total_steps") or kwargs["total_steps"]
-            if planned is not None and planned != self._total_steps:
-                raise ConfigError(
-                    f"model.scheduler: the run being resumed planned its {scheduler_cls.__name__} over {planned} "
-                    f"optimizer steps, and these settings give {self._total_steps} (trainer.max_epochs, "
-                    "data.batch_size or accumulate_grad_batches changed): the schedule cannot stretch. Fix: resume "
-                    "with the run's own settings, or start a new run")
-        try:
-            scheduler = self.scheduler(optimizer, **kwargs)
-        except (ZeroDivisionError, ValueError) as err:  # e.g. OneCycleLR when pct_start × total_steps is exactly 1
-            name = scheduler_cls.__name__ if scheduler_cls is not None else "the scheduler"
-            steps = f" over {kwargs['total_steps']} training steps" if "total_steps" in kwargs else ""
-            raise ConfigError(f"model.scheduler: {name} cannot schedule this run{steps} ({err or type(err).__name__}). "
-                              "Fix: train for more steps or change the scheduler's init_args") from err
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        schedule, total_steps = build_schedule(self.scheduler, optimizer,
+                                               lambda: self.trainer.estimated_stepping_batches,
+                                               self._resumed_total_steps)
+        self._total_steps = total_steps
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

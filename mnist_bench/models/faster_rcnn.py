@@ -216,28 +216,29 @@ class FasterRCNNClassifier(MNISTClassifier):
         return self.detector.backbone
 
     # --- steps ---------------------------------------------------------------------------------------------------
-    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
+    def step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
+        """The detection loss; outside training also the digits, the chosen and the true boxes (and at test the
+        class scores), with the localization metrics updated."""
         x, y = batch
         targets = self.targets(x, y)
         if stage == "train":
             images, targets = self.detector.transform(self.images(x), targets)
             loss = sum(self._losses(images, {"0": self.detector.backbone(images.tensors)}, targets).values())
-            self.update_loss("train", loss, len(y))
             return {"loss": loss}
         out = self.detect(x, targets)
-        loss = sum(out.losses.values())
         truth = torch.cat([t["boxes"] for t in targets])
-        self._metrics(stage).update(out.digits, y)
-        self.update_loss(stage, loss, len(y))
         self.localization[f"{stage}_iou"].update(box_iou_pairs(out.boxes, truth))
         self.localization[f"{stage}_fallback_rate"].update(out.fallback.float())
-        if stage != "test":
-            return {"loss": loss, "preds": out.digits, "boxes": out.boxes, "true_boxes": truth}
-        self.map50.update(out.all, targets)
-        return {"loss": loss, "preds": out.digits, "boxes": out.boxes, "true_boxes": truth,
-                "scores": self._scores(out)}
+        result = {"loss": sum(out.losses.values()), "preds": out.digits, "boxes": out.boxes, "true_boxes": truth}
+        if stage == "test":
+            self.map50.update(out.all, targets)
+            result["scores"] = self._scores(out)
+        return result
 
-    def _log_localization(self, stage: str) -> dict[str, float]:
+    def epoch_metrics(self, stage: str) -> dict[str, Tensor | float]:
+        """``*/iou`` and ``*/fallback_rate`` after validation and test, and ``test/map50``."""
+        if stage == "train":
+            return {}
         values = {f"{stage}/{name}": self.localization[f"{stage}_{name}"].compute()
                   for name in ("iou", "fallback_rate")}
         if stage == "test":
@@ -245,18 +246,9 @@ class FasterRCNNClassifier(MNISTClassifier):
             self.map50.reset()
         for metric in self.localization.values():
             metric.reset()
-        self.log_dict(values, sync_dist=True)
-        return {key: float(value) for key, value in values.items()}
-
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        values = self._log_localization("val")
-        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
-            self._record(values)
-
-    def on_test_epoch_end(self) -> None:
-        super().on_test_epoch_end()
-        self.final = self._log_localization("test")
+        if stage == "test":
+            self.final = {key: float(value) for key, value in values.items()}
+        return values
 
     def extra_metrics(self) -> dict[str, Any]:
         """Added to metrics.json by the run report."""

@@ -46,10 +46,11 @@ class FinetunedClassifier(MNISTClassifier):
     arch: ClassVar[str]
     bf16_on_cpu = True  # VGG16 at 32 px 1.8x, AlexNet at 64 px 2x faster in bf16 on an AVX-512 BF16 CPU
 
-    def __init__(self, weights: str = "auto", image_size: PositiveInt = 32, hidden: PositiveInt = 256,
+    def __init__(self, weights: str = "auto", image_size: PositiveInt | None = None, hidden: PositiveInt = 256,
                  dropout: ClosedUnitInterval = 0.5, backbone_lr_scale: float = 0.1,
                  freeze_backbone_epochs: NonNegativeInt = 0, **kwargs: Any):
         min_size = ARCHS[self.arch][2]
+        image_size = image_size or min_size  # left out: the smallest input the architecture takes
         if image_size < min_size:
             raise ConfigError(f"model.image_size={image_size} is too small for {self.arch}: it needs >= {min_size} px")
         if not 0.0 < backbone_lr_scale <= 1.0:

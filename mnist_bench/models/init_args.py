@@ -22,12 +22,13 @@ def class_and_kwargs(factory: Any) -> tuple[type | None, dict[str, Any]]:
     return None, {}
 
 
-def plain(value: Any) -> Any:
+def plain_values(value: Any) -> Any:
     """``value`` with subclasses of bool, int, float and str (jsonargparse's typed values) made plain, recursively."""
     if isinstance(value, dict):
-        return {plain(k): plain(v) for k, v in value.items()}
+        return {plain_values(k): plain_values(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(plain(v) for v in value) if type(value) in (list, tuple) else [plain(v) for v in value]
+        items = [plain_values(v) for v in value]
+        return type(value)(items) if type(value) in (list, tuple) else items
     for kind in (bool, int, float, str):
         if isinstance(value, kind):
             return kind(value)
