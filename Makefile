@@ -79,10 +79,10 @@ robustness: $(SETUP) ## Corrupt, attack, calibrate and cost the runs of RESULTS/
 	$(PY) -m mnist_bench.evaluate --results $(RESULTS) --data_dir $(DATA_DIR) $(if $(FORCE),--force) $(EVAL_ARGS)
 
 bench-overhead: $(SETUP) ## Time the seed notebook's pipeline, a plain PyTorch loop and Lightning on the same CNN
-	$(PY) -m mnist_bench.benchmark.overhead --data_dir $(DATA_DIR) --output $(RESULTS)/overhead.json $(OVERHEAD_ARGS)
+	$(PY) -m mnist_bench.benchmark.experiments.overhead --data_dir $(DATA_DIR) --output $(RESULTS)/overhead.json $(OVERHEAD_ARGS)
 
 bench-compile: $(SETUP) ## Train each recipe in CONFIG_DIR eagerly and compiled, side by side; write $(RESULTS)/compile.{json,md}
-	$(PY) -m mnist_bench.benchmark.compile_speed --configs $(CONFIG_DIR)/*.yaml --data_dir $(DATA_DIR) --output $(RESULTS)/compile.json
+	$(PY) -m mnist_bench.benchmark.experiments.compile_speed --configs $(CONFIG_DIR)/*.yaml --data_dir $(DATA_DIR) --output $(RESULTS)/compile.json
 
 gpu-bundle: install ## Gather into gpu-bundle/ what a GPU machine without internet needs (see scripts/gpu_check.sh)
 	$(BIN)/python scripts/gpu_bundle.py $(GPU_BUNDLE)

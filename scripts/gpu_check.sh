@@ -63,7 +63,7 @@ run_make() {  # make where there is one; else the same command it runs
     "$python" -m mnist_bench.benchmark --models "$models" --data_dir data --results "$out/results" $bench_args -- "$fit_args"
   else
     # shellcheck disable=SC2086  # $OVERHEAD_ARGS likewise
-    "$python" -m mnist_bench.benchmark.overhead --data_dir data --output "$out/results/overhead.json" $OVERHEAD_ARGS
+    "$python" -m mnist_bench.benchmark.experiments.overhead --data_dir data --output "$out/results/overhead.json" $OVERHEAD_ARGS
   fi
 }
 fit_args="$*"

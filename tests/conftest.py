@@ -24,7 +24,7 @@ def no_weight_downloads(monkeypatch):
 def own_cache_and_no_probes(monkeypatch, tmp_path_factory):
     """Tests never read or write the user's cache (the seed unit's), and a benchmark's estimate starts no probe
     run unless a test calls the probe itself (``estimate.run_probe`` imported before this fixture replaces it)."""
-    from mnist_bench.benchmark import estimate
+    from mnist_bench.benchmark.jobs import estimate
     from mnist_bench.benchmark.seed_unit import CACHE_VARIABLE
 
     monkeypatch.setenv(CACHE_VARIABLE, str(tmp_path_factory.mktemp("cache")))

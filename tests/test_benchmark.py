@@ -5,10 +5,10 @@ import json
 import pytest
 
 from mnist_bench.benchmark.__main__ import main as benchmark_main
-from mnist_bench.benchmark.aggregate import summarize
-from mnist_bench.benchmark.plots import curves_figure, tradeoff_figure
-from mnist_bench.benchmark.table import csv_text, markdown_table
+from mnist_bench.benchmark.report.aggregate import summarize
+from mnist_bench.benchmark.report.table import csv_text, markdown_table
 from mnist_bench.plots import confusion_matrix_figure, digit_grid_figure, save_figure
+from mnist_bench.plots.benchmark import curves_figure, tradeoff_figure
 
 from .conftest import ROOT
 
@@ -105,7 +105,7 @@ def test_overhead_benchmark_pairs_lightning_with_the_plain_loop(synthetic_data, 
 
     import yaml
 
-    from mnist_bench.benchmark.overhead import main as overhead_main
+    from mnist_bench.benchmark.experiments.overhead import main as overhead_main
 
     config = yaml.safe_load((ROOT / "configs" / "cnn.yaml").read_text())
     config["trainer"].update(max_epochs=1, default_root_dir=str(tmp_path), enable_model_summary=False)
@@ -187,7 +187,7 @@ def test_a_silent_hang_times_out(tmp_path):
     import sys
     import time
 
-    from mnist_bench.benchmark.runner import run_logged
+    from mnist_bench.benchmark.jobs.runner import run_logged
 
     start = time.perf_counter()
     # the child starts a grandchild (as DDP's launcher starts ranks) that holds the output open

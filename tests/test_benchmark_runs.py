@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from mnist_bench.benchmark.__main__ import main as benchmark_main
-from mnist_bench.benchmark.plan import Run, job_environments
-from mnist_bench.benchmark.runner import run_all
+from mnist_bench.benchmark.jobs.plan import Run, job_environments
+from mnist_bench.benchmark.jobs.runner import run_all
 
 from .conftest import ROOT
 
@@ -168,7 +168,7 @@ def test_the_shell_scripts_pass_shellcheck():
 
 
 def test_the_key_changes_with_the_code_a_run_executes_not_with_the_reporting(tmp_path, monkeypatch):
-    import mnist_bench.benchmark.plan as plan
+    import mnist_bench.benchmark.jobs.plan as plan
 
     tree = tmp_path / "tree"
     shutil.copytree(ROOT / "mnist_bench", tree / "mnist_bench", ignore=shutil.ignore_patterns("__pycache__"))
@@ -180,7 +180,7 @@ def test_the_key_changes_with_the_code_a_run_executes_not_with_the_reporting(tmp
         return plan.run_key(Run("cnn", seed), ROOT / "configs", "data", list(extra))
 
     before = key()
-    with open(tree / "mnist_bench/benchmark/table.py", "a") as f:
+    with open(tree / "mnist_bench/benchmark/report/table.py", "a") as f:
         f.write("\n# a new column\n")
     assert key() == before, "a change to the table does not make the runs stale"
     assert key("--trainer.max_epochs=1") != before and key(seed=43) != before and run.name == "cnn-seed42"
@@ -190,7 +190,7 @@ def test_the_key_changes_with_the_code_a_run_executes_not_with_the_reporting(tmp
 
 
 def test_a_record_is_reused_only_on_the_same_hardware_and_a_damaged_one_never(tmp_path):
-    from mnist_bench.benchmark.plan import done_before, placement, record_done
+    from mnist_bench.benchmark.jobs.plan import done_before, placement, record_done
 
     run_dir = tmp_path / "lightning_logs/cnn/version_0"
     run_dir.mkdir(parents=True)
@@ -248,7 +248,7 @@ def test_a_lone_run_keeps_the_whole_machine_and_several_share_the_gpus(tmp_path,
 def test_ctrl_c_stops_the_runs_going_on_and_starts_no_other(tmp_path):
     import signal
 
-    from mnist_bench.benchmark.runner import run_logged
+    from mnist_bench.benchmark.jobs.runner import run_logged
 
     started = []
 
@@ -342,7 +342,7 @@ def test_an_edited_record_is_never_reported_as_a_result(synthetic_data, tmp_path
 
 @pytest.mark.parametrize("value", ["abc", None, True, float("nan"), 1.5, -0.1, [0.9]])
 def test_a_row_whose_figures_are_not_numbers_is_failed(value):
-    from mnist_bench.benchmark.aggregate import summarize
+    from mnist_bench.benchmark.report.aggregate import summarize
 
     row = {"model": "cnn", "seed": 42, "status": "ok", "test/acc": 0.99, "time/fit_s": 10.0}
     (ok,) = summarize([row])

@@ -95,8 +95,35 @@ def test_test_and_validate_last_use_the_newest_trained_checkpoint(synthetic_data
     assert tested["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6) and trained["test/acc"] > 0.5
     assert tested["test/images"] == trained["test/images"] == 200
     assert json.loads((tmp_path / "lightning_logs/cnn/version_0/metrics.json").read_text()) == trained  # untouched
+    # the tested checkpoint's history comes with it: its epochs are the trained run's
+    assert tested["epochs"] == trained["epochs"] == 2 and tested["history"] == trained["history"]
+    assert all("train/loss" in row and "val/acc" in row for row in trained["history"])
     main(["validate", *args, "--ckpt_path=last"])
     assert (tmp_path / "lightning_logs/cnn/version_2").is_dir()
+
+
+def test_a_checkpoint_with_the_older_history_key_resumes_with_its_history(synthetic_data, tmp_path):
+    """Checkpoints written when the model kept the history (``mnist_bench_history``) resume and test with it."""
+    from mnist_bench.callbacks.history import LEGACY_KEY, EpochHistory
+    from mnist_bench.cli import main
+
+    args = ["--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}", "--data.val_size=100",
+            "--data.eval_batch_size=100", f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+            "--model.init_args.scheduler=null"]
+    main(["fit", *args, "--trainer.max_epochs=1"])
+    run = tmp_path / "lightning_logs/cnn/version_0"
+    last = (run / "checkpoints/last.ckpt").resolve()
+    ckpt = torch.load(last, weights_only=True)
+    rows = ckpt["callbacks"][EpochHistory.__qualname__]["rows"]
+    assert [sorted(row) for row in rows] == [["epoch", "train/acc", "train/f1", "train/loss", "val/acc", "val/f1",
+                                              "val/loss"]], "the epoch's checkpoint holds the whole epoch"
+    ckpt[LEGACY_KEY] = ckpt["callbacks"].pop(EpochHistory.__qualname__)["rows"]
+    torch.save(ckpt, last)
+    main(["test", *args, "--ckpt_path=last"])
+    assert json.loads((tmp_path / "lightning_logs/cnn/version_1/metrics.json").read_text())["epochs"] == 1
+    main(["fit", *args, "--trainer.max_epochs=2", f"--ckpt_path={run}"])
+    assert [row["epoch"] for row in json.loads((run / "metrics.json").read_text())["history"]] == [0, 1]
 
 
 def test_a_run_dir_is_a_ckpt_path_as_for_predict_and_export(synthetic_data, tmp_path):
@@ -159,7 +186,7 @@ def test_last_without_a_checkpoint_is_one_line(subcommand, synthetic_data, tmp_p
 
 
 def test_a_partial_test_is_counted_and_marked(synthetic_data, tmp_path):
-    from mnist_bench.benchmark.table import markdown_table, test_set_note
+    from mnist_bench.benchmark.report.table import markdown_table, test_set_note
     from mnist_bench.cli import main
 
     main(["fit", "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}",

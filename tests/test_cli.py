@@ -34,6 +34,27 @@ def test_every_config_parses_and_instantiates(config, tiny_fit_args):
     assert cli.trainer.logger.log_dir.endswith(f"lightning_logs/{config.stem}/version_0")
 
 
+def test_the_run_folder_is_decided_once_and_every_writer_gets_it(tiny_fit_args, tmp_path):
+    """The loggers, the checkpoints and the callbacks that write into a run all hold the one RunDir's folder."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from mnist_bench.callbacks import RunReport, TestPredictions
+    from mnist_bench.cli.app import SaveConfigToRunDir
+    from mnist_bench.cli.rundirs import RunDir
+
+    (tmp_path / "lightning_logs" / "cnn" / "version_3").mkdir(parents=True)
+    cli = MNISTBenchCLI(args=["--config", str(ROOT / "configs/cnn.yaml"), *tiny_fit_args, "--logger=tensorboard,csv"],
+                        run=False)
+    assert cli.run == RunDir(tmp_path, "cnn", 4)
+    folder = tmp_path / "lightning_logs" / "cnn" / "version_4"
+    assert cli.run.path == folder and cli.run.checkpoints == folder / "checkpoints"
+    assert [Path(logger.log_dir) for logger in cli.trainer.loggers] == [folder, folder]
+    callbacks = cli.trainer.callbacks
+    assert [Path(cb.dirpath) for cb in callbacks if isinstance(cb, ModelCheckpoint)] == [folder / "checkpoints"]
+    writers = [cb for cb in callbacks if isinstance(cb, (RunReport, TestPredictions, SaveConfigToRunDir))]
+    assert len(writers) == 3 and all(cb.run_dir == folder for cb in writers)
+
+
 def test_fast_dev_run_through_main(tiny_fit_args, tmp_path):
     main(["fit", "--config", str(ROOT / "configs/cnn.yaml"), "--trainer.fast_dev_run=true", *tiny_fit_args])
     metrics = json.loads((run_dir(tmp_path, "cnn") / "metrics.json").read_text())
@@ -53,7 +74,7 @@ def cnn_run(synthetic_data, tmp_path_factory) -> Path:
 
 
 def test_the_row_schema_declares_the_design_contract():
-    from mnist_bench.row import CONTRACT
+    from mnist_bench.benchmark.report.row import CONTRACT
 
     assert sorted(CONTRACT) == sorted(CONTRACT_KEYS)
 
@@ -142,7 +163,7 @@ def test_the_results_table_shows_names_as_they_are(cnn_run, tmp_path, capsys):
 
     from mnist_bench.callbacks import RunReport
 
-    report = RunReport(lambda: tmp_path, {})
+    report = RunReport(tmp_path, {})
     report.metrics = {**json.loads((cnn_run / "metrics.json").read_text()), "model": "[/b]cnn",
                       "device": "[red]cpu", "run_dir": "runs/[bold]x"}
     cli = SimpleNamespace(trainer=SimpleNamespace(callbacks=[report], is_global_zero=True, loggers=[]))

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 import mnist_bench.benchmark.__main__ as bench_main
-from mnist_bench.benchmark.estimate import (
+from mnist_bench.benchmark.jobs.estimate import (
     Countdown,
     Estimate,
     estimate_from,
@@ -17,7 +17,7 @@ from mnist_bench.benchmark.estimate import (
     run_probe,  # the real one: the conftest fixture replaces the module's after this import
     schedule_s,
 )
-from mnist_bench.benchmark.plan import Run, placement
+from mnist_bench.benchmark.jobs.plan import Run, placement
 from mnist_bench.provenance import cpu_name
 
 from .conftest import ROOT

@@ -63,8 +63,38 @@ def test_no_module_imports_one_that_imports_it_back():
 
 def test_the_cli_entry_point_knows_no_sweep_classes():
     """A pruned trial's exit code and its run's status come with the error, not from the CLI naming its class."""
-    from mnist_bench.sweep.pruning import PRUNED_EXIT, TrialPruned
+    from mnist_bench.callbacks.pruning import TrialPruned
+    from mnist_bench.sweep.protocol import PRUNED_EXIT
 
     source = (PACKAGE / "cli" / "main.py").read_text() + (PACKAGE / "callbacks" / "report.py").read_text()
     assert "TrialPruned" not in source
     assert TrialPruned("x").exit_code == PRUNED_EXIT and TrialPruned("x").status == "pruned"
+
+
+def test_the_cli_and_callbacks_reach_the_sweep_only_through_its_protocol():
+    """A run knows a sweep only by the protocol both sides import; the Optuna study code stays in sweep/."""
+    graph = module_imports()
+    for module, imports in graph.items():
+        if module.startswith(("mnist_bench.cli", "mnist_bench.callbacks")):
+            reached = {m for m in imports if m.startswith("mnist_bench.sweep")}
+            assert reached <= {"mnist_bench.sweep", "mnist_bench.sweep.protocol"}, (module, reached)
+
+
+def test_the_benchmark_is_split_into_launching_reporting_and_experiments():
+    """Launching runs (jobs/), reporting them (report/) and side experiments (experiments/) live apart; reporting
+    never launches, and nothing but the benchmark's entry point reaches the experiments."""
+    graph = module_imports()
+    for module, imports in graph.items():
+        if module.startswith("mnist_bench.benchmark.report"):
+            assert not any(m.startswith("mnist_bench.benchmark.jobs") for m in imports), module
+        if not module.startswith("mnist_bench.benchmark.experiments"):
+            assert not any(m.startswith("mnist_bench.benchmark.experiments") for m in imports), module
+    top = {p.stem for p in (PACKAGE / "benchmark").glob("*.py")}
+    assert top == {"__init__", "__main__", "seed_unit", "seed_pipeline"}, top
+
+
+def test_every_folder_of_the_package_is_a_package():
+    """setuptools' find_packages leaves out a folder without ``__init__.py``: an installed wheel would lack it."""
+    missing = [str(d.relative_to(ROOT)) for d in PACKAGE.rglob("*") if d.is_dir() and d.name != "__pycache__"
+               and not (d / "__init__.py").exists()]
+    assert missing == []

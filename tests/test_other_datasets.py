@@ -117,7 +117,7 @@ def test_every_fashion_recipe_instantiates_for_fashion(config, tmp_path):
                               f"--trainer.default_root_dir={tmp_path}"], run=False)
     assert isinstance(cli.model, MNISTClassifier) and cli.model.dataset.name == "fashion_mnist"
     assert cli.model.dataset.class_names[0] == "T-shirt/top" and cli.datamodule.spec.hflip
-    assert f"lightning_logs/{cli.model.model_name}_fashion_mnist/version_0" in str(cli.run_dir())
+    assert f"lightning_logs/{cli.model.model_name}_fashion_mnist/version_0" in str(cli.run.path)
 
 
 @pytest.mark.parametrize("args", [["--dataset", "mnist", "--deb", "x.deb"], ["--dataset", "mnist", "--source", "debian"],

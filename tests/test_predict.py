@@ -416,7 +416,7 @@ def test_a_csv_under_a_file_is_one_line_naming_that_file(cnn_checkpoint, tmp_pat
 def test_a_runs_own_files_are_never_written_over_even_with_overwrite(target, cnn_checkpoint, tmp_path, capsys):
     """predict --csv, export --output and benchmark.ab --output all refuse a run folder's files and a benchmark's
     reuse records."""
-    from mnist_bench.benchmark.ab import main as ab_main
+    from mnist_bench.benchmark.experiments.ab import main as ab_main
     from mnist_bench.use.export import main as export_main
 
     run = tmp_path / "lightning_logs/cnn/version_0"

@@ -47,7 +47,7 @@ def test_a_model_without_scores_still_records_its_classes(tmp_path):
         class dataset:  # noqa: N801 - the attribute a model carries
             name, class_names = "mnist", tuple("0123456789")
 
-    callback = TestPredictions(lambda: tmp_path)
+    callback = TestPredictions(tmp_path)
     callback.on_test_start(Trainer(), Model())
     callback.on_test_batch_end(Trainer(), Model(), {"preds": torch.tensor([3, 1])}, (None, torch.tensor([3, 2])), 0)
     callback.on_test_end(Trainer(), Model())

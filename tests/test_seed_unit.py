@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import mnist_bench.benchmark.__main__ as bench_main
-from mnist_bench.benchmark import overhead, seed_unit
-from mnist_bench.benchmark.estimate import cut_short
+from mnist_bench.benchmark import seed_pipeline, seed_unit
+from mnist_bench.benchmark.jobs.estimate import cut_short
 
 from .conftest import ROOT
 
@@ -35,7 +35,7 @@ def pipeline_must_not_run(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the seed pipeline was timed")
 
-    monkeypatch.setattr(overhead, "time_seed_pipeline", fail)
+    monkeypatch.setattr(seed_pipeline, "time_seed_pipeline", fail)
 
 
 def here() -> dict:
@@ -64,7 +64,7 @@ def test_a_cached_seed_unit_is_used_and_the_pipeline_not_timed(tmp_path, fake_ru
 
 def test_another_machine_has_its_own_seed_unit(tmp_path, fake_runs, monkeypatch):
     seed_unit.remember({**here(), "cores": 64}, 30.0, "2026-12-01 10:00:00 UTC")
-    monkeypatch.setattr(overhead, "time_seed_pipeline", lambda data_dir, epochs, device: 140.0)
+    monkeypatch.setattr(seed_pipeline, "time_seed_pipeline", lambda data_dir, epochs, device: 140.0)
     data = bench(tmp_path)
     assert data["seed_unit_s"] == 140.0 and data["seed_unit"]["how"] == "measured"
     assert [m["seconds"] for m in seed_unit.cached(here())] == [140.0]
@@ -96,7 +96,7 @@ def test_what_cuts_a_run_short():
 
 def test_measure_remeasures_and_adds_to_the_cache(tmp_path, fake_runs, monkeypatch):
     seed_unit.remember(here(), 100.0, "2026-12-01 10:00:00 UTC")
-    monkeypatch.setattr(overhead, "time_seed_pipeline", lambda data_dir, epochs, device: 150.0)
+    monkeypatch.setattr(seed_pipeline, "time_seed_pipeline", lambda data_dir, epochs, device: 150.0)
     data = bench(tmp_path, "--seed_unit", "measure")
     assert data["seed_unit_s"] == 150.0 and data["seed_unit"]["how"] == "measured"
     assert [m["seconds"] for m in seed_unit.cached(here())] == [100.0, 150.0]
@@ -109,7 +109,7 @@ def test_measure_remeasures_and_adds_to_the_cache(tmp_path, fake_runs, monkeypat
 
 def test_before_and_after_the_runs_gives_the_units_spread(tmp_path, fake_runs, monkeypatch):
     times = iter([140.0, 160.0])
-    monkeypatch.setattr(overhead, "time_seed_pipeline", lambda data_dir, epochs, device: next(times))
+    monkeypatch.setattr(seed_pipeline, "time_seed_pipeline", lambda data_dir, epochs, device: next(times))
     data = bench(tmp_path, "--seed_unit", "before_after")
     assert data["seed_unit_s"] == 150.0 and data["seed_unit"]["before_after"] == [140.0, 160.0]
     assert data["rows"][0]["time/fit_su"] == 0.4 and data["rows"][0]["seed_unit_s"] == 150.0
@@ -122,7 +122,7 @@ def test_a_damaged_cache_is_moved_aside_not_lost(tmp_path, fake_runs, monkeypatc
     path = seed_unit.cache_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("{not json")
-    monkeypatch.setattr(overhead, "time_seed_pipeline", lambda data_dir, epochs, device: 99.0)
+    monkeypatch.setattr(seed_pipeline, "time_seed_pipeline", lambda data_dir, epochs, device: 99.0)
     assert bench(tmp_path)["seed_unit_s"] == 99.0
     assert "is damaged" in capsys.readouterr().out
     assert path.with_name("seed_unit.json.damaged").read_text() == "{not json"

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from mnist_bench.benchmark.comparison import compare, markdown_section, paired_tests_figure
-from mnist_bench.benchmark.stats import (
+from mnist_bench.benchmark.report.comparison import compare_models, markdown_section
+from mnist_bench.benchmark.report.stats import (
     PairedTest,
     holm,
     mcnemar_exact,
@@ -16,6 +16,7 @@ from mnist_bench.benchmark.stats import (
     wilson_interval,
 )
 from mnist_bench.plots import save_figure
+from mnist_bench.plots.benchmark import paired_tests_figure
 
 
 def wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -103,7 +104,7 @@ def test_paired_tests_from_runs_predictions(tmp_path):
     assert by_pair[("good", "bad")].p_holm == pytest.approx(min(1.0, 3 * by_pair[("good", "bad")].p))
     assert any("old" in s and "no per-image predictions" in s for s in skipped)
 
-    comparison = compare(rows)
+    comparison = compare_models(rows)
     text = markdown_section(comparison)
     assert "| good | — |" in text and "+10.00 (p <0.001)*" in text
     assert "good vs close: the same number right out of 1,000" in text
@@ -117,13 +118,13 @@ def test_runs_on_different_test_sets_are_not_compared(tmp_path):
             {"model": "b", "seed": 42, "status": "ok", "run_dir": _run_dir(tmp_path, "b", target[::-1], target)}]
     tests, skipped = paired_tests(rows)
     assert tests == [] and skipped == ["a vs b (seed 42): not scored on the same test images"]
-    assert "No pair of models could be compared" in markdown_section(compare(rows))
+    assert "No pair of models could be compared" in markdown_section(compare_models(rows))
 
 
 def test_ab_of_two_results_folders_pairs_each_model_seed_by_seed(tmp_path):
     import json
 
-    from mnist_bench.benchmark.ab import main as ab_main
+    from mnist_bench.benchmark.experiments.ab import main as ab_main
 
     rng = np.random.default_rng(1)
     target = rng.integers(0, 10, 1000)
@@ -160,7 +161,7 @@ def test_ab_of_two_results_folders_pairs_each_model_seed_by_seed(tmp_path):
 def test_ab_names_runs_scored_on_an_unofficial_test_set(tmp_path):
     import json
 
-    from mnist_bench.benchmark.ab import main as ab_main
+    from mnist_bench.benchmark.experiments.ab import main as ab_main
 
     target = np.arange(100) % 10
     for arm, official in (("a", True), ("b", False)):
@@ -174,7 +175,7 @@ def test_ab_names_runs_scored_on_an_unofficial_test_set(tmp_path):
 
 
 def test_ab_of_a_folder_without_a_benchmark_is_one_line(tmp_path, capsys):
-    from mnist_bench.benchmark.ab import main as ab_main
+    from mnist_bench.benchmark.experiments.ab import main as ab_main
 
     (tmp_path / "other").mkdir()
     assert ab_main(["--a", str(tmp_path), "--b", str(tmp_path / "other"), "--output", str(tmp_path / "x")]) == 1
@@ -186,7 +187,7 @@ def test_ab_of_a_folder_without_a_benchmark_is_one_line(tmp_path, capsys):
 def test_ab_of_a_row_whose_accuracy_is_not_a_number_is_one_line(tmp_path, capsys, value):
     import json
 
-    from mnist_bench.benchmark.ab import main as ab_main
+    from mnist_bench.benchmark.experiments.ab import main as ab_main
 
     (tmp_path / "benchmark.json").write_text(json.dumps({"rows": [{"model": "cnn", "seed": 42, "status": "ok",
                                                                    "test/acc": value}]}))
@@ -210,7 +211,7 @@ def _ab_arms(tmp_path, acc_b: float = 1.0):
 
 
 def test_ab_refuses_a_figure_its_runs_predictions_do_not_give(tmp_path, capsys):
-    from mnist_bench.benchmark.ab import main as ab_main
+    from mnist_bench.benchmark.experiments.ab import main as ab_main
 
     _ab_arms(tmp_path, acc_b=0.95)  # every prediction of b's run is right: 100%, not 95%
     assert ab_main(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--output", str(tmp_path / "x")]) == 1
@@ -220,7 +221,7 @@ def test_ab_refuses_a_figure_its_runs_predictions_do_not_give(tmp_path, capsys):
 
 
 def test_ab_never_writes_over_its_inputs_or_an_earlier_output_unasked(tmp_path, capsys):
-    from mnist_bench.benchmark.ab import main as ab_main
+    from mnist_bench.benchmark.experiments.ab import main as ab_main
 
     _ab_arms(tmp_path)
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
@@ -240,7 +241,7 @@ def test_an_accuracys_seed_interval_stays_within_0_and_1():
     low, high = seed_interval([0.2, 0.99])  # two seeds far apart: the t interval runs far past both ends
     assert low < 0 and high > 1
     assert seed_interval([0.2, 0.99], bounds=(0.0, 1.0)) == (0.0, 1.0)
-    from mnist_bench.benchmark.aggregate import summarize
+    from mnist_bench.benchmark.report.aggregate import summarize
 
     rows = [{"model": "cnn", "seed": s, "status": "ok", "test/acc": a, "time/fit_s": 1.0} for s, a in ((42, 0.2),
                                                                                                        (43, 0.99))]

@@ -247,14 +247,14 @@ def test_of_two_workers_asking_at_once_only_the_later_trial_gives_way():
 
 
 def test_ab_refuses_one_label_twice_and_skips_models_without_a_shared_seed(tmp_path, capsys):
-    from mnist_bench.benchmark.ab import compare
-    from mnist_bench.benchmark.ab import main as ab_main
+    from mnist_bench.benchmark.experiments.ab import compare_benchmarks
+    from mnist_bench.benchmark.experiments.ab import main as ab_main
 
     rows_a = [{"model": "cnn", "seed": 42, "status": "ok", "test/acc": 0.99, "time/fit_s": 1.0},
               {"model": "vit", "seed": 42, "status": "ok", "test/acc": 0.98, "time/fit_s": 1.0}]
     rows_b = [{"model": "cnn", "seed": 42, "status": "ok", "test/acc": 0.99, "time/fit_s": 1.0},
               {"model": "vit", "seed": 43, "status": "ok", "test/acc": 0.98, "time/fit_s": 1.0}]
-    assert [s["model"] for s in compare(rows_a, rows_b, "a", "b")["summary"]] == ["cnn"]
+    assert [s["model"] for s in compare_benchmarks(rows_a, rows_b, "a", "b")["summary"]] == ["cnn"]
     for name, rows in (("x", rows_a), ("y", rows_b)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "benchmark.json").write_text(json.dumps({"rows": rows}))

@@ -35,7 +35,7 @@ def fake_runs(monkeypatch, tmp_path):
                                                           "time/fit_s": 1.0, "epochs": 1}))
         return 0, [], [f"{RUN_DIR_LINE}{run_dir}"]
 
-    monkeypatch.setattr("mnist_bench.benchmark.runner.run_logged", run_logged)
+    monkeypatch.setattr("mnist_bench.benchmark.jobs.runner.run_logged", run_logged)
     return commands
 
 
@@ -202,7 +202,7 @@ def test_trials_of_killed_workers_do_not_count_as_failures(tmp_path, fake_runs):
 
 
 def test_failed_runs_still_stop_a_hopeless_study(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("mnist_bench.benchmark.runner.run_logged",
+    monkeypatch.setattr("mnist_bench.benchmark.jobs.runner.run_logged",
                         lambda cmd, *a, **k: (1, ["mnist-bench: boom"], []))
     assert sweep(tmp_path, SPACE, trials=1) == 1
     assert "3 trials failed in their runs" in one_line_error(capsys)

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import torch
 
-from mnist_bench.benchmark.aggregate import checked, rows_from_run_dirs, summarize, with_intervals
-from mnist_bench.benchmark.comparison import compare, markdown_section, paired_tests_figure
-from mnist_bench.benchmark.estimate import Countdown, cut_short, estimate_runs, plan_lines
-from mnist_bench.benchmark.plan import (
+from mnist_bench.benchmark.jobs.estimate import Countdown, cut_short, estimate_runs, plan_lines
+from mnist_bench.benchmark.jobs.plan import (
     Run,
     checked_against_run,
     done_before,
@@ -27,14 +25,22 @@ from mnist_bench.benchmark.plan import (
     usable_cpus,
     visible_gpus,
 )
-from mnist_bench.benchmark.plots import write_plots
-from mnist_bench.benchmark.runner import available_models, run_all, run_one
+from mnist_bench.benchmark.jobs.runner import available_models, run_all, run_one
+from mnist_bench.benchmark.report.aggregate import checked, rows_from_run_dirs, summarize, with_intervals
+from mnist_bench.benchmark.report.comparison import compare_models, markdown_section
+from mnist_bench.benchmark.report.row import failed_row
+from mnist_bench.benchmark.report.table import (
+    csv_text,
+    loss_note,
+    markdown_table,
+    print_rich_table,
+    test_set_note,
+)
 from mnist_bench.benchmark.seed_unit import SeedUnit, after_runs, choose, expected_seconds, runs_device
-from mnist_bench.benchmark.table import csv_text, loss_note, markdown_table, print_rich_table, test_set_note
 from mnist_bench.plots import save_figure
+from mnist_bench.plots.benchmark import paired_tests_figure, write_plots
 from mnist_bench.precision import cpu_capability
 from mnist_bench.provenance import cpu_name, git_sha, versions
-from mnist_bench.row import failed_row
 from mnist_bench.utils import read_json, write_json_atomic, write_text_atomic
 
 INTERVALS = ("95% CI (test images): Wilson's interval for the accuracy from the number of test images; "
@@ -86,7 +92,7 @@ def write_results(results: Path, env: dict, rows: list[dict], wall_s: float | No
     the summary table."""
     rows = [with_intervals(checked(row)) for row in rows]
     summary = summarize(rows)
-    comparison = compare(rows)
+    comparison = compare_models(rows)
     head = header(env, wall_s, seed_unit_s, seed_unit.note() if seed_unit else None)
     units = {row.get("seed_unit_s") for row in rows if row.get("time/fit_su") is not None}
     if reused:

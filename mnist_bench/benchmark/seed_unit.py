@@ -148,11 +148,11 @@ class SeedUnit:
 def measure(data_dir: str, device: torch.device) -> float | None:
     """The seed notebook's pipeline timed here: 1 su. None (with the reason) when it cannot run; the models' runs
     then say what is wrong with the data."""
-    from mnist_bench.benchmark import overhead
+    from mnist_bench.benchmark import seed_pipeline
 
-    print(f"== seed unit: the seed notebook's pipeline, {overhead.SEED_EPOCHS} epochs on {device} ==", flush=True)
+    print(f"== seed unit: the seed notebook's pipeline, {seed_pipeline.SEED_EPOCHS} epochs on {device} ==", flush=True)
     try:
-        return overhead.time_seed_pipeline(data_dir, overhead.SEED_EPOCHS, device)
+        return seed_pipeline.time_seed_pipeline(data_dir, seed_pipeline.SEED_EPOCHS, device)
     except (RuntimeError, OSError) as err:
         print(f"   -> no seed unit: {first_line(err)}", flush=True)
         return None

@@ -1,7 +1,8 @@
 from mnist_bench.callbacks.figures import TestFigures
+from mnist_bench.callbacks.history import EpochHistory
 from mnist_bench.callbacks.predictions import TestPredictions
 from mnist_bench.callbacks.progress import EpochLine, RunClock, RunProgressBar
 from mnist_bench.callbacks.report import RunReport
 from mnist_bench.callbacks.timing import TimingCallback
 
-__all__ = ["EpochLine", "RunClock", "RunProgressBar", "RunReport", "TestFigures", "TestPredictions", "TimingCallback"]
+__all__ = ["EpochHistory", "EpochLine", "RunClock", "RunProgressBar", "RunReport", "TestFigures", "TestPredictions", "TimingCallback"]

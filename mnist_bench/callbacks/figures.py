@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ class TestFigures(Callback):
     ``detections.png``: the same images with the predicted box in red and the ink box in green. Pixels and class
     names come from the model's dataset info."""
 
-    def __init__(self, run_dir: Callable[[], str | Path], grid_size: int = 48):
-        self.run_dir = run_dir
+    def __init__(self, run_dir: str | Path, grid_size: int = 48):
+        self.run_dir = Path(run_dir)
         self.grid_size = grid_size
         self._reset()
 
@@ -74,7 +73,7 @@ class TestFigures(Callback):
         confusion = pl_module.test_confusion.compute()  # on every rank: under DDP it gathers from all of them
         if not trainer.is_global_zero:
             return
-        run_dir = Path(self.run_dir())
+        run_dir = self.run_dir
         name = pl_module.model_name
         names = pl_module.dataset.class_names
         figures = {

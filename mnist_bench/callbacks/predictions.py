@@ -3,7 +3,6 @@ after the fact (the benchmark's paired tests read them)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,8 @@ class TestPredictions(Callback):
     no ``scores``) and ``scores`` (N×classes, float16), with ``model``, ``dataset`` and ``class_names``. Under DDP
     the ranks' images are gathered back into test-set order."""
 
-    def __init__(self, run_dir: Callable[[], str | Path]):
-        self.run_dir = run_dir
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
         self._reset()
 
     def _reset(self) -> None:
@@ -79,7 +78,7 @@ class TestPredictions(Callback):
         }
         if scores is not None:
             record["scores"] = scores.cpu().numpy().astype(np.float16)
-        with atomic_path(Path(self.run_dir()) / PREDICTIONS_FILE) as tmp:
+        with atomic_path(self.run_dir / PREDICTIONS_FILE) as tmp:
             with open(tmp, "wb") as f:  # a file object: np.savez would add .npz to the temporary name
                 np.savez_compressed(f, **record)
         self._reset()

@@ -9,6 +9,8 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import RichProgressBar, Timer
 
+from mnist_bench.callbacks.history import run_history
+
 
 def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
@@ -124,7 +126,7 @@ class EpochLine(Callback):
     def _print(self, trainer: Trainer, pl_module: LightningModule, epoch: int) -> None:
         if not trainer.is_global_zero or epoch < 0:
             return
-        row = next((r for r in pl_module.history if r["epoch"] == epoch), {})
+        row = next((r for r in run_history(trainer) if r["epoch"] == epoch), {})
         parts = [f"{key} {row[key]:.4f}" for key in ("train/loss", "val/loss", "val/acc") if key in row]
         elapsed = time.perf_counter() - self._start if self._start else 0.0
         clock = run_clock(trainer)

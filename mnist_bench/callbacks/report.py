@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,11 @@ from lightning.pytorch.callbacks import EarlyStopping, WeightAveraging
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from mnist_bench.benchmark.report.row import TEST_FIGURES
+from mnist_bench.callbacks.history import run_history
 from mnist_bench.callbacks.timing import TimingCallback
 from mnist_bench.errors import first_line
 from mnist_bench.provenance import device_description, git_sha, versions
-from mnist_bench.row import TEST_FIGURES
 from mnist_bench.utils import read_json, write_json_atomic
 
 
@@ -39,19 +39,17 @@ def early_stopping(trainer: Trainer) -> dict[str, Any] | None:
 
 
 class RunReport(Callback):
-    """After test (or on a crash) writes ``metrics.json``; logs the final test metrics to TensorBoard's HPARAMS.
+    """After test (or on a crash) writes ``metrics.json``; logs the final test metrics to TensorBoard's HPARAMS."""
 
-    ``run_dir`` is a callable so that the version folder is resolved only when the run writes.
-    """
-
-    def __init__(self, run_dir: Callable[[], str | Path], info: dict[str, Any]):
-        self.run_dir = run_dir
+    def __init__(self, run_dir: str | Path, info: dict[str, Any]):
+        self.run_dir = Path(run_dir)
         self.info = info
         self.metrics: dict[str, Any] | None = None
 
     # the record --------------------------------------------------------------------------------------------------
     def build(self, trainer: Trainer, pl_module: LightningModule, status: str, error: str | None) -> dict[str, Any]:
         timing = next((cb for cb in trainer.callbacks if isinstance(cb, TimingCallback)), None)
+        history = run_history(trainer)
         metrics = {
             "model": pl_module.model_name,
             "dataset": pl_module.dataset.name,
@@ -59,7 +57,7 @@ class RunReport(Callback):
             "error": error,
             **{key: _scalar(trainer.callback_metrics.get(key)) for key in TEST_FIGURES},
             "loss_kind": pl_module.loss_kind,
-            "epochs": len(pl_module.history),
+            "epochs": len(history),
             **(timing.summary() if timing else {}),
             "params": pl_module.num_parameters(),
             "pretrained": bool(pl_module.pretrained),
@@ -75,8 +73,8 @@ class RunReport(Callback):
             "device": device_description(pl_module.device),
             "versions": versions(),
             "git_sha": git_sha(),
-            "run_dir": str(self.run_dir()),
-            "history": pl_module.history,
+            "run_dir": str(self.run_dir),
+            "history": history,
             "config": self.info.get("config"),
         }
         metrics.update(pl_module.extra_metrics())
@@ -90,7 +88,7 @@ class RunReport(Callback):
         return metrics
 
     def write(self, metrics: dict[str, Any]) -> Path:
-        path = Path(self.run_dir()) / "metrics.json"
+        path = self.run_dir / "metrics.json"
         write_json_atomic(path, metrics)
         return path
 
@@ -111,7 +109,7 @@ class RunReport(Callback):
             status = getattr(exception, "status", "failed")  # "pruned": a sweep's pruner stopped it
         self.metrics = self.build(trainer, pl_module, status, error)
         self.metrics.update({key: None for key in TEST_FIGURES})
-        existing = Path(self.run_dir()) / "metrics.json"
+        existing = self.run_dir / "metrics.json"
         try:
             if existing.is_file():
                 record = read_json(existing)

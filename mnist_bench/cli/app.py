@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 import mnist_bench.models  # noqa: F401  (registers the models for short class paths)
 from mnist_bench.allowlist import restrict_config_imports
-from mnist_bench.benchmark.table import print_rich_table
+from mnist_bench.benchmark.report.table import print_rich_table
 from mnist_bench.callbacks import (
     EpochLine,
     RunClock,
@@ -36,17 +35,17 @@ from mnist_bench.callbacks import (
     TimingCallback,
 )
 from mnist_bench.callbacks.best import BestCheckpoint
+from mnist_bench.callbacks.history import EpochHistory, run_history
+from mnist_bench.callbacks.pruning import pruning_callbacks
 from mnist_bench.cli.loggers import build_loggers, logger_names
 from mnist_bench.cli.rundirs import (
     RUN_DIR_LINE,
     UNSUPPORTED_CKPT_PATHS,
     CompleteCheckpointIO,
+    RunDir,
     check_checkpoint,
-    model_logs,
     newest_last_checkpoint,
-    next_version,
     not_a_folder,
-    run_version,
 )
 from mnist_bench.data.datamodule import MNISTDataModule, TensorDataModule
 from mnist_bench.data.datasets import DEFAULT_DATASET, DatasetInfo
@@ -54,7 +53,6 @@ from mnist_bench.errors import ConfigError, UserFacingError, one_line, user_erro
 from mnist_bench.models.base import MNISTClassifier
 from mnist_bench.precision import detect, resolve
 from mnist_bench.speed import NoProfiler
-from mnist_bench.sweep.pruning import pruning_callbacks
 from mnist_bench.use.inference import resolve_checkpoint
 
 SUBCOMMANDS = ("fit", "validate", "test")
@@ -72,7 +70,7 @@ class SaveConfigToRunDir(SaveConfigCallback):
     """LightningCLI's config.yaml, written to the run's folder whatever the loggers (Lightning writes it to the first
     logger's directory, which for MLflow or W&B, or with logging off, is not the run's)."""
 
-    def __init__(self, parser: Any, config: Any, run_dir: Callable[[], Path], **kwargs: Any) -> None:
+    def __init__(self, parser: Any, config: Any, run_dir: Path, **kwargs: Any) -> None:
         super().__init__(parser, config, save_to_log_dir=False, **kwargs)
         self.run_dir = run_dir
 
@@ -87,7 +85,7 @@ class SaveConfigToRunDir(SaveConfigCallback):
         super().setup(trainer, pl_module, "fit")
 
     def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        path = Path(self.run_dir()) / self.config_filename
+        path = self.run_dir / self.config_filename
         path.parent.mkdir(parents=True, exist_ok=True)
         self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=self.multifile)
 
@@ -154,13 +152,13 @@ class MNISTBenchCLI(LightningCLI):
         kwargs.setdefault("parser_kwargs", {**no_exit, "prog": "mnist-bench", "description": DESCRIPTION,
                                             **{cmd: dict(no_exit) for cmd in SUBCOMMANDS}})
         kwargs.setdefault("save_config_callback", SaveConfigToRunDir)
-        kwargs.setdefault("save_config_kwargs", {"run_dir": self.run_dir})
         kwargs.setdefault("seed_everything_default", DEFAULT_SEED)
         kwargs.setdefault("parser_class", SafeLoadingParser)
         restrict_config_imports(allow_imports)
-        self._run_dir: Path | None = None
+        self.run: RunDir | None = None  # decided once, before the Trainer is built (_choose_run_dir)
         self._resume_dir: Path | None = None  # the folder of the run fit resumes
         self._ckpt_dataset: DatasetInfo | None = None
+        self._ckpt_history: list[dict] = []  # a tested or validated checkpoint's (fit restores its own)
         self._ctrl_c = CtrlCSeen()
         try:
             super().__init__(MNISTClassifier, TensorDataModule, *args, subclass_mode_model=True,
@@ -177,7 +175,7 @@ class MNISTBenchCLI(LightningCLI):
         if self.subcommand != "fit":
             done = "tested" if self.subcommand == "test" else "validated"
             return f"nothing was {done} to the end; rerun the same command"
-        last = self._run_dir / "checkpoints" / "last.ckpt" if self._run_dir is not None else None
+        last = self.run.checkpoints / "last.ckpt" if self.run is not None else None
         if last is None or not last.exists():
             return "no epoch was checkpointed yet; rerun the same command to start again"
         return (f"{last} holds the last complete epoch; to go on from it, rerun the same command with "
@@ -267,7 +265,7 @@ class MNISTBenchCLI(LightningCLI):
         random weights). It is resolved before LightningCLI reads the checkpoint's hyperparameters, so the model is
         built as it was trained; ``fit`` continues in that run's folder. Any checkpoint is read once here, as
         tensors and plain data, so that a damaged or unsafe one stops the command before anything is built."""
-        self._ckpt_dataset = None
+        self._ckpt_dataset, self._ckpt_history = None, []
         given = config.get("ckpt_path")
         if given == "last" or (given is not None and Path(given).is_dir()):
             name = run_name(_class(config.model.class_path).model_name, configured_dataset(config.get("data")))
@@ -281,22 +279,15 @@ class MNISTBenchCLI(LightningCLI):
                 self._resume_dir = path.parent.parent if path.parent.name == "checkpoints" else None
             print(f"{'resuming' if subcommand == 'fit' else subcommand + ' with'} {path}", file=sys.stderr)
         if config.get("ckpt_path") is not None:
-            self._ckpt_dataset = DatasetInfo.from_dict(check_checkpoint(config.ckpt_path).get("dataset"))
+            hparams, self._ckpt_history = check_checkpoint(config.ckpt_path)
+            self._ckpt_dataset = DatasetInfo.from_dict(hparams.get("dataset"))
 
-    def _choose_run_dir(self, config: Any) -> None:
+    def _choose_run_dir(self, config: Any) -> RunDir:
         """The run's folder, named for the model and the dataset that were built (a checkpoint's class wins over
         ``--model``): the resumed run's for ``fit --ckpt_path last`` (or that run's folder), else the next
         version."""
-        root = runs_root(config)
-        self._model_name = run_name(self.model.model_name, self.model.dataset.name)
-        self._log_root = model_logs(root, self._model_name).parent
-        logs = self._log_root / self._model_name
-        version = run_version(self._resume_dir, logs) if self._resume_dir is not None else None
-        self._version = next_version(logs) if version is None else version
-        self._run_dir = self._log_root / self._model_name / f"version_{self._version}"
-
-    def run_dir(self) -> Path:
-        return self._run_dir
+        return RunDir.choose(runs_root(config), run_name(self.model.model_name, self.model.dataset.name),
+                             self._resume_dir)
 
     def _check_checkpoint_fits_the_data(self) -> None:
         """A checkpoint is scored or resumed only on the dataset it was trained on."""
@@ -326,12 +317,13 @@ class MNISTBenchCLI(LightningCLI):
         config = self._config()
         trainer_config = {**self.config_init.get(str(self.subcommand), self.config_init)["trainer"], **kwargs}
         self._check_checkpoint_fits_the_data()
-        self._choose_run_dir(config)
+        self.run = self._choose_run_dir(config)
+        self.save_config_kwargs = {**self.save_config_kwargs, "run_dir": self.run.path}
         overrides: dict[str, Any] = {
             "logger": self._loggers(trainer_config.get("logger"), config.get("logger")),
             "profiler": trainer_config.get("profiler") or NoProfiler(),
         }
-        rank_zero_info(f"{RUN_DIR_LINE}{self._run_dir}")
+        rank_zero_info(f"{RUN_DIR_LINE}{self.run.path}")
         self._hardware = detect(trainer_config.get("accelerator") or "auto")
         model_class = type(self.model)
         overrides["precision"], reason = resolve(trainer_config.get("precision"), self._hardware,
@@ -344,11 +336,15 @@ class MNISTBenchCLI(LightningCLI):
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):  # a user's own checkpoint IO wins
             overrides["plugins"] = [*plugins, CompleteCheckpointIO()]
-        trainer = super().instantiate_trainer(**{**kwargs, **overrides})
-        for callback in trainer.checkpoint_callbacks:  # checkpoints in the run's folder, whatever the loggers
+        self._checkpoints_in_the_run_dir(overrides["callbacks"])
+        return super().instantiate_trainer(**{**kwargs, **overrides})
+
+    def _checkpoints_in_the_run_dir(self, callbacks: list) -> None:
+        """Checkpoints go in the run's folder, whatever the loggers, unless a checkpoint callback names its own."""
+        config_init = self.config_init.get(str(self.subcommand), self.config_init)
+        for callback in [*callbacks, config_init.get("checkpoint")]:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
-                callback.dirpath = str(self._run_dir / "checkpoints")
-        return trainer
+                callback.dirpath = str(self.run.checkpoints)
 
     def _config(self) -> Any:
         return self.config.get(str(self.subcommand), self.config)
@@ -363,7 +359,7 @@ class MNISTBenchCLI(LightningCLI):
             return False
         from_config = [] if given in (None, True) else (list(given) if isinstance(given, list) else [given])
         names = logger_names(shortcut) if shortcut or not from_config else []
-        return build_loggers(names, self._log_root, self._model_name, self._version) + from_config or False
+        return build_loggers(names, self.run) + from_config or False
 
     def _run_callbacks(self, trainer_config: dict[str, Any], given: list) -> list:
         config = self._config()
@@ -378,17 +374,18 @@ class MNISTBenchCLI(LightningCLI):
         }
         if self.subcommand in ("test", "validate") and config.get("ckpt_path"):
             info["tested_weights"] = {"which": "checkpoint", "checkpoint": str(config.ckpt_path)}
-        callbacks: list = [TimingCallback(), RunReport(self.run_dir, info), TestPredictions(self.run_dir),
+        history = EpochHistory() if self.subcommand in ("fit", None) else EpochHistory(self._ckpt_history)
+        callbacks: list = [TimingCallback(), history, RunReport(self.run.path, info), TestPredictions(self.run.path),
                            self._ctrl_c]
         if self.subcommand == "fit":
             callbacks += pruning_callbacks()  # a sweep's trial reports to its study (none for an ordinary run)
         if self.subcommand in ("fit", None) and config.get("test_weights") == "best":  # None: built with run=False
             monitor = config.get("best_monitor")
-            callbacks.append(BestCheckpoint(dirpath=str(self._run_dir / "checkpoints"), filename=BEST_FILENAME,
+            callbacks.append(BestCheckpoint(dirpath=str(self.run.checkpoints), filename=BEST_FILENAME,
                                             monitor=monitor, save_top_k=1, save_last=False,
                                             save_on_train_epoch_end=False))
         if self.subcommand == "test":  # fit gets it for its closing test pass (after_fit)
-            callbacks.append(TestFigures(self.run_dir))
+            callbacks.append(TestFigures(self.run.path))
         if self.subcommand in ("fit", None):
             callbacks.append(RunClock())  # the run's remaining time, for the epoch lines and the bar
         if trainer_config.get("enable_progress_bar") is False:
@@ -408,7 +405,7 @@ class MNISTBenchCLI(LightningCLI):
         if not self.trainer.interrupted:
             self._report_info()["tested_weights"] = self._choose_tested_weights()
             # the pictures come from the closing test pass; attached only now, they cost no training step anything
-            self.trainer.callbacks.append(TestFigures(self.run_dir))
+            self.trainer.callbacks.append(TestFigures(self.run.path))
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
             self._print_result()
         self._leave_together()
@@ -421,7 +418,7 @@ class MNISTBenchCLI(LightningCLI):
         """The weights the closing test scores, and what metrics.json says of them. ``last``: the model as training
         left it (with weight averaging on, the averaged weights). ``best``: the best validated epoch's checkpoint,
         loaded into the model (its averaged weights where averaging is on); the history stays the whole run's."""
-        history = self.model.history
+        history = run_history(self.trainer)
         last = {"which": "last", "epoch": history[-1]["epoch"] if history else None}
         if self._config().get("test_weights") != "best":
             return last

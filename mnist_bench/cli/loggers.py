@@ -16,6 +16,7 @@ from pathlib import Path
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from mnist_bench.cli.rundirs import RunDir
 from mnist_bench.errors import ConfigError
 
 DEFAULT_LOGGERS = "tensorboard"
@@ -57,9 +58,9 @@ def logger_names(value: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def build_loggers(names: list[str], root: Path, model: str, version: int) -> list[Logger]:
-    """Lightning's loggers for ``names``, all writing into (or naming) ``root/model/version_<version>``."""
-    run = root / model / f"version_{version}"
+def build_loggers(names: list[str], run_dir: RunDir) -> list[Logger]:
+    """Lightning's loggers for ``names``, all writing into (or naming) the run's folder."""
+    root, model, version, run = run_dir.logs, run_dir.name, run_dir.version, run_dir.path
     loggers: list[Logger] = []
     for name in names:
         if name == "tensorboard":

@@ -115,7 +115,7 @@ def run(argv: list[str], allow_imports: list[str]) -> None:
     corrected = unbias_smoothing(finder)
     lightning_suggestion = finder.suggestion()
     suggestion = steepest_per_decade(finder.results["lr"], finder.results["loss"])
-    run_dir = cli.run_dir()
+    run_dir = cli.run.path
     run_dir.mkdir(parents=True, exist_ok=True)
     figure, ax = plt.subplots(figsize=(6, 4.5))
     ax.plot(finder.results["lr"], finder.results["loss"])

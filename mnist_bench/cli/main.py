@@ -17,7 +17,7 @@ from jsonargparse import ArgumentError
 from mnist_bench.allowlist import allowed_imports, import_refusal
 from mnist_bench.cli.app import MNISTBenchCLI
 from mnist_bench.errors import ConfigError, one_line, user_error_in
-from mnist_bench.sweep.pruning import die_with_worker
+from mnist_bench.sweep.protocol import die_with_worker
 from mnist_bench.utils import pin_to_given_cpus
 
 # subcommands of our own, outside LightningCLI (its `predict` on the test set gives way to ours on image files)

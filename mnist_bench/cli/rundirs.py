@@ -11,12 +11,14 @@ from __future__ import annotations
 import io
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from mnist_bench.callbacks.history import history_in
 from mnist_bench.errors import UserFacingError
 from mnist_bench.use.inference import load_failure
 from mnist_bench.utils import atomic_path
@@ -67,9 +69,38 @@ def newest_last_checkpoint(root: str | Path, model: str, subcommand: str) -> tup
     return version, versions[version]
 
 
-def check_checkpoint(path: str | Path) -> dict:
+@dataclass(frozen=True)
+class RunDir:
+    """A run's folder, ``<root>/lightning_logs/<name>/version_<n>``, decided once before the Trainer is built and
+    handed as this value to the loggers, the checkpoints and the callbacks that write into it."""
+
+    root: Path  # the folder whose lightning_logs/ holds the runs
+    name: str  # the model's name, and the dataset's unless it is MNIST (cli.app.run_name)
+    version: int
+
+    @classmethod
+    def choose(cls, root: str | Path, name: str, resumed: Path | None = None) -> RunDir:
+        """The resumed run's folder when ``resumed`` is one of this root's runs of ``name``, else the next version."""
+        logs = model_logs(root, name)
+        version = run_version(resumed, logs) if resumed is not None else None
+        return cls(Path(root), name, next_version(logs) if version is None else version)
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "lightning_logs"
+
+    @property
+    def path(self) -> Path:
+        return self.logs / self.name / f"version_{self.version}"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+
+def check_checkpoint(path: str | Path) -> tuple[dict, list[dict]]:
     """Refuses a missing file, and one that ``torch.load(weights_only=True)`` will not read: unsafe (its pickled
-    code never runs), truncated or not a checkpoint. Returns its hyperparameters."""
+    code never runs), truncated or not a checkpoint. Returns its hyperparameters and its per-epoch history."""
     if not Path(path).is_file():
         raise UserFacingError(f"checkpoint {path} not found. Fix: give an existing .ckpt file, or --ckpt_path last "
                               "to resume the newest run of this model")
@@ -80,7 +111,7 @@ def check_checkpoint(path: str | Path) -> dict:
     hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or not isinstance(hparams, dict):
         raise UserFacingError(load_failure(path, ValueError("no state_dict and hyper_parameters in it")))
-    return hparams
+    return hparams, history_in(ckpt)
 
 
 class CompleteCheckpointIO(TorchCheckpointIO):

@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserFacingError as err:
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 1
-    from mnist_bench.evaluate.figures import write_figures
     from mnist_bench.evaluate.report import build
+    from mnist_bench.plots.robustness import write_figures
 
     wall = time.perf_counter() - started
     text, data = build(records, correct, header(records, wall, reused))

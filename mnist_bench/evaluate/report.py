@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_bench.benchmark.stats import LEVEL, holm, mcnemar_exact, wilson_interval
+from mnist_bench.benchmark.report.stats import LEVEL, holm, mcnemar_exact, wilson_interval
 from mnist_bench.evaluate.calibration import BOOTSTRAP, ece_bootstrap
 from mnist_bench.evaluate.corruptions import CORRUPTIONS, SEVERITY
 

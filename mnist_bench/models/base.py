@@ -98,7 +98,6 @@ class MNISTClassifier(LightningModule):
                                         for stage in ("val", "test")})
         self.train_loss = TrainingLossWindow(CHECK_EVERY)
         self.test_confusion = MulticlassConfusionMatrix(num_classes=self.num_classes)
-        self.history: list[dict[str, float]] = []
         self.stop_on_divergence = True  # the LR finder drives the loss up on purpose and turns this off
         self._total_steps: int | None = None  # what a step-counting LR schedule was built for
         self._resumed_total_steps: int | None = None  # ... in the checkpoint a run resumes from
@@ -201,19 +200,8 @@ class MNISTClassifier(LightningModule):
             self.log_dict(own, sync_dist=True)
         metrics.reset()
         self._reset_epoch_loss(stage)
-        if stage != "test" and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
-            self._record({**values, **own})
-
-    def _record(self, values: dict[str, Tensor]) -> None:
-        """Per-epoch history (train and val loss, accuracy, F1), kept in checkpoints so a resumed run has it all."""
-        row = next((r for r in self.history if r["epoch"] == self.current_epoch), None)
-        if row is None:
-            row = {"epoch": self.current_epoch}
-            self.history.append(row)
-        row.update({key: float(value) for key, value in values.items()})  # one host sync per epoch
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["mnist_bench_history"] = [dict(row) for row in self.history]
         if self._total_steps is not None:
             checkpoint["mnist_bench_total_steps"] = int(self._total_steps)
         # Config values arrive as jsonargparse's typed subclasses (PositiveInt, ...); stored as plain numbers, the
@@ -223,7 +211,6 @@ class MNISTClassifier(LightningModule):
                 checkpoint[key] = plain_values(checkpoint[key])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.history = [dict(row) for row in checkpoint.get("mnist_bench_history", [])]
         self._resumed_total_steps = checkpoint.get("mnist_bench_total_steps")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:

@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sweep(args: argparse.Namespace, fit_args: list[str]) -> int:
-    from mnist_bench.benchmark.plan import job_environments, usable_cpus, visible_gpus
-    from mnist_bench.benchmark.runner import stop_all_runs
+    from mnist_bench.benchmark.jobs.plan import job_environments, usable_cpus, visible_gpus
+    from mnist_bench.benchmark.jobs.runner import stop_all_runs
     from mnist_bench.sweep import optuna_parts as parts
     from mnist_bench.sweep import study as studies
     from mnist_bench.sweep.report import write_report

@@ -25,7 +25,7 @@ from typing import Any
 from mnist_bench.cli.rundirs import RUN_DIR_LINE
 from mnist_bench.errors import ConfigError, UserFacingError
 from mnist_bench.sweep.optuna_parts import HEARTBEAT_S
-from mnist_bench.sweep.pruning import PRUNED_EXIT, TRIAL_VARIABLE
+from mnist_bench.sweep.protocol import PRUNED_EXIT, trial_environment
 from mnist_bench.sweep.space import SearchSpace, override_args
 from mnist_bench.utils import process_alive, read_json
 
@@ -222,15 +222,14 @@ def run_trial(study: Any, trial: Any, space: SearchSpace, how: TrialRun, storage
     """Runs one trial as ``mnist-bench fit``, tells the study how it ended. Returns (state, error)."""
     from optuna.trial import TrialState
 
-    from mnist_bench.benchmark.runner import run_logged
+    from mnist_bench.benchmark.jobs.runner import run_logged
 
     values = space.suggest(trial)
     trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
     cmd = [sys.executable, "-m", "mnist_bench", "fit", "--config", how.config, *how.fit_args, *override_args(values),
            f"--trainer.default_root_dir={how.runs_dir / f'trial_{trial.number}'}"]  # a folder each: workers in parallel
-    env = {**how.env, TRIAL_VARIABLE: json.dumps({"storage": storage_url, "study": study.study_name,
-                                                 "trial_id": trial._trial_id, "monitor": space.objective,
-                                                 "pruner": how.pruner})}
+    env = {**how.env, **trial_environment(storage_url, study.study_name, trial._trial_id, space.objective,
+                                          how.pruner)}
     stop = threading.Event()
 
     def beat() -> None:  # the trial is alive as long as this worker is

@@ -98,7 +98,7 @@ def measure(config: Path, data_dir: str, compile_net: bool, root: Path) -> dict[
     }
 
 
-def compare(config: Path, data_dir: str) -> dict[str, Any]:
+def compare_compiled(config: Path, data_dir: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mnist-bench-compile-") as tmp:
         eager = measure(config, data_dir, False, Path(tmp) / "eager")
         # a cache of its own: compile time as a first run meets it, not what an earlier run left on disk
@@ -147,7 +147,7 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist_bench.benchmark.compile_speed",
+    parser = argparse.ArgumentParser(prog="python -m mnist_bench.benchmark.experiments.compile_speed",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=None, help="model configs (default: configs/*.yaml)")
     parser.add_argument("--data_dir", default="data")
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     for config in configs:
         print(f"== {config}", file=sys.stderr, flush=True)
         try:
-            rows.append(compare(config, args.data_dir))
+            rows.append(compare_compiled(config, args.data_dir))
         except Exception as err:  # noqa: BLE001 - a model that does not compile is a finding, not a crash
             from mnist_bench.errors import first_line
 

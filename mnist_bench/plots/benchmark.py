@@ -1,12 +1,14 @@
-"""The benchmark's comparison plots: training curves, accuracy versus training time."""
+"""The benchmark's figures: training curves, accuracy versus training time, the paired tests' matrix."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.ticker import ScalarFormatter
 
+from mnist_bench.benchmark.report.comparison import short_p
 from mnist_bench.plots import plt, save_figure
 
 
@@ -90,3 +92,43 @@ def write_plots(rows: list[dict[str, Any]], summary: list[dict[str, Any]], out: 
                 dst.write_bytes(src.read_bytes())
                 written.append(dst)
     return written
+
+
+def paired_tests_figure(comparison: dict[str, Any]):
+    """A matrix of accuracy differences (row minus column, points), coloured by size, Holm-adjusted p-values
+    written in, significant cells framed. None when nothing was compared."""
+    tests = comparison["tests"]
+    if not tests:
+        return None
+    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    for t in tests:
+        chosen.setdefault((t["a"], t["b"]), t)
+    models = list(dict.fromkeys([t["a"] for t in tests] + [t["b"] for t in tests]))
+    k = len(models)
+    diff = np.full((k, k), np.nan)
+    text = [["" for _ in range(k)] for _ in range(k)]
+    significant = np.zeros((k, k), dtype=bool)
+    for (a, b), t in chosen.items():
+        i, j = models.index(a), models.index(b)
+        d = 100 * (t["correct_a"] - t["correct_b"]) / t["n"]
+        diff[i, j], diff[j, i] = d, -d
+        for r, c, v in ((i, j, d), (j, i, -d)):
+            text[r][c] = f"{v:+.2f}\np {short_p(t['p_holm'])}"
+            significant[r, c] = t["significant"]
+    limit = max(float(np.nanmax(np.abs(diff))), 0.05)
+    fig, ax = plt.subplots(figsize=(1.3 * k + 2.2, 1.1 * k + 1.4), dpi=110)
+    image = ax.imshow(diff, cmap="RdBu", vmin=-limit, vmax=limit)
+    for r in range(k):
+        for c in range(k):
+            if text[r][c]:
+                dark = abs(diff[r, c]) > 0.6 * limit  # white on the darkest cells
+                ax.text(c, r, text[r][c], ha="center", va="center", fontsize=8, color="white" if dark else "black",
+                        fontweight="bold" if significant[r, c] else "normal")
+            if significant[r, c]:
+                ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, lw=2, ec="black"))
+    ax.set_xticks(range(k), models, rotation=30, ha="right")
+    ax.set_yticks(range(k), models)
+    fig.colorbar(image, ax=ax, label="row minus column (accuracy points)")
+    ax.set_title("Paired tests (McNemar, Holm-adjusted p; framed: significant)", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,6 +1,6 @@
 """A/B of two benchmark results folders: the same models and seeds trained two ways (a training option on and off).
 
-``python -m mnist_bench.benchmark.ab --a results/ema/off --b results/ema/on --labels "EMA off" "EMA on"``
+``python -m mnist_bench.benchmark.experiments.ab --a results/ema/off --b results/ema/on --labels "EMA off" "EMA on"``
 
 For each model in both, seed by seed: the two test accuracies, their difference, and McNemar's exact test on the same
 test images (per-image predictions from the run folders; Holm-corrected over every test of the comparison); over the
@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mnist_bench.benchmark.stats import paired_tests, seed_interval
+from mnist_bench.benchmark.report.row import percent
+from mnist_bench.benchmark.report.stats import paired_tests, seed_interval
 from mnist_bench.use.outputs import owned
 from mnist_bench.utils import read_json, write_json_atomic
 
@@ -24,7 +25,7 @@ from mnist_bench.utils import read_json, write_json_atomic
 def rows_of(results: Path, root: Path | None) -> list[dict[str, Any]]:
     """The ok rows of a benchmark's ``benchmark.json``, their run dirs resolved against ``root`` (the folder the
     benchmark ran in) when relative. A row whose figures are not numbers (an edited file) is refused."""
-    from mnist_bench.benchmark.aggregate import bad_figure, predictions_disagree
+    from mnist_bench.benchmark.report.aggregate import bad_figure, predictions_disagree
 
     path = results / "benchmark.json"
     record = read_json(path)
@@ -44,7 +45,7 @@ def rows_of(results: Path, root: Path | None) -> list[dict[str, Any]]:
     return rows
 
 
-def compare(rows_a: list[dict], rows_b: list[dict], label_a: str, label_b: str) -> dict[str, Any]:
+def compare_benchmarks(rows_a: list[dict], rows_b: list[dict], label_a: str, label_b: str) -> dict[str, Any]:
     if label_a == label_b:
         raise ValueError(f"the two arms need different labels, both are {label_a!r}")
     for rows, label in ((rows_a, label_a), (rows_b, label_b)):
@@ -61,7 +62,7 @@ def compare(rows_a: list[dict], rows_b: list[dict], label_a: str, label_b: str) 
         found, missed = paired_tests([r for r in arms if r["model"].startswith(f"{model} ")])
         tests += found
         skipped += missed
-    from mnist_bench.benchmark.stats import holm
+    from mnist_bench.benchmark.report.stats import holm
 
     for test, adjusted in zip(tests, holm([t.p for t in tests]), strict=True):
         test.p_holm = adjusted
@@ -88,10 +89,6 @@ def compare(rows_a: list[dict], rows_b: list[dict], label_a: str, label_b: str) 
             "skipped": skipped, "unofficial_test_set": unofficial}
 
 
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.2f}%"
-
-
 def _seconds(v: float | None) -> str:
     return "—" if v is None else f"{v:.0f}"
 
@@ -110,9 +107,9 @@ def markdown(result: dict[str, Any], header: str) -> str:
              f"{b} − {a}, mean (95% CI) | fit s {a} | fit s {b} |", "|---|---|---|---|---:|---:|---:|---|---|"]
     for s in result["summary"]:
         lines.append(
-            f"| {s['model']} | {', '.join(map(str, s['seeds']))} | {', '.join(_pct(v) for v in s['acc_a'])} | "
-            f"{', '.join(_pct(v) for v in s['acc_b'])} | {_pct(s['mean_a'])} ({_ci(s['ci_a'])}) | "
-            f"{_pct(s['mean_b'])} ({_ci(s['ci_b'])}) | {100 * s['mean_diff']:+.2f} points ({_ci(s['ci_diff'], True)}) | "
+            f"| {s['model']} | {', '.join(map(str, s['seeds']))} | {', '.join(percent(v) for v in s['acc_a'])} | "
+            f"{', '.join(percent(v) for v in s['acc_b'])} | {percent(s['mean_a'])} ({_ci(s['ci_a'])}) | "
+            f"{percent(s['mean_b'])} ({_ci(s['ci_b'])}) | {100 * s['mean_diff']:+.2f} points ({_ci(s['ci_diff'], True)}) | "
             f"{', '.join(map(_seconds, s['fit_s_a']))} | {', '.join(map(_seconds, s['fit_s_b']))} |")
     if result.get("unofficial_test_set"):
         lines += ["", "Not on the published test set (its size or md5 differs): "
@@ -144,7 +141,7 @@ def output_refusal(a: Path, b: Path, base: Path, overwrite: bool) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist_bench.benchmark.ab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mnist_bench.benchmark.experiments.ab", description=__doc__.splitlines()[0])
     parser.add_argument("--a", required=True, type=Path, help="results folder of the first arm")
     parser.add_argument("--b", required=True, type=Path, help="results folder of the second arm")
     parser.add_argument("--labels", nargs=2, default=("A", "B"), metavar=("LABEL_A", "LABEL_B"))
@@ -165,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     try:
-        result = compare(*rows, *args.labels)
+        result = compare_benchmarks(*rows, *args.labels)
     except ValueError as err:
         print(f"ab: error: {err}", file=sys.stderr)
         return 2

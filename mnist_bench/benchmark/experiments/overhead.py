@@ -22,6 +22,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from mnist_bench.benchmark.seed_pipeline import SEED_EPOCHS, sync, time_seed_pipeline
 from mnist_bench.data.datamodule import MNISTDataModule, ShuffledBatches, random_affine
 from mnist_bench.data.datasets import MNIST as MNIST_SPEC
 from mnist_bench.models.base import metric_collection
@@ -30,22 +31,6 @@ from mnist_bench.provenance import device_description, git_sha, versions
 from mnist_bench.utils import write_json_atomic
 
 normalize = MNIST_SPEC.info.normalize
-
-SEED_EPOCHS = 5  # the notebook's; this pipeline's 5-epoch training time on a machine is its seed unit (su)
-
-
-def seed_notebook_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10),
-    )
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def cnn_precision(config: dict, device: torch.device) -> str:
     """The precision ``mnist-bench fit`` resolves for this config on this device."""
@@ -58,33 +43,6 @@ def cnn_precision(config: dict, device: torch.device) -> str:
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
     return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-
-
-def time_seed_pipeline(data_dir: str, epochs: int, device: torch.device) -> float:
-    """The seed notebook's training loop (batches moved to the device one by one, as there); returns its training
-    seconds."""
-    from torch.utils.data import DataLoader
-    from torchvision import transforms
-    from torchvision.datasets import MNIST
-
-    torch.manual_seed(0)
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_SPEC.info.mean,), (MNIST_SPEC.info.std,))])
-    loader = DataLoader(MNIST(data_dir, train=True, download=False, transform=tf), batch_size=64, shuffle=True)
-    model = seed_notebook_cnn().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model.train()
-    _sync(device)
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-        _sync(device)
-        print(f"  seed pipeline: epoch {epoch + 1}/{epochs} done at {time.perf_counter() - start:.1f} s", flush=True)
-    return time.perf_counter() - start
 
 
 def time_plain_loop(config: dict, data_dir: str, device: torch.device) -> float:
@@ -114,7 +72,7 @@ def time_plain_loop(config: dict, data_dir: str, device: torch.device) -> float:
     train_s = 0.0
     for epoch in range(epochs):
         net.train()
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         for images, y in batches:
@@ -137,7 +95,7 @@ def time_plain_loop(config: dict, data_dir: str, device: torch.device) -> float:
         train_acc = float(metrics.compute()["acc"])
         metrics.reset()
         train_loss = float(loss_sum) / len(dm.train_set)
-        _sync(device)
+        sync(device)
         train_s += time.perf_counter() - start
         val_acc = validate(net, dm, dtype, channels_last)  # as Lightning does between epochs; not timed, as there
         print(f"  plain loop: epoch {epoch + 1}/{epochs}  train/loss {train_loss:.4f}  train/acc {train_acc:.4f}  "
@@ -168,7 +126,7 @@ def time_lightning(config_path: str, data_dir: str, extra: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist_bench.benchmark.overhead", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mnist_bench.benchmark.experiments.overhead", description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--config", default="configs/cnn.yaml")
     parser.add_argument("--seed_epochs", type=int, default=SEED_EPOCHS, help="epochs of the seed pipeline (the notebook: 5)")

@@ -129,9 +129,9 @@ def checked_against_run(record: Path, run: Run, key: str, row: dict[str, Any],
     """A recorded row as its run's own ``metrics.json`` has it: the figures are the run's, and a record that
     names another model or seed, a run made for another key, or whose figures differ from the run's, is a failed
     row that says so."""
-    from mnist_bench.benchmark.aggregate import checked, predictions_disagree
+    from mnist_bench.benchmark.report.aggregate import checked, predictions_disagree
+    from mnist_bench.benchmark.report.row import MEAN_OVER_SEEDS, failed_row
     from mnist_bench.benchmark.seed_unit import was_measured
-    from mnist_bench.row import MEAN_OVER_SEEDS, failed_row
 
     differ = [k for k in ("model", "seed") if metrics.get(k) != row.get(k)]
     if (stamp := stamped_key(Path(str(row.get("run_dir") or "")))) != key:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mnist_bench.benchmark.report.row import failed_row
 from mnist_bench.cli.rundirs import RUN_DIR_LINE
-from mnist_bench.row import failed_row
 from mnist_bench.utils import process_alive, read_json
 
 

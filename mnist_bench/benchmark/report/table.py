@@ -5,11 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mnist_bench.row import CSV_EXTRA, Field, cell, partial_test, table_fields, unofficial_test
+from mnist_bench.benchmark.report.row import (
+    CSV_EXTRA,
+    Field,
+    cell,
+    partial_test,
+    table_fields,
+    unofficial_test,
+)
 
 
 def columns(rows: Sequence[dict[str, Any]]) -> list[Field]:
-    """The table's columns for these rows (``mnist_bench/row.py`` defines them)."""
+    """The table's columns for these rows (``mnist_bench/benchmark/report/row.py`` defines them)."""
     return table_fields(rows)
 
 

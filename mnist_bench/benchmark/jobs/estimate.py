@@ -336,7 +336,7 @@ def run_probe(model: str, seed: int, config_dir: Path, data_dir: str, extra: lis
               log_file: Path) -> tuple[dict[str, Any] | None, str]:
     """The run's own ``mnist-bench fit`` cut to 2 epochs of PROBE_BATCHES batches, in a folder of its own that is
     removed after; returns its row (with its process's wall time) or None, and what happened."""
-    from mnist_bench.benchmark.runner import run_logged
+    from mnist_bench.benchmark.jobs.runner import run_logged
 
     with tempfile.TemporaryDirectory(prefix="mnist-bench-probe-") as root:
         cmd = [sys.executable, "-m", "mnist_bench", "fit", "--config", str(config_dir / f"{model}.yaml"),

@@ -8,8 +8,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from mnist_bench.benchmark.stats import seed_interval, wilson_interval
-from mnist_bench.row import FRACTIONS, MEAN_OVER_SEEDS, SAME_FOR_EVERY_SEED, failed_row
+from mnist_bench.benchmark.report.row import FRACTIONS, MEAN_OVER_SEEDS, SAME_FOR_EVERY_SEED, failed_row
+from mnist_bench.benchmark.report.stats import seed_interval, wilson_interval
 from mnist_bench.utils import read_json
 
 
