@@ -25,16 +25,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mnist_bench.inference import images as current  # noqa: E402
+from mnist_bench.inference.checkpoints import class_probabilities, load_trained  # noqa: E402
 from mnist_bench.provenance import cpu_name, git_sha  # noqa: E402
-from mnist_bench.use import images as current  # noqa: E402
-from mnist_bench.use.inference import class_probabilities, load_trained  # noqa: E402
 from tests import handwriting  # noqa: E402
 from tests.photos import photograph  # noqa: E402
 
 
 def preparation_at(rev: str):
-    """mnist_bench/use/images.py as it was at ``rev``, imported on its own."""
-    text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:mnist_bench/use/images.py"], check=True,
+    """mnist_bench/inference/images.py as it was at ``rev``, imported on its own."""
+    text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:mnist_bench/inference/images.py"], check=True,
                           capture_output=True, text=True).stdout
     path = Path(tempfile.mkdtemp()) / f"images_{rev}.py"
     path.write_text(text)
@@ -66,7 +66,7 @@ def read(model, prepared: list[np.ndarray | None]) -> np.ndarray:
 def read_numbers(model, test, used: np.ndarray, per_length: int) -> list[dict]:
     """Exact-string and per-digit accuracy of rows of 2 to 8 digits, from the fonts and from MNIST test digits
     (not those of the single-digit set)."""
-    from mnist_bench.use.number import segment
+    from mnist_bench.inference.number import segment
 
     def probabilities(batch: list[np.ndarray]) -> torch.Tensor:
         return class_probabilities(model, model.dataset.normalize(torch.from_numpy(np.stack(batch))[:, None]))

@@ -13,7 +13,7 @@ import torch
 
 from mnist_bench.evaluate.attacks import AttackSettings, adversarial_images, predict_pixels
 from mnist_bench.evaluate.run import Settings, TestImages
-from mnist_bench.use.inference import load_trained
+from mnist_bench.inference.checkpoints import load_trained
 
 MODELS = ("alexnet", "cnn", "faster_rcnn", "vgg16", "vit")
 

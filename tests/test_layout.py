@@ -98,3 +98,14 @@ def test_every_folder_of_the_package_is_a_package():
     missing = [str(d.relative_to(ROOT)) for d in PACKAGE.rglob("*") if d.is_dir() and d.name != "__pycache__"
                and not (d / "__init__.py").exists()]
     assert missing == []
+
+
+def test_the_reuse_ledger_names_files_that_exist():
+    """A run's reuse key digests the package's code less the modules that only read finished runs: each such
+    module exists where the ledger says, so a move cannot leave it counting as run code (or a typo skip nothing)."""
+    from mnist_bench.benchmark.jobs import plan
+    from mnist_bench.evaluate import run
+
+    assert (plan.PACKAGE_ROOT / "mnist_bench" / "__init__.py").is_file()
+    assert [name for name in plan.READS_FINISHED_RUNS if not (plan.PACKAGE_ROOT / name).is_file()] == []
+    assert [p for p in run.MEASURING_CODE if not list(run.PACKAGE.glob(p))] == []

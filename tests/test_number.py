@@ -10,9 +10,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from mnist_bench.data.datasets import FASHION_MNIST
+from mnist_bench.inference.number import segment
+from mnist_bench.inference.predict import main as predict_main
 from mnist_bench.models import CNN
-from mnist_bench.use.number import segment
-from mnist_bench.use.predict import main as predict_main
 
 from . import handwriting
 
@@ -99,7 +99,7 @@ def test_predict_number_gives_a_string_with_each_digits_confidence_and_boxes(che
     assert [d for d, _ in per_digit] == list(row["number"])
     assert float(row["confidence"]) == pytest.approx(min(float(p) for _, p in per_digit), abs=1e-3)
     assert Image.open(seen / "row.png").size == (4 * 28, 28), "the four digits as the model saw them"
-    from mnist_bench.use.sheet import BOX_COLOUR
+    from mnist_bench.inference.sheet import BOX_COLOUR
 
     picture = np.asarray(Image.open(sheet).convert("RGB")).astype(int)
     assert (np.abs(picture - np.array(BOX_COLOUR)).sum(-1) < 40).sum() > 50, "the boxes are drawn on the sheet"
@@ -115,7 +115,7 @@ def test_number_with_a_model_of_other_classes_is_one_line(checkpoint, tmp_path, 
 
 
 def test_a_digit_box_wider_than_a_digit_makes_the_number_uncertain():
-    from mnist_bench.use.number import DigitBox, too_wide
+    from mnist_bench.inference.number import DigitBox, too_wide
 
     blank = np.zeros((28, 28))
     assert not too_wide([DigitBox(0, 60, 0, 100, blank), DigitBox(70, 150, 0, 100, blank)])

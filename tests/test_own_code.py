@@ -116,8 +116,8 @@ def test_predict_and_export_load_your_own_model_once_allowed(toy, tiny_fit_args,
     import numpy as np
     from PIL import Image
 
-    from mnist_bench.use.export import main as export_main
-    from mnist_bench.use.predict import main as predict_main
+    from mnist_bench.inference.export import main as export_main
+    from mnist_bench.inference.predict import main as predict_main
 
     main(["fit", "--config", str(toy), *tiny_fit_args, "--allow-imports", "toy_models", "--trainer.max_epochs=1"])
     run = tmp_path / "lightning_logs" / "tiny_mlp" / "version_0"
@@ -140,7 +140,7 @@ def test_a_package_named_like_the_project_is_not_the_project(tmp_path, tiny_fit_
     import numpy as np
     from PIL import Image
 
-    from mnist_bench.use.predict import main as predict_main
+    from mnist_bench.inference.predict import main as predict_main
 
     package = tmp_path / "lab" / "mnist_bench_ext"
     package.mkdir(parents=True)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from mnist_bench.inference.images import BOX, ImageError, load_digit
+from mnist_bench.inference.predict import main as predict_main
 from mnist_bench.models import CNN
-from mnist_bench.use.images import BOX, ImageError, load_digit
-from mnist_bench.use.predict import main as predict_main
 
 
 def drawing(height: int = 300, width: int = 200, dark_on_light: bool = True) -> np.ndarray:
@@ -347,7 +347,7 @@ def test_file_names_with_markup_are_shown_verbatim(cnn_checkpoint, tmp_path, cap
 
 
 def test_the_csv_is_written_before_the_table(cnn_checkpoint, tmp_path, monkeypatch):
-    from mnist_bench.use import predict
+    from mnist_bench.inference import predict
 
     Image.fromarray(drawing()).save(tmp_path / "seven.png")
     out = tmp_path / "rows.csv"
@@ -417,7 +417,7 @@ def test_a_runs_own_files_are_never_written_over_even_with_overwrite(target, cnn
     """predict --csv, export --output and benchmark.ab --output all refuse a run folder's files and a benchmark's
     reuse records."""
     from mnist_bench.benchmark.experiments.ab import main as ab_main
-    from mnist_bench.use.export import main as export_main
+    from mnist_bench.inference.export import main as export_main
 
     run = tmp_path / "lightning_logs/cnn/version_0"
     (run / "checkpoints").mkdir(parents=True)
@@ -471,7 +471,7 @@ def test_the_sheet_shows_each_input_what_the_model_saw_and_marks_the_uncertain(c
     marks = {Path(r["file"]).name: r["uncertain"] for r in csv.DictReader(rows.open())}
     assert marks == {"seven.png": "yes", "light.png": "yes", "broken.png": ""}
     picture = np.asarray(Image.open(sheet).convert("RGB")).astype(int)
-    from mnist_bench.use.sheet import COLUMNS, FAILED, PAD, THUMB, UNCERTAIN
+    from mnist_bench.inference.sheet import COLUMNS, FAILED, PAD, THUMB, UNCERTAIN
 
     assert picture.shape[1] == 3 * (2 * THUMB + 3 * PAD) and 3 < COLUMNS
     orange = (np.abs(picture - np.array(UNCERTAIN)).sum(-1) < 30).sum()

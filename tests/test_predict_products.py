@@ -10,10 +10,10 @@ from PIL import Image
 
 from mnist_bench.data.datasets import FASHION_MNIST, FRAMINGS, DatasetInfo
 from mnist_bench.errors import ConfigError
+from mnist_bench.inference.export import metadata
+from mnist_bench.inference.images import FRAMING_STEPS, ImageError, load_digit, load_image, load_product
+from mnist_bench.inference.predict import main as predict_main
 from mnist_bench.models import CNN
-from mnist_bench.use.export import metadata
-from mnist_bench.use.images import FRAMING_STEPS, ImageError, load_digit, load_image, load_product
-from mnist_bench.use.predict import main as predict_main
 
 
 def garment(dark_on_light: bool = True, background: int = 255) -> np.ndarray:
@@ -129,7 +129,7 @@ def test_a_speck_far_from_the_garment_does_not_move_the_frame(tmp_path):
 
 def test_the_column_says_digit_only_for_the_ten_digits():
     from mnist_bench.data.datasets import KMNIST, MNIST
-    from mnist_bench.use.predict import class_column
+    from mnist_bench.inference.predict import class_column
 
     assert class_column(MNIST.info.class_names) == "digit"
     assert class_column(KMNIST.info.class_names) == "class", "KMNIST's classes are characters, not digits"

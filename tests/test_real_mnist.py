@@ -51,8 +51,8 @@ def test_test_digits_saved_as_images_round_trip_through_predict(cnn_run, tmp_pat
     from mnist_bench.data.datasets import MNIST as MNIST_SPEC
 
     normalize = MNIST_SPEC.info.normalize
-    from mnist_bench.use.inference import class_probabilities, load_trained
-    from mnist_bench.use.predict import main as predict_main
+    from mnist_bench.inference.checkpoints import class_probabilities, load_trained
+    from mnist_bench.inference.predict import main as predict_main
 
     n = 60
     test = MNIST(str(REAL_DATA), train=False)
@@ -77,7 +77,7 @@ def test_photographed_test_digits_score_close_to_their_clean_scans(cnn_run, tmp_
     pencil, noise, tilt, JPEG at 30-90): the photographs' accuracy is within 5 points of the scans'."""
     from torchvision.datasets import MNIST
 
-    from mnist_bench.use.predict import main as predict_main
+    from mnist_bench.inference.predict import main as predict_main
 
     from .photos import photograph
 
@@ -106,7 +106,7 @@ def test_handwriting_fonts_are_read_through_predict_as_scans_and_photographs(cnn
 
     if not handwriting.font_files():
         pytest.skip(handwriting.FONTS_MISSING)
-    from mnist_bench.use.predict import main as predict_main
+    from mnist_bench.inference.predict import main as predict_main
 
     rng = np.random.default_rng(0)
     truth = {}
@@ -128,7 +128,7 @@ def test_rows_of_digits_are_read_as_numbers(cnn_run, tmp_path):
     PNG scans; the whole string must be right for most rows."""
     from torchvision.datasets import MNIST
 
-    from mnist_bench.use.predict import main as predict_main
+    from mnist_bench.inference.predict import main as predict_main
 
     from . import handwriting
 

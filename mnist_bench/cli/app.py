@@ -50,10 +50,10 @@ from mnist_bench.cli.rundirs import (
 from mnist_bench.data.datamodule import MNISTDataModule, TensorDataModule
 from mnist_bench.data.datasets import DEFAULT_DATASET, DatasetInfo
 from mnist_bench.errors import ConfigError, UserFacingError, one_line, user_error_in
+from mnist_bench.inference.checkpoints import resolve_checkpoint
+from mnist_bench.lightning_overhead import NoProfiler
 from mnist_bench.models.base import MNISTClassifier
 from mnist_bench.precision import detect, resolve
-from mnist_bench.speed import NoProfiler
-from mnist_bench.use.inference import resolve_checkpoint
 
 SUBCOMMANDS = ("fit", "validate", "test")
 DEFAULT_SEED = 42
@@ -408,7 +408,7 @@ class MNISTBenchCLI(LightningCLI):
             self.trainer.callbacks.append(TestFigures(self.run.path))
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
             self._print_result()
-        self._leave_together()
+        self._finish_ranks_together()
 
     def _report_info(self) -> dict[str, Any]:
         report = next((cb for cb in self.trainer.callbacks if isinstance(cb, RunReport)), None)
@@ -435,12 +435,12 @@ class MNISTBenchCLI(LightningCLI):
 
     def after_test(self) -> None:
         self._print_result()
-        self._leave_together()
+        self._finish_ranks_together()
 
     def after_validate(self) -> None:
-        self._leave_together()
+        self._finish_ranks_together()
 
-    def _leave_together(self) -> None:
+    def _finish_ranks_together(self) -> None:
         """Under DDP the ranks finish together: rank 0 may still be drawing figures when the others are done, and a
         process that exits while its process group is alive aborts (torchrun then kills the job)."""
         import torch.distributed as dist

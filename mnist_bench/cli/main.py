@@ -21,7 +21,7 @@ from mnist_bench.sweep.protocol import die_with_worker
 from mnist_bench.utils import pin_to_given_cpus
 
 # subcommands of our own, outside LightningCLI (its `predict` on the test set gives way to ours on image files)
-TOOLS = {"data": "mnist_bench.data.fetch", "predict": "mnist_bench.use.predict", "export": "mnist_bench.use.export",
+TOOLS = {"data": "mnist_bench.data.fetch", "predict": "mnist_bench.inference.predict", "export": "mnist_bench.inference.export",
          "sweep": "mnist_bench.sweep.main"}
 # disk full, file too large, read-only file system, permission denied, quota exceeded
 WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}

@@ -20,7 +20,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mnist_bench.callbacks.history import history_in
 from mnist_bench.errors import UserFacingError
-from mnist_bench.use.inference import load_failure
+from mnist_bench.inference.checkpoints import load_failure
 from mnist_bench.utils import atomic_path
 
 # the line in which fit, test and validate name their run folder before any training (the benchmark and sweeps read it)

@@ -1,3 +1,3 @@
-from mnist_bench.data.datamodule import MNISTDataModule, TensorDataModule, TensorDigits
+from mnist_bench.data.datamodule import MNISTDataModule, TensorDataModule, TensorImages
 
-__all__ = ["MNISTDataModule", "TensorDataModule", "TensorDigits"]
+__all__ = ["MNISTDataModule", "TensorDataModule", "TensorImages"]

@@ -24,7 +24,7 @@ class MissingDataError(UserFacingError):
     """The dataset's files are missing or damaged; the message says how to fix it."""
 
 
-class TensorDigits(Dataset):
+class TensorImages(Dataset):
     """uint8 images (N×1×28×28) and int64 labels, fetched a whole batch at a time with ``__getitems__``."""
 
     def __init__(self, images: Tensor, labels: Tensor):
@@ -40,8 +40,8 @@ class TensorDigits(Dataset):
         idx = torch.as_tensor(indices, device=self.labels.device)
         return self.images[idx], self.labels[idx]
 
-    def to(self, device: torch.device) -> TensorDigits:
-        return TensorDigits(self.images.to(device), self.labels.to(device))
+    def to(self, device: torch.device) -> TensorImages:
+        return TensorImages(self.images.to(device), self.labels.to(device))
 
 
 class ShuffledBatches:
@@ -53,7 +53,7 @@ class ShuffledBatches:
     seed), so a seed gives the same batches on either path.
     """
 
-    def __init__(self, data: TensorDigits, batch_size: int, before_epoch: Callable[[], None] | None = None):
+    def __init__(self, data: TensorImages, batch_size: int, before_epoch: Callable[[], None] | None = None):
         self.data, self.batch_size = data, batch_size
         self.before_epoch = before_epoch
 
@@ -105,7 +105,7 @@ def random_affine(x: Tensor, max_shift_px: float, max_rotate_deg: float, max_sca
 class TensorDataModule(LightningDataModule):
     """A dataset held in memory as uint8 image tensors, with a seeded train/val split: the base of every DataModule
     here. A subclass gives its facts as ``info`` (a :class:`DatasetInfo`) and its images with ``load(train)``
-    (a :class:`TensorDigits` of N×1×H×W uint8 images and int64 labels); it checks no files of its own.
+    (a :class:`TensorImages` of N×1×H×W uint8 images and int64 labels); it checks no files of its own.
 
     The tensors are loaded once (and moved to the GPU once, when there is one); normalization and the optional
     augmentation run per batch on the device in ``on_after_batch_transfer``.
@@ -150,9 +150,9 @@ class TensorDataModule(LightningDataModule):
         self.max_scale = max_scale
         self.train_subset = train_subset
         self._resumed_rng: dict[str, Any] | None = None
-        self.train_set: TensorDigits | None = None
-        self.val_set: TensorDigits | None = None
-        self.test_set: TensorDigits | None = None
+        self.train_set: TensorImages | None = None
+        self.val_set: TensorImages | None = None
+        self.test_set: TensorImages | None = None
         self.official_test: bool | None = None  # whether the test set is the dataset's published one; None: unknown
 
     @property
@@ -160,11 +160,11 @@ class TensorDataModule(LightningDataModule):
         """What the model gets (LightningCLI links it to ``model.init_args.dataset``) and its checkpoints keep."""
         return self.info.as_dict()
 
-    def load(self, train: bool) -> TensorDigits:
+    def load(self, train: bool) -> TensorImages:
         """The training split (``train``) or the test split, as uint8 images and int64 labels."""
-        raise NotImplementedError(f"{type(self).__name__} must define load(train) returning a TensorDigits")
+        raise NotImplementedError(f"{type(self).__name__} must define load(train) returning a TensorImages")
 
-    def _loaded(self, train: bool) -> TensorDigits:
+    def _loaded(self, train: bool) -> TensorImages:
         data = self.load(train)
         labels = data.labels
         if len(labels) and (int(labels.max()) >= self.info.num_classes or int(labels.min()) < 0):
@@ -183,8 +183,8 @@ class TensorDataModule(LightningDataModule):
             val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
             if self.train_subset:
                 train_idx = train_idx[: self.train_subset]
-            self.train_set = TensorDigits(full.images[train_idx], full.labels[train_idx]).to(device)
-            self.val_set = TensorDigits(full.images[val_idx], full.labels[val_idx]).to(device)
+            self.train_set = TensorImages(full.images[train_idx], full.labels[train_idx]).to(device)
+            self.val_set = TensorImages(full.images[val_idx], full.labels[val_idx]).to(device)
         if stage in ("test", "predict") and self.test_set is None:
             self.test_set = self._loaded(train=False).to(device)
 
@@ -194,7 +194,7 @@ class TensorDataModule(LightningDataModule):
             return trainer.strategy.root_device
         return torch.device("cpu")
 
-    def _loader(self, data: TensorDigits, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, data: TensorImages, batch_size: int, shuffle: bool) -> DataLoader:
         # Training under DDP gets Lightning's DistributedSampler (shuffled, a distinct shard per rank each epoch);
         # evaluation gets exact, unpadded shards.
         trainer = self.trainer
@@ -323,10 +323,10 @@ class MNISTDataModule(TensorDataModule):
         if type(self).load is MNISTDataModule.load and type(self)._load is MNISTDataModule._load:
             self.check_files()
 
-    def load(self, train: bool) -> TensorDigits:
+    def load(self, train: bool) -> TensorImages:
         return self._load(train)
 
-    def _load(self, train: bool) -> TensorDigits:
+    def _load(self, train: bool) -> TensorImages:
         """The dataset's IDX files through torchvision, checked first (a subclass may call it and filter)."""
         import torchvision.datasets
 
@@ -338,4 +338,4 @@ class MNISTDataModule(TensorDataModule):
             name = self.spec.split_files(train)[1]
             raise MissingDataError(f"{self._raw_dir / name} holds a label outside 0..{self.info.num_classes - 1} "
                                    f"(damaged). Fix: {self._fetch_command} --force")
-        return TensorDigits(ds.data.unsqueeze(1).contiguous(), targets.long())
+        return TensorImages(ds.data.unsqueeze(1).contiguous(), targets.long())

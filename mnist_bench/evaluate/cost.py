@@ -62,7 +62,7 @@ def onnx_cost(model: nn.Module, ckpt_path: Path, example: np.ndarray, settings: 
     batch-1 latency."""
     import onnxruntime as ort
 
-    from mnist_bench.use.export import export_onnx, metadata
+    from mnist_bench.inference.export import export_onnx, metadata
 
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, Path(tmp) / "model.onnx", metadata(model, str(ckpt_path)))

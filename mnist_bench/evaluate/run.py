@@ -25,7 +25,7 @@ from mnist_bench.utils import atomic_path, read_json, write_json_atomic
 
 # the code whose change changes the figures (the report and the pictures are made anew from them every time)
 MEASURING_CODE = ("evaluate/run.py", "evaluate/attacks.py", "evaluate/calibration.py", "evaluate/corruptions.py",
-                  "evaluate/cost.py", "models/**/*.py", "use/inference.py", "use/export.py")
+                  "evaluate/cost.py", "models/**/*.py", "inference/checkpoints.py", "inference/export.py")
 EVALUATION_FILE = "evaluation.json"
 CORRECT_FILE = "evaluation.npz"
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str, settings: Settings,
                  force: bool = False) -> dict[str, Any]:
     """The run's evaluation, from its run dir when one with the same key is there, else measured now."""
     from mnist_bench.callbacks.predictions import PREDICTIONS_FILE, read_predictions
-    from mnist_bench.use.inference import load_trained, resolve_checkpoint
+    from mnist_bench.inference.checkpoints import load_trained, resolve_checkpoint
 
     run_dir = Path(run_dir)
     metrics, data = _run_facts(run_dir)

@@ -16,11 +16,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from mnist_bench.data.datasets import DatasetInfo
 from mnist_bench.errors import ConfigError, UserFacingError
+from mnist_bench.lightning_overhead import skip_nvml_probe_without_nvml
 from mnist_bench.models.components.adapter import InputAdapter
 from mnist_bench.models.init_args import check_learning_rates, plain_values
 from mnist_bench.models.optimization import build_optimizer, build_schedule
 from mnist_bench.models.training_loss import TrainingLossWindow
-from mnist_bench.speed import skip_nvml_probe_without_nvml
 
 skip_nvml_probe_without_nvml()  # lightning (imported above) has just turned the NVML probe on
 

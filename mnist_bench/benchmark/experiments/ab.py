@@ -18,7 +18,7 @@ from typing import Any
 
 from mnist_bench.benchmark.report.row import percent
 from mnist_bench.benchmark.report.stats import paired_tests, seed_interval
-from mnist_bench.use.outputs import owned
+from mnist_bench.inference.outputs import owned
 from mnist_bench.utils import read_json, write_json_atomic
 
 

@@ -20,13 +20,16 @@ from mnist_bench.provenance import source_digest
 from mnist_bench.utils import CPUS_VARIABLE, read_json, write_json_atomic
 
 DEFAULT_SEED = 42
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the tree that holds mnist_bench/ (and configs/ in a clone)
+PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # the tree that holds mnist_bench/ (and configs/ in a clone)
 # the code a run executes: the package and its dependencies, less the modules that only read finished runs (a new
 # column or plot does not make the runs done before stale)
 RUN_CODE = ("mnist_bench/**/*.py", "pyproject.toml")
-READS_FINISHED_RUNS = tuple(f"mnist_bench/benchmark/{name}.py" for name in
-                            ("__main__", "aggregate", "comparison", "estimate", "overhead", "plan", "plots",
-                             "seed_unit", "stats", "table"))
+READS_FINISHED_RUNS = tuple(f"mnist_bench/{name}.py" for name in (
+    "benchmark/__init__", "benchmark/__main__", "benchmark/seed_unit", "benchmark/seed_pipeline",
+    *(f"benchmark/jobs/{m}" for m in ("__init__", "estimate", "plan")),
+    *(f"benchmark/report/{m}" for m in ("__init__", "aggregate", "comparison", "stats", "table")),
+    *(f"benchmark/experiments/{m}" for m in ("__init__", "overhead", "compile_speed", "ab")),
+    *(f"plots/{m}" for m in ("benchmark", "robustness"))))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_bench.use.images import INK_LEVEL, ImageError, light_ink_on_dark, mnist_digit
+from mnist_bench.inference.images import INK_LEVEL, ImageError, light_ink_on_dark, mnist_digit
 
 # components whose columns overlap by this share of the narrower one, and whose rows overlap by less than this
 # share of the lower one, lie above one another: pieces of one digit

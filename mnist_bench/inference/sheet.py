@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_bench.use.images import ImageError, read_image, to_gray
+from mnist_bench.inference.images import ImageError, read_image, to_gray
 
 THUMB = 112  # px, the input's and the prepared image's side in a tile
 COLUMNS = 4

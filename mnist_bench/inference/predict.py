@@ -3,7 +3,7 @@
     mnist-bench predict --ckpt_path lightning_logs/cnn/version_0 my_digits/ seven.png [--csv predictions.csv]
         [--sheet sheet.png] [--uncertain_below 0.7]
 
-Each file is framed as the model's dataset framed its images (``mnist_bench.use.images``: an MNIST digit, a
+Each file is framed as the model's dataset framed its images (``mnist_bench.inference.images``: an MNIST digit, a
 Fashion-MNIST garment) and classified. A file that can't be read gets an
 error row; the others are still predicted. A prediction whose confidence is below ``--uncertain_below`` is marked
 uncertain in the table, the CSV and the contact sheet. Exit code 0 when every file was predicted, 1 when any failed, 2 for bad
@@ -25,9 +25,15 @@ from PIL import Image
 
 from mnist_bench.allowlist import ALLOW_IMPORTS_FLAG, ALLOW_IMPORTS_HELP, allowed_packages
 from mnist_bench.errors import ConfigError, UserFacingError
-from mnist_bench.use.images import ImageError, load_image
-from mnist_bench.use.inference import class_probabilities, load_trained, resolve_checkpoint
-from mnist_bench.use.outputs import NEVER_REPLACED, OVERWRITE_FLAG, OVERWRITE_HELP, file_in_the_way, owned
+from mnist_bench.inference.checkpoints import class_probabilities, load_trained, resolve_checkpoint
+from mnist_bench.inference.images import ImageError, load_image
+from mnist_bench.inference.outputs import (
+    NEVER_REPLACED,
+    OVERWRITE_FLAG,
+    OVERWRITE_HELP,
+    file_in_the_way,
+    owned,
+)
 from mnist_bench.utils import write_text_atomic
 
 BATCH = 256
@@ -69,8 +75,8 @@ def read_number(model: torch.nn.Module, path: Path, device: torch.device, row: P
                 uncertain_below: float) -> np.ndarray:
     """``path`` read as a row of digits into ``row`` (the string, the lowest digit confidence, each digit's
     class, confidence and box); returns the digits' 28x28 images side by side."""
-    from mnist_bench.use.images import _working_size, read_image, to_gray
-    from mnist_bench.use.number import segment, too_wide
+    from mnist_bench.inference.images import _working_size, read_image, to_gray
+    from mnist_bench.inference.number import segment, too_wide
 
     def probabilities(images: list[np.ndarray]) -> torch.Tensor:
         pixels = torch.from_numpy(np.stack(images))[:, None].to(device)
@@ -333,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv:  # before the table, so that nothing the table does can lose the rows
         write_text_atomic(Path(args.csv), csv_text(rows, column))
     if args.sheet is not None:
-        from mnist_bench.use.sheet import contact_sheet
+        from mnist_bench.inference.sheet import contact_sheet
         from mnist_bench.utils import atomic_path
 
         with atomic_path(args.sheet) as partial:

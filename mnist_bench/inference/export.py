@@ -26,10 +26,16 @@ from torch import nn
 
 from mnist_bench.allowlist import ALLOW_IMPORTS_FLAG, ALLOW_IMPORTS_HELP, allowed_packages
 from mnist_bench.errors import ConfigError, UserFacingError, first_line
+from mnist_bench.inference.checkpoints import load_trained, resolve_checkpoint
+from mnist_bench.inference.images import FRAMING_STEPS
+from mnist_bench.inference.outputs import (
+    NEVER_REPLACED,
+    OVERWRITE_FLAG,
+    OVERWRITE_HELP,
+    file_in_the_way,
+    owned,
+)
 from mnist_bench.models.components.detection import label_to_digit
-from mnist_bench.use.images import FRAMING_STEPS
-from mnist_bench.use.inference import load_trained, resolve_checkpoint
-from mnist_bench.use.outputs import NEVER_REPLACED, OVERWRITE_FLAG, OVERWRITE_HELP, file_in_the_way, owned
 from mnist_bench.utils import atomic_path
 
 OPSET = 18
