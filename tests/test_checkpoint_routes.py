@@ -20,6 +20,13 @@ def _cli(args, cwd, timeout=300):
                           timeout=timeout)
 
 
+def _cnn_args(data, root, *extra: str) -> list[str]:
+    """configs/cnn.yaml on the synthetic data, writing under root, quietly."""
+    return ["--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={data}", "--data.val_size=100",
+            "--data.eval_batch_size=100", f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false", *extra]
+
+
 def _plant_payload(path, marker):
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": {}, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.6.0",
@@ -83,9 +90,7 @@ def test_fit_for_zero_epochs_is_refused(tmp_path, synthetic_data):
 def test_test_and_validate_last_use_the_newest_trained_checkpoint(synthetic_data, tmp_path):
     from mnist_bench.cli import main
 
-    args = ["--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}", "--data.val_size=100",
-            "--data.eval_batch_size=100", f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    args = _cnn_args(synthetic_data, tmp_path)
     main(["fit", *args, "--trainer.max_epochs=2", "--model.init_args.hidden=64"])  # not the config's 128
     trained = json.loads((tmp_path / "lightning_logs/cnn/version_0/metrics.json").read_text())
     main(["test", *args, "--ckpt_path=last"])
@@ -107,10 +112,7 @@ def test_a_checkpoint_with_the_older_history_key_resumes_with_its_history(synthe
     from mnist_bench.callbacks.history import LEGACY_KEY, EpochHistory
     from mnist_bench.cli import main
 
-    args = ["--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}", "--data.val_size=100",
-            "--data.eval_batch_size=100", f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            "--model.init_args.scheduler=null"]
+    args = _cnn_args(synthetic_data, tmp_path, "--model.init_args.scheduler=null")
     main(["fit", *args, "--trainer.max_epochs=1"])
     run = tmp_path / "lightning_logs/cnn/version_0"
     last = (run / "checkpoints/last.ckpt").resolve()
@@ -129,10 +131,8 @@ def test_a_checkpoint_with_the_older_history_key_resumes_with_its_history(synthe
 def test_a_run_dir_is_a_ckpt_path_as_for_predict_and_export(synthetic_data, tmp_path):
     from mnist_bench.cli import main
 
-    args = ["--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}", "--data.val_size=100",
-            "--data.eval_batch_size=100", f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            "--model.init_args.scheduler=null"]  # a constant rate: the resumed fit may run longer than planned
+    # a constant rate: the resumed fit may run longer than planned
+    args = _cnn_args(synthetic_data, tmp_path, "--model.init_args.scheduler=null")
     run = tmp_path / "lightning_logs/cnn/version_0"
     main(["fit", *args, "--trainer.max_epochs=1"])
     main(["test", *args, f"--ckpt_path={run}"])
@@ -161,10 +161,7 @@ def test_an_accepted_resume_writes_its_config_before_training(synthetic_data, tm
     from mnist_bench.cli import main
     from mnist_bench.models.base import MNISTClassifier
 
-    args = ["--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}", "--data.val_size=100",
-            "--data.eval_batch_size=100", f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            "--model.init_args.scheduler=null"]
+    args = _cnn_args(synthetic_data, tmp_path, "--model.init_args.scheduler=null")
     main(["fit", *args, "--trainer.max_epochs=1"])
     config = tmp_path / "lightning_logs/cnn/version_0/config.yaml"
 

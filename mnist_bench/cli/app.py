@@ -199,7 +199,8 @@ class MNISTBenchCLI(LightningCLI):
                              # a config's data section may name another DataModule; without one, MNIST's
                              "data": {"class_path": f"{MNISTDataModule.__module__}.{MNISTDataModule.__name__}"}})
         # the DataModule owns its dataset's facts (statistics, class names, image size); the model is built for them
-        parser.link_arguments("data.dataset_info", "model.init_args.dataset", apply_on="instantiate")
+        parser.link_arguments("data.info", "model.init_args.dataset", compute_fn=DatasetInfo.as_dict,
+                              apply_on="instantiate")
         parser.add_argument("--test_weights", type=Literal["last", "best"], default="last",
                             help="the weights fit's closing test scores: last (the final epoch's) or best (the epoch "
                                  "with the best --best_monitor on validation, kept in checkpoints/best-epoch=<n>.ckpt)")

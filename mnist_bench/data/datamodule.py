@@ -155,11 +155,6 @@ class TensorDataModule(LightningDataModule):
         self.test_set: TensorImages | None = None
         self.official_test: bool | None = None  # whether the test set is the dataset's published one; None: unknown
 
-    @property
-    def dataset_info(self) -> dict[str, Any]:
-        """What the model gets (LightningCLI links it to ``model.init_args.dataset``) and its checkpoints keep."""
-        return self.info.as_dict()
-
     def load(self, train: bool) -> TensorImages:
         """The training split (``train``) or the test split, as uint8 images and int64 labels."""
         raise NotImplementedError(f"{type(self).__name__} must define load(train) returning a TensorImages")
