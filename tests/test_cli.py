@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mnist_bench import cpu_memory
 from mnist_bench.cli import MNISTBenchCLI, main
 from mnist_bench.models import CNN
 from mnist_bench.models.base import MNISTClassifier
@@ -98,6 +100,9 @@ def test_metrics_json_holds_the_contract(cnn_run):
     assert m["seed"] == 7 and m["device"].startswith("cpu")
     assert m["precision"] == resolve(None, detect("cpu"), CNN.bf16_on_cpu)[0] and m["hardware"] == detect("cpu").name
     assert m["versions"]["torch"] and m["versions"]["lightning"]
+    assert m["cpu_memory"] == cpu_memory.state()  # what the fit's process used
+    if sys.platform.startswith("linux") and os.environ.get(cpu_memory.VARIABLE) != "0":
+        assert m["cpu_memory"] == "freed memory kept (glibc mallopt)"
     assert m["config"]["model"]["class_path"].endswith("CNN")
     assert (cnn_run / "config.yaml").is_file()
     assert (cnn_run / "checkpoints" / "last.ckpt").is_file()

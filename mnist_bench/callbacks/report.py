@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import EarlyStopping, WeightAveraging
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from mnist_bench import cpu_memory
 from mnist_bench.benchmark.report.row import TEST_FIGURES
 from mnist_bench.callbacks.history import run_history
 from mnist_bench.callbacks.timing import TimingCallback
@@ -70,6 +71,7 @@ class RunReport(Callback):
             "weight_averaging": [type(cb).__name__ for cb in trainer.callbacks if isinstance(cb, WeightAveraging)],
             "early_stopping": early_stopping(trainer),
             "hardware": self.info.get("hardware"),
+            "cpu_memory": cpu_memory.state(),  # whether freed memory stays in the process (mnist_bench/cpu_memory.py)
             "device": device_description(pl_module.device),
             "versions": versions(),
             "git_sha": git_sha(),

@@ -16,6 +16,7 @@ from jsonargparse import ArgumentError
 
 from mnist_bench.allowlist import allowed_imports, import_refusal
 from mnist_bench.cli.app import MNISTBenchCLI
+from mnist_bench.cpu_memory import keep_freed_memory
 from mnist_bench.errors import ConfigError, one_line, user_error_in
 from mnist_bench.sweep.protocol import die_with_worker
 from mnist_bench.utils import pin_to_given_cpus
@@ -31,6 +32,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of ``mnist-bench`` and ``python -m mnist_bench``."""
     argv = list(sys.argv[1:] if args is None else args)
     pin_to_given_cpus()
+    keep_freed_memory()  # before the first large tensor: a step's big blocks stay mapped for the next step
     die_with_worker()  # a sweep's trial ends with its worker
     if argv and argv[0] in TOOLS:
         module = importlib.import_module(TOOLS[argv[0]])
