@@ -17,6 +17,7 @@ import sys
 VARIABLE = "MNIST_BENCH_KEEP_FREED_MEMORY"
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 M_MMAP_MAX = -4
+OFF = ("0", "false", "no", "off")  # the variable's values that keep glibc's defaults
 TRIM_THRESHOLD = (1 << 31) - 1  # freed memory at the heap's top goes back to the kernel only past 2 GiB
 
 _state: str | None = None
@@ -31,8 +32,9 @@ def keep_freed_memory() -> str:
 
 
 def _apply() -> str:
-    if os.environ.get(VARIABLE, "1") == "0":
-        return f"default ({VARIABLE}=0)"
+    given = os.environ.get(VARIABLE, "1")
+    if given.strip().lower() in OFF:
+        return f"default ({VARIABLE}={given})"
     if not sys.platform.startswith("linux"):
         return "default (not Linux)"
     try:
