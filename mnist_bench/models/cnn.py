@@ -15,7 +15,7 @@ class CNN(MNISTClassifier):
     """Small CNN (conv32-pool-conv64-pool-fc128-dropout-fc with batch norm) on 28-px images."""
 
     model_name = "cnn"
-    bf16_on_cpu = True  # about 2x faster in bf16 than fp32 on an AVX-512 BF16 CPU
+    bf16_on_cpu = True  # faster in bf16 than in fp32 where the CPU has native bf16 (docs/performance.md)
 
     def __init__(self, channels: Sequence[PositiveInt] = (32, 64), hidden: PositiveInt = 128,
                  dropout: ClosedUnitInterval = 0.3, **kwargs):

@@ -7,7 +7,7 @@ from torch import nn
 
 def conv_pool_bn_relu(in_ch: int, out_ch: int, kernel: int = 3) -> list[nn.Module]:
     # Pooling straight after the conv (max-pool and ReLU commute) runs batch norm and ReLU on a quarter of the
-    # activations: about 30% less training time on a CPU than conv-BN-ReLU-pool, for the same accuracy.
+    # activations that conv-BN-ReLU-pool would give them.
     return [nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(out_ch),
             nn.ReLU(inplace=True)]
 
