@@ -7,9 +7,9 @@ BIN := $(VENV)/bin
 # e.g. make install TORCH_PKGS="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
 TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 DATA_DIR ?= data
-# mnist (configs/, results/) or another dataset with its own recipes (configs/<dataset>/, results/<dataset>/)
+# mnist (results/) or another dataset: each model's config with configs/data/<dataset>.yaml after it (results/<dataset>/)
 DATASET ?= mnist
-CONFIG_DIR ?= $(if $(filter mnist,$(DATASET)),configs,configs/$(DATASET))
+CONFIG_DIR ?= configs
 MODELS ?= all
 SEEDS ?= 1
 ARGS ?=
@@ -73,7 +73,7 @@ tensorboard: install ## Open TensorBoard on the runs, at http://127.0.0.1:6006
 	$(BIN)/tensorboard --logdir lightning_logs --host 127.0.0.1 --port 6006
 
 benchmark: $(SETUP) ## Train MODELS (default: all configs) and write results/benchmark.{md,csv,json} and plots
-	$(PY) -m mnist_bench.benchmark --models $(MODELS) --seeds $(SEEDS) --data_dir $(DATA_DIR) --config_dir $(CONFIG_DIR) --results $(RESULTS) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force) $(BENCH_ARGS) -- $(ARGS)
+	$(PY) -m mnist_bench.benchmark --models $(MODELS) --seeds $(SEEDS) --data_dir $(DATA_DIR) --config_dir $(CONFIG_DIR) --dataset $(DATASET) --results $(RESULTS) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force) $(BENCH_ARGS) -- $(ARGS)
 
 robustness: $(SETUP) ## Corrupt, attack, calibrate and cost the runs of RESULTS/benchmark.json; write RESULTS/robustness.md
 	$(PY) -m mnist_bench.evaluate --results $(RESULTS) --data_dir $(DATA_DIR) $(if $(FORCE),--force) $(EVAL_ARGS)
@@ -82,7 +82,7 @@ bench-overhead: $(SETUP) ## Time the seed notebook's pipeline, a plain PyTorch l
 	$(PY) -m mnist_bench.benchmark.experiments.overhead --data_dir $(DATA_DIR) --output $(RESULTS)/overhead.json $(OVERHEAD_ARGS)
 
 bench-compile: $(SETUP) ## Train each recipe in CONFIG_DIR eagerly and compiled, side by side; write $(RESULTS)/compile.{json,md}
-	$(PY) -m mnist_bench.benchmark.experiments.compile_speed --configs $(CONFIG_DIR)/*.yaml --data_dir $(DATA_DIR) --output $(RESULTS)/compile.json
+	$(PY) -m mnist_bench.benchmark.experiments.compile_speed --configs $(CONFIG_DIR)/*.yaml --dataset $(DATASET) --data_dir $(DATA_DIR) --output $(RESULTS)/compile.json
 
 gpu-bundle: install ## Gather into gpu-bundle/ what a GPU machine without internet needs (see scripts/gpu_check.sh)
 	$(BIN)/python scripts/gpu_bundle.py $(GPU_BUNDLE)

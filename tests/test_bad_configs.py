@@ -202,3 +202,14 @@ def test_a_second_checkpoint_callback_is_one_config_error(tiny_fit_args, capsys)
     last = err.strip().splitlines()[-1]
     assert last.startswith("mnist-bench: config error: trainer.callbacks: a second ModelCheckpoint"), last
     assert "checkpoint: section" in last
+
+
+@pytest.mark.parametrize("overlay", ["data/fashion_mnist", "fashion_mnist/cnn"])
+def test_an_overlay_alone_says_to_give_the_recipe_first(overlay, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main(["fit", "--config", config(overlay)], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    first = err.strip().splitlines()[0]
+    assert first.startswith("mnist-bench: config error:") and "typing.Union" not in first, first
+    assert "--config configs/cnn.yaml --config" in first and len(first) < 400, first
+    assert not (tmp_path / "lightning_logs").exists(), "nothing ran"

@@ -100,6 +100,37 @@ def test_unknown_model_is_refused(capsys):
     assert "no config for resnet" in capsys.readouterr().err
 
 
+def test_a_dataset_without_a_data_overlay_is_one_line_naming_the_file(capsys):
+    assert benchmark_main(["--models", "cnn", "--config_dir", str(ROOT / "configs"), "--dataset", "kmnist"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(ROOT / "configs" / "data" / "kmnist.yaml") in err
+    assert "have: mnist, fashion_mnist" in err and "data: {dataset: kmnist}" in err
+
+
+def test_a_dataset_trains_each_recipe_with_its_overlays_after_it(tmp_path, monkeypatch):
+    """make benchmark DATASET=fashion_mnist: every run is its model's config, the data overlay, and the model's own
+    overlay where there is one, in that order, and its results go to results/fashion_mnist by default."""
+    import mnist_bench.benchmark.jobs.runner as runner
+
+    commands = []
+
+    def no_training(cmd, log_file, *args, **kwargs):
+        commands.append(cmd)
+        return 1, ["error: not trained in this test"], []
+
+    monkeypatch.setattr(runner, "run_logged", no_training)
+    monkeypatch.chdir(tmp_path)
+    configs = ROOT / "configs"
+    assert benchmark_main(["--models", "cnn,vit", "--config_dir", str(configs), "--dataset", "fashion_mnist",
+                           "--seed_unit", "skip", "--estimate", "off", "--data_dir", "d"]) == 1
+    given = [[cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--config"] for cmd in commands]
+    assert given == [[str(configs / "cnn.yaml"), str(configs / "data/fashion_mnist.yaml"),
+                      str(configs / "fashion_mnist/cnn.yaml")],
+                     [str(configs / "vit.yaml"), str(configs / "data/fashion_mnist.yaml")]]
+    rows = json.loads((tmp_path / "results/fashion_mnist/benchmark.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == ["failed", "failed"] and not (tmp_path / "results/benchmark.json").exists()
+
+
 def test_overhead_benchmark_pairs_lightning_with_the_plain_loop(synthetic_data, tmp_path, capsys):
     import statistics
 

@@ -14,6 +14,7 @@ import torch
 
 from mnist_bench.benchmark.__main__ import main as benchmark_main
 from mnist_bench.benchmark.jobs.plan import Run, job_environments
+from mnist_bench.benchmark.jobs.recipes import recipe_for
 from mnist_bench.benchmark.jobs.runner import run_all
 
 from .conftest import ROOT
@@ -177,13 +178,15 @@ def test_the_key_changes_with_the_code_a_run_executes_not_with_the_reporting(tmp
     run = Run("cnn", 42)
 
     def key(*extra: str, seed: int = 42) -> str:
-        return plan.run_key(Run("cnn", seed), ROOT / "configs", "data", list(extra))
+        return plan.run_key(Run("cnn", seed), recipe_for("cnn", ROOT / "configs"), "data", list(extra))
 
     before = key()
     with open(tree / "mnist_bench/benchmark/report/table.py", "a") as f:
         f.write("\n# a new column\n")
     assert key() == before, "a change to the table does not make the runs stale"
     assert key("--trainer.max_epochs=1") != before and key(seed=43) != before and run.name == "cnn-seed42"
+    fashion = plan.run_key(run, recipe_for("cnn", ROOT / "configs", "fashion_mnist"), "data", [])
+    assert fashion != before, "a dataset's overlays are part of the recipe"
     with open(tree / "mnist_bench/models/cnn.py", "a") as f:
         f.write("\n# a change to a model\n")
     assert key() != before

@@ -18,6 +18,7 @@ from mnist_bench.benchmark.jobs.estimate import (
     schedule_s,
 )
 from mnist_bench.benchmark.jobs.plan import Run, placement
+from mnist_bench.benchmark.jobs.recipes import recipe_for
 from mnist_bench.provenance import cpu_name
 
 from .conftest import ROOT
@@ -108,7 +109,8 @@ def test_every_progress_line_carries_the_remaining_times(tmp_path, monkeypatch, 
 
 def test_a_probe_times_the_runs_own_fit_cut_short(synthetic_data, tmp_path):
     extra = ["--data.val_size=100", "--data.eval_batch_size=100", "--trainer.enable_model_summary=false"]
-    row, what = run_probe("cnn", 42, ROOT / "configs", str(synthetic_data), extra, {}, tmp_path / "probe.log")
+    row, what = run_probe(recipe_for("cnn", ROOT / "configs"), 42, str(synthetic_data), extra, {},
+                          tmp_path / "probe.log")
     assert row is not None, (tmp_path / "probe.log").read_text()[-2000:]
     assert row["epochs"] == 2 and len(row["time/epoch_train_s"]) == 2 and row["time/run_s"] > row["time/fit_s"]
     assert row["train/full_images"] == 500 and row["val/full_images"] == 100 and "probe" in what

@@ -1,6 +1,6 @@
 """Fashion-MNIST, KMNIST and QMNIST through the dataset seam: Debian's package read with Python (a small planted archive),
-md5 failures, the one line when no source works, torchvision's loaders on synthetic files, and every
-configs/fashion_mnist/ recipe instantiating."""
+md5 failures, the one line when no source works, torchvision's loaders on synthetic files, and every model's
+Fashion-MNIST recipe (its config with configs/data/fashion_mnist.yaml after it) instantiating."""
 
 import dataclasses
 import gzip
@@ -9,6 +9,7 @@ import tarfile
 
 import pytest
 
+from mnist_bench.benchmark.jobs.recipes import available_models, recipe_for
 from mnist_bench.cli import MNISTBenchCLI
 from mnist_bench.data import datasets, fetch
 from mnist_bench.data.datamodule import MNISTDataModule
@@ -19,7 +20,10 @@ from mnist_bench.models.base import MNISTClassifier
 from .conftest import ROOT
 
 FOLDER = "usr/share/datasets/fashion-mnist"
-FASHION_CONFIGS = sorted((ROOT / "configs" / "fashion_mnist").glob("*.yaml"))
+CONFIGS = ROOT / "configs"
+MODELS = available_models(CONFIGS)
+# where a Fashion recipe differs from the MNIST one beyond the data: the CNN's rates (configs/fashion_mnist/cnn.yaml)
+OWN_FASHION_SETTINGS = {"cnn": {"dropout", "label_smoothing", "optimizer", "scheduler"}}
 
 
 def ar_archive(members: dict[str, bytes]) -> bytes:
@@ -110,14 +114,21 @@ def test_kmnist_offline_names_the_files_and_loads_planted_ones(tmp_path, monkeyp
     assert len(dm.train_set) == 180 and len(dm.test_set) == 50 and dm.info.class_names[1] == "ki"
 
 
-@pytest.mark.parametrize("config", FASHION_CONFIGS, ids=lambda p: p.stem)
-def test_every_fashion_recipe_instantiates_for_fashion(config, tmp_path):
+@pytest.mark.parametrize("model", MODELS)
+def test_every_fashion_recipe_is_the_mnist_one_with_the_garments_data(model, tmp_path):
     write_synthetic_mnist(tmp_path / "data", n_train=200, n_test=50, dataset="fashion_mnist")
-    cli = MNISTBenchCLI(args=["--config", str(config), f"--data.data_dir={tmp_path / 'data'}",
-                              f"--trainer.default_root_dir={tmp_path}"], run=False)
+    common = [f"--data.data_dir={tmp_path / 'data'}", f"--trainer.default_root_dir={tmp_path}"]
+    recipe = recipe_for(model, CONFIGS, "fashion_mnist")
+    assert recipe.files[:2] == (CONFIGS / f"{model}.yaml", CONFIGS / "data" / "fashion_mnist.yaml")
+    cli = MNISTBenchCLI(args=[*recipe.config_args(), *common], run=False)
     assert isinstance(cli.model, MNISTClassifier) and cli.model.dataset.name == "fashion_mnist"
     assert cli.model.dataset.class_names[0] == "T-shirt/top" and cli.datamodule.spec.hflip
+    assert (cli.datamodule.hparams.max_shift_px, cli.datamodule.hparams.max_rotate_deg) == (1.0, 0.0)
     assert f"lightning_logs/{cli.model.model_name}_fashion_mnist/version_0" in str(cli.run.path)
+    mnist = MNISTBenchCLI(args=[*recipe_for(model, CONFIGS).config_args(), *common], run=False)
+    assert cli.config["trainer"] == mnist.config["trainer"], "the same epochs and trainer as on MNIST"
+    ours, theirs = (c.config["model"]["init_args"].as_dict() for c in (cli, mnist))
+    assert {key for key in ours if ours[key] != theirs[key]} == OWN_FASHION_SETTINGS.get(model, set())
 
 
 @pytest.mark.parametrize("args", [["--dataset", "mnist", "--deb", "x.deb"], ["--dataset", "mnist", "--source", "debian"],

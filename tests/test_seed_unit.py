@@ -8,6 +8,7 @@ import torch
 import mnist_bench.benchmark.__main__ as bench_main
 from mnist_bench.benchmark import seed_pipeline, seed_unit
 from mnist_bench.benchmark.jobs.estimate import cut_short
+from mnist_bench.benchmark.jobs.recipes import recipe_for
 
 from .conftest import ROOT
 
@@ -84,7 +85,7 @@ def test_runs_cut_short_never_measure_the_seed_unit(tmp_path, fake_runs, pipelin
 
 
 def test_what_cuts_a_run_short():
-    cnn, vgg = CONFIGS / "cnn.yaml", CONFIGS / "vgg16.yaml"  # 5 and 2 epochs
+    cnn, vgg = recipe_for("cnn", CONFIGS), recipe_for("vgg16", CONFIGS)  # 5 and 2 epochs
     assert cut_short([], [cnn, vgg]) is None
     assert cut_short(["--trainer.max_epochs=3"], [vgg]) is None, "more epochs than the recipe"
     assert "cnn recipe: 5" in cut_short(["--trainer.max_epochs=3"], [cnn, vgg])

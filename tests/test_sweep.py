@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mnist_bench.cli import main as cli_main
+from mnist_bench.data.synthetic import write_synthetic_mnist
 from mnist_bench.sweep.main import main as sweep_main
 
 from .conftest import ROOT
@@ -83,6 +84,17 @@ def test_a_tiny_sweep_finishes_prunes_and_its_best_config_trains(synthetic_data,
               "--trainer.max_epochs=1"])
     again = next((tmp_path / "again" / "lightning_logs" / "cnn").glob("version_*/metrics.json"))
     assert json.loads(again.read_text())["status"] == "ok"
+
+
+def test_a_sweep_on_another_dataset_takes_its_overlay_after_the_double_dash(tmp_path):
+    write_synthetic_mnist(tmp_path / "data", n_train=300, n_test=50, dataset="fashion_mnist")
+    space = space_file(tmp_path, RANDOM)
+    overlay = str(ROOT / "configs" / "data" / "fashion_mnist.yaml")
+    assert sweep_main([*sweep_args(tmp_path, tmp_path / "data", space, 1), "--config", overlay]) == 0
+    (trial,) = load(tmp_path).trials
+    metrics = json.loads((Path(trial.user_attrs["run_dir"]) / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["config"]["data"]["init_args"]["dataset"] == "fashion_mnist"
+    assert "dataset: fashion_mnist" in (tmp_path / "results" / "best.yaml").read_text()
 
 
 RANDOM = """

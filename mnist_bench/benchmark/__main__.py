@@ -25,7 +25,8 @@ from mnist_bench.benchmark.jobs.plan import (
     usable_cpus,
     visible_gpus,
 )
-from mnist_bench.benchmark.jobs.runner import available_models, run_all, run_one
+from mnist_bench.benchmark.jobs.recipes import DEFAULT_DATASET, available_models, missing_dataset, recipe_for
+from mnist_bench.benchmark.jobs.runner import run_all, run_one
 from mnist_bench.benchmark.report.aggregate import checked, rows_from_run_dirs, summarize, with_intervals
 from mnist_bench.benchmark.report.comparison import compare_models, markdown_section
 from mnist_bench.benchmark.report.row import failed_row
@@ -158,9 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="all", help="comma-separated config names, or 'all' (default)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per model: 42, 43, ... (default 1)")
     parser.add_argument("--data_dir", default="data")
-    parser.add_argument("--config_dir", default="configs")
+    parser.add_argument("--config_dir", default="configs", help="the models' recipes: <config_dir>/<model>.yaml")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET,
+                        help="train on this dataset: each recipe with <config_dir>/data/<dataset>.yaml after it, and "
+                             "<config_dir>/<dataset>/<model>.yaml where a model has one (default mnist)")
     parser.add_argument("--root", default=".", help="runs go to <root>/lightning_logs/<model>/version_<n>")
-    parser.add_argument("--results", default="results")
+    parser.add_argument("--results", default=None, help="results folder (default: results/, or results/<dataset>/ "
+                                                         "for another dataset than MNIST)")
     parser.add_argument("--timeout_s", type=float, default=None, help="kill a model's run after this long")
     parser.add_argument("--seed_unit", choices=["auto", "measure", "before_after", "skip"], default="auto",
                         help="auto: this machine's cached seed unit, measured first when there is none and the runs "
@@ -183,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train nothing: build the results from these run dirs")
     args = parser.parse_args(argv)
     extra = [a for arg in extra for a in arg.split()]  # ARGS="--a=1 --b=2" arrives as one word
+    if args.results is None:
+        args.results = "results" if args.dataset == DEFAULT_DATASET else f"results/{args.dataset}"
     blocked = next((p for p in [Path(args.results), *Path(args.results).parents] if p.exists() and not p.is_dir()),
                    None)
     if blocked is not None:
@@ -207,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1:
         print("benchmark: error: --seeds must be >= 1", file=sys.stderr)
         return 2
+    if (missing := missing_dataset(config_dir, args.dataset)) is not None:
+        print(f"benchmark: error: {missing}", file=sys.stderr)
+        return 2
+    recipes = {model: recipe_for(model, config_dir, args.dataset) for model in models}
     runs = run_list(models, args.seeds)
     if args.list:
         for index, run in enumerate(runs):
@@ -226,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     results, root = Path(args.results), Path(args.root)
-    keys = {run: run_key(run, config_dir, args.data_dir, extra) for run in runs}
+    keys = {run: run_key(run, recipes[run.model], args.data_dir, extra) for run in runs}
     if args.aggregate:
         return aggregate(runs, keys, results)
     env = environment()
@@ -241,11 +252,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {run.model} (seed {run.seed}) == done before with the same config, seed, code and hardware: "
               f"{entry['row'].get('run_dir')} (--force to train it again)", flush=True)
     # an array task never measures the seed unit (it takes the cached one) nor probes
-    short = cut_short(extra, [config_dir / f"{run.model}.yaml" for run in todo])
+    short = cut_short(extra, [recipes[run.model] for run in todo])
     unit_mode = "skip" if not todo else args.seed_unit if args.only is None else \
         ("skip" if args.seed_unit == "skip" else "cached")
     device = "cuda" if runs_device(extra).type == "cuda" else f"cpu: {cpu_name()} ("
-    estimates = estimate_runs(todo, config_dir, args.data_dir, extra, results, where, device, environments[0],
+    estimates = estimate_runs(todo, recipes, args.data_dir, extra, results, where, device, environments[0],
                               args.estimate if args.only is None or args.estimate == "off" else "records")
     unit_s, unit_times = expected_seconds(unit_mode, extra, short)
     if todo:
@@ -262,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{countdown.start(run)}]" + (f" {' '.join(f'{k}={v}' for k, v in env.items())}" if env else ""),
               flush=True)
         run_start = time.perf_counter()
-        row = run_one(run.model, run.seed, config_dir, args.data_dir, root, extra,
+        row = run_one(recipes[run.model], run.seed, args.data_dir, root, extra,
                       results / "logs" / f"{run.name}.log", args.timeout_s, env=env, label=label,
                       on_run_dir=on_run_dir)
         row["time/run_s"] = round(time.perf_counter() - run_start, 1)  # the run's process, start-up included

@@ -99,6 +99,9 @@ def _not_utf8(argv: list[str]) -> str | None:
 def concise(message: str) -> str:
     """jsonargparse's message for a bad value under a model's init_args repeats every member of the Union it tried;
     the part that names the key is kept."""
+    alone = overlay_alone(message)
+    if alone is not None:
+        return alone
     refusal = import_refusal(message)
     if refusal is not None:
         return refusal
@@ -110,6 +113,23 @@ def concise(message: str) -> str:
     if outer and inner:
         return f"{outer.group(1)} ({inner.group(1)}): {inner.group(2).strip()}"
     return message
+
+
+OVERLAY_FIX = ("Fix: give the model's config first and the overlay after it, e.g. --config configs/cnn.yaml --config "
+               "configs/data/fashion_mnist.yaml")
+
+
+def overlay_alone(message: str) -> str | None:
+    """An overlay given without the recipe it changes: no model at all (a data overlay), or a class's init_args
+    with no class_path (a model overlay such as configs/fashion_mnist/cnn.yaml), which jsonargparse would report as
+    an import of typing.Union."""
+    if re.search(r"arguments are required: (\w+\.)?model\b", message):
+        return f"no model: no config given names one (an overlay of data settings does not). {OVERLAY_FIX}"
+    if "'typing.Union'" in message:
+        key = re.match(r'Parser key "([^"]+)"', message)
+        return (f"{key.group(1) if key else 'a class'}: init_args without a class_path, so the config changes a "
+                f"recipe given before it. {OVERLAY_FIX}")
+    return None
 
 
 def unknown_argument(message: str) -> str | None:

@@ -42,7 +42,8 @@ def curves_figure(rows: list[dict[str, Any]]):
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    ax_acc.legend(fontsize=7, ncol=2, loc="lower right")
+    if ax_acc.get_legend_handles_labels()[0]:  # no curves when every run failed
+        ax_acc.legend(fontsize=7, ncol=2, loc="lower right")
     fig.suptitle("Training curves (solid: train, dashed: validation)", fontsize=11)
     fig.tight_layout()
     return fig

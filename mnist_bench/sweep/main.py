@@ -2,6 +2,7 @@
 
     mnist-bench sweep --config configs/vit.yaml --space sweeps/vit.yaml --trials 40
     mnist-bench sweep --config configs/vit.yaml --space sweeps/vit.yaml --trials 40 --jobs 2      # 2 workers here
+    mnist-bench sweep ... -- --config configs/data/fashion_mnist.yaml                             # Fashion-MNIST
     mnist-bench sweep ... --storage postgresql://user:pw@db/optuna --study vit                    # on every machine
 
 The study lives in ``--storage`` (by default a SQLite file in the results folder); rerunning the same command

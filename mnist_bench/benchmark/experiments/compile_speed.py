@@ -1,6 +1,6 @@
 """`make bench-compile`: each model's recipe trained eagerly and under ``torch.compile``, side by side on this machine.
 
-For every config, a short real fit (the config's model, optimizer, precision and batch size, on the DataModule's
+For every recipe (a model's config, with the dataset's overlays after it), a short real fit (the config's model, optimizer, precision and batch size, on the DataModule's
 images) runs twice: as configured, and with ``model.init_args.compile: true``. Each runs two epochs of
 ``TRAIN_BATCHES`` and a half batches (so the smaller last batch of an epoch is met, as in a real run) with a short
 validation after each epoch (eval mode compiles its own graph). From the batch times:
@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from lightning.pytorch import Callback
 
+from mnist_bench.benchmark.jobs.estimate import planned_config
+from mnist_bench.benchmark.jobs.recipes import DEFAULT_DATASET, Recipe, missing_dataset, recipe_for
 from mnist_bench.provenance import device_description, git_sha, versions
 from mnist_bench.utils import write_json_atomic
 
@@ -63,14 +64,14 @@ class BatchClock(Callback):
         self.validation.append(self._now(pl_module) - self._val_start)
 
 
-def measure(config: Path, data_dir: str, compile_net: bool, root: Path) -> dict[str, Any]:
-    """One short fit of ``config``; its batch times and what they imply."""
+def measure(recipe: Recipe, data_dir: str, compile_net: bool, root: Path) -> dict[str, Any]:
+    """One short fit of ``recipe``; its batch times and what they imply."""
     from mnist_bench.cli import MNISTBenchCLI
 
-    recipe = yaml.safe_load(config.read_text())
-    batch_size = int((recipe.get("data") or {}).get("batch_size", 128))
+    planned = planned_config(recipe, [])
+    batch_size = int((planned.get("data") or {}).get("batch_size", 128))
     clock = BatchClock()
-    args = ["--config", str(config), f"--data.data_dir={data_dir}",
+    args = [*recipe.config_args(), f"--data.data_dir={data_dir}",
             f"--data.train_subset={TRAIN_BATCHES * batch_size + batch_size // 2}",
             f"--trainer.default_root_dir={root}", "--trainer.max_epochs=2", "--trainer.logger=false",
             f"--trainer.limit_val_batches={VAL_BATCHES}", "--trainer.num_sanity_val_steps=0",
@@ -84,7 +85,7 @@ def measure(config: Path, data_dir: str, compile_net: bool, root: Path) -> dict[
     total = time.perf_counter() - start
     steady = [s for epoch, n, s in clock.batches if epoch == 1 and n == batch_size]
     step = statistics.median(steady)
-    epochs = int((recipe.get("trainer") or {}).get("max_epochs", 1))
+    epochs = int((planned.get("trainer") or {}).get("max_epochs", 1))
     return {
         "model": cli.model.model_name,
         "precision": str(cli.trainer.precision),
@@ -98,12 +99,12 @@ def measure(config: Path, data_dir: str, compile_net: bool, root: Path) -> dict[
     }
 
 
-def compare_compiled(config: Path, data_dir: str) -> dict[str, Any]:
+def compare_compiled(recipe: Recipe, data_dir: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mnist-bench-compile-") as tmp:
-        eager = measure(config, data_dir, False, Path(tmp) / "eager")
+        eager = measure(recipe, data_dir, False, Path(tmp) / "eager")
         # a cache of its own: compile time as a first run meets it, not what an earlier run left on disk
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor-cache")
-        compiled = measure(config, data_dir, True, Path(tmp) / "compiled")
+        compiled = measure(recipe, data_dir, True, Path(tmp) / "compiled")
     # what the compiled fit spent beyond its batches at the compiled steady rate (the eager fit's own start-up
     # and validation are taken out as well, so that only compiling is left)
     batches = 2 * (TRAIN_BATCHES + 0.5)  # the half batches counted as half a step
@@ -113,7 +114,7 @@ def compare_compiled(config: Path, data_dir: str) -> dict[str, Any]:
     eager_recipe = steps * eager["step_s"]
     compiled_recipe = compile_s + steps * compiled["step_s"]
     return {
-        "config": str(config),
+        "config": recipe.describe(),
         "model": eager["model"],
         "precision": eager["precision"],
         "batch_size": eager["batch_size"],
@@ -150,19 +151,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mnist_bench.benchmark.experiments.compile_speed",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=None, help="model configs (default: configs/*.yaml)")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET,
+                        help="each config with configs/data/<dataset>.yaml after it (default mnist)")
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--output", default="results/compile.json")
     args = parser.parse_args(argv)
     configs = [Path(c) for c in args.configs] if args.configs else sorted(Path("configs").glob("*.yaml"))
+    if configs and (missing := missing_dataset(configs[0].parent, args.dataset)) is not None:
+        print(f"compile_speed: error: {missing}", file=sys.stderr)
+        return 2
     rows = []
     for config in configs:
-        print(f"== {config}", file=sys.stderr, flush=True)
+        recipe = recipe_for(config.stem, config.parent, args.dataset)
+        print(f"== {recipe.describe()}", file=sys.stderr, flush=True)
         try:
-            rows.append(compare_compiled(config, args.data_dir))
+            rows.append(compare_compiled(recipe, args.data_dir))
         except Exception as err:  # noqa: BLE001 - a model that does not compile is a finding, not a crash
             from mnist_bench.errors import first_line
 
-            rows.append({"config": str(config), "model": config.stem, "error": first_line(f"{type(err).__name__}: "
+            rows.append({"config": recipe.describe(), "model": config.stem, "error": first_line(f"{type(err).__name__}: "
                                                                                           f"{err}")[:200]})
         print(markdown(rows[-1:], ""), file=sys.stderr, flush=True)
     device = device_description(torch.device("cuda" if torch.cuda.is_available() else "cpu"))

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from mnist_bench.benchmark.jobs.recipes import Recipe
 from mnist_bench.errors import first_line
 from mnist_bench.utils import read_json
 
@@ -79,13 +80,17 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def recipe(config: Path, extra: list[str]) -> dict[str, Any]:
-    """The config file with the extra arguments' keys on top (not resolved: only what the two say)."""
-    try:
-        given = yaml.safe_load(config.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        given = {}
-    return _merged(given if isinstance(given, dict) else {}, _nested(overrides(extra)))
+def planned_config(recipe: Recipe, extra: list[str]) -> dict[str, Any]:
+    """The recipe's config files merged in order, with the extra arguments' keys on top (not resolved: only what
+    they say)."""
+    merged: dict[str, Any] = {}
+    for path in recipe.files:
+        try:
+            given = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            given = {}
+        merged = _merged(merged, given if isinstance(given, dict) else {})
+    return _merged(merged, _nested(overrides(extra)))
 
 
 def _shortened(key: str, value: Any, recipe_epochs: Any) -> bool:
@@ -102,7 +107,7 @@ def _shortened(key: str, value: Any, recipe_epochs: Any) -> bool:
     return True  # max_time, fast_dev_run
 
 
-def cut_short(extra: list[str], configs: list[Path]) -> str | None:
+def cut_short(extra: list[str], recipes: list[Recipe]) -> str | None:
     """How the extra arguments cut the runs short of these recipes (``limit_*_batches``, ``max_steps``, ``max_time``,
     ``fast_dev_run``, ``overfit_batches``, ``data.train_subset``, fewer ``max_epochs`` than a recipe), or None."""
     given = overrides(extra)
@@ -112,10 +117,10 @@ def cut_short(extra: list[str], configs: list[Path]) -> str | None:
     if given.get("data.train_subset") is not None or given.get("data.init_args.train_subset") is not None:
         return "--data.train_subset"
     if "trainer.max_epochs" in given:
-        for config in configs:
-            epochs = (recipe(config, []).get("trainer") or {}).get("max_epochs")
+        for recipe in recipes:
+            epochs = (planned_config(recipe, []).get("trainer") or {}).get("max_epochs")
             if _shortened("max_epochs", given["trainer.max_epochs"], epochs):
-                return f"--trainer.max_epochs={given['trainer.max_epochs']} (the {config.stem} recipe: {epochs})"
+                return f"--trainer.max_epochs={given['trainer.max_epochs']} (the {recipe.model} recipe: {epochs})"
     return None
 
 
@@ -332,15 +337,13 @@ def from_records(results: Path, model: str, where: str, device: str,
 
 
 # --- the probe ----------------------------------------------------------------------------------------------------
-def run_probe(model: str, seed: int, config_dir: Path, data_dir: str, extra: list[str], env: dict[str, str],
-              log_file: Path) -> tuple[dict[str, Any] | None, str]:
+def run_probe(recipe: Recipe, seed: int, data_dir: str, extra: list[str], env: dict[str, str], log_file: Path) -> tuple[dict[str, Any] | None, str]:
     """The run's own ``mnist-bench fit`` cut to 2 epochs of PROBE_BATCHES batches, in a folder of its own that is
     removed after; returns its row (with its process's wall time) or None, and what happened."""
     from mnist_bench.benchmark.jobs.runner import run_logged
 
     with tempfile.TemporaryDirectory(prefix="mnist-bench-probe-") as root:
-        cmd = [sys.executable, "-m", "mnist_bench", "fit", "--config", str(config_dir / f"{model}.yaml"),
-               f"--seed_everything={seed}", f"--data.data_dir={data_dir}", "--trainer.enable_progress_bar=false",
+        cmd = [sys.executable, "-m", "mnist_bench", "fit", *recipe.config_args(), f"--seed_everything={seed}", f"--data.data_dir={data_dir}", "--trainer.enable_progress_bar=false",
                *extra, f"--trainer.default_root_dir={root}", "--trainer.max_epochs=2",
                f"--trainer.limit_train_batches={PROBE_BATCHES}", f"--trainer.limit_val_batches={PROBE_EVAL_BATCHES}",
                f"--trainer.limit_test_batches={PROBE_EVAL_BATCHES}", "--trainer.max_steps=-1",
@@ -361,8 +364,8 @@ def run_probe(model: str, seed: int, config_dir: Path, data_dir: str, extra: lis
     return {**row, "time/run_s": wall}, f"a probe ({PROBE_BATCHES} batches x 2 epochs, {wall:.0f} s)"
 
 
-def estimate_runs(runs: list, config_dir: Path, data_dir: str, extra: list[str], results: Path, where: str,
-                  device: str, env: dict[str, str], mode: str = "auto") -> dict[Any, Estimate]:
+def estimate_runs(runs: list, recipes: dict[str, Recipe], data_dir: str, extra: list[str], results: Path,
+                  where: str, device: str, env: dict[str, str], mode: str = "auto") -> dict[Any, Estimate]:
     """Each run's expected time and where it comes from. ``auto``: a finished run on this machine, else a probe
     (none when the run itself is about as short as a probe); ``records``: finished runs only; ``off``: none."""
     out: dict[Any, Estimate] = {}
@@ -372,14 +375,14 @@ def estimate_runs(runs: list, config_dir: Path, data_dir: str, extra: list[str],
             out[run] = Estimate(None, "not estimated (--estimate off)")
             continue
         if run.model not in by_model:
-            by_model[run.model] = _estimate_model(run, config_dir, data_dir, extra, results, where, device, env,
-                                                  mode)
+            by_model[run.model] = _estimate_model(run, recipes[run.model], data_dir, extra, results, where,
+                                                  device, env, mode)
         out[run] = by_model[run.model]
     return out
 
 
-def _estimate_model(run, config_dir, data_dir, extra, results, where, device, env, mode) -> Estimate:
-    planned = recipe(config_dir / f"{run.model}.yaml", extra)
+def _estimate_model(run, recipe, data_dir, extra, results, where, device, env, mode) -> Estimate:
+    planned = planned_config(recipe, extra)
     trainer = planned.get("trainer") or {}
     found = from_records(results, run.model, where, device, planned)
     if found and found[2]:
@@ -394,7 +397,7 @@ def _estimate_model(run, config_dir, data_dir, extra, results, where, device, en
     if mode == "auto" and (tiny is None or tiny.train_images > 2 * PROBE_BATCHES * batch_size):
         print(f"== estimate: probing {run.model} ({PROBE_BATCHES} batches x 2 epochs) ==", flush=True)
         log = results / "logs" / f"{run.model}-probe.log"
-        row, what = run_probe(run.model, run.seed, config_dir, data_dir, extra, env, log)
+        row, what = run_probe(recipe, run.seed, data_dir, extra, env, log)
         if row is not None:
             return Estimate(estimate_from(row, trainer), f"from {what}")
         if weak is None:

@@ -2,7 +2,7 @@
 
 The list (model × seed, in order) is the same for a sequential run, ``--jobs N`` and a SLURM job array, so that any of
 them gives the same table. A finished run is recorded in ``<results>/runs/<model>-seed<seed>.json`` with a key made of
-everything that decides its result (the config file, the extra arguments, the seed, the data folder and the code);
+everything that decides its result (the config files, the extra arguments, the seed, the data folder and the code);
 rerunning the benchmark with the same key reuses the run instead of training it again.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnist_bench.benchmark.jobs.recipes import Recipe
 from mnist_bench.callbacks.predictions import PREDICTIONS_FILE
 from mnist_bench.provenance import source_digest
 from mnist_bench.utils import CPUS_VARIABLE, read_json, write_json_atomic
@@ -47,15 +48,14 @@ def run_list(models: list[str], seeds: int) -> list[Run]:
     return [Run(model, DEFAULT_SEED + k) for model in models for k in range(seeds)]
 
 
-def run_key(run: Run, config_dir: Path, data_dir: str, extra: list[str]) -> str:
-    """What decides a run's result, hashed: its config file, the extra arguments, the seed, the data folder and the
+def run_key(run: Run, recipe: Recipe, data_dir: str, extra: list[str]) -> str:
+    """What decides a run's result, hashed: its config files, the extra arguments, the seed, the data folder and the
     code it executes (every source file of the package but the benchmark's reporting, so an uncommitted change counts
     too)."""
-    config = config_dir / f"{run.model}.yaml"
     parts = {
         "model": run.model,
         "seed": run.seed,
-        "config": config.read_text() if config.is_file() else None,
+        "config": recipe.texts(),
         "extra": extra,
         "data_dir": str(Path(data_dir).resolve()),
         "code": source_digest(PACKAGE_ROOT, RUN_CODE, skip=READS_FINISHED_RUNS),

@@ -1,4 +1,4 @@
-"""Run each model's config in its own process and collect its ``metrics.json``."""
+"""Run each model's recipe in its own process and collect its ``metrics.json``."""
 
 from __future__ import annotations
 
@@ -13,14 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mnist_bench.benchmark.jobs.recipes import Recipe
 from mnist_bench.benchmark.report.row import failed_row
 from mnist_bench.cli.rundirs import RUN_DIR_LINE
 from mnist_bench.utils import process_alive, read_json
-
-
-def available_models(config_dir: Path) -> list[str]:
-    return sorted(p.stem for p in config_dir.glob("*.yaml"))
-
 
 INTERRUPT_GRACE_S = 20.0  # an interrupted run gets this long to stop on SIGINT before it is killed
 RUNNING: set[int] = set()  # the process groups of the runs going on now (each run has its own session)
@@ -100,10 +96,10 @@ def run_logged(cmd: list[str], log_file: Path, timeout_s: float | None = None,
     return (None if timed_out else code), list(lines), kept
 
 
-def run_one(model: str, seed: int, config_dir: Path, data_dir: str, root: Path, extra: list[str],
+def run_one(recipe: Recipe, seed: int, data_dir: str, root: Path, extra: list[str],
             log_file: Path, timeout_s: float | None = None, env: dict[str, str] | None = None, label: str = "",
             on_run_dir: Callable[[Path], None] = lambda run_dir: None) -> dict[str, Any]:
-    """``mnist-bench fit`` of one config in a subprocess; its output goes to the terminal and to ``log_file``.
+    """``mnist-bench fit`` of one recipe in a subprocess; its output goes to the terminal and to ``log_file``.
 
     The row is the ``metrics.json`` of the run dir the run names; a crash, an out-of-memory kill or a timeout gives a
     failed row with the reason, never a missing one. ``env`` pins the run (its GPU or CPU cores); ``on_run_dir``
@@ -112,8 +108,8 @@ def run_one(model: str, seed: int, config_dir: Path, data_dir: str, root: Path, 
     log_root = root / "lightning_logs"
     before = set(log_root.glob("*/version_*"))
     cmd = [
-        sys.executable, "-m", "mnist_bench", "fit", "--config", str(config_dir / f"{model}.yaml"),
-        f"--seed_everything={seed}", f"--data.data_dir={data_dir}", f"--trainer.default_root_dir={root}",
+        sys.executable, "-m", "mnist_bench", "fit", *recipe.config_args(), f"--seed_everything={seed}",
+        f"--data.data_dir={data_dir}", f"--trainer.default_root_dir={root}",
         "--trainer.enable_progress_bar=false", *extra,
     ]
     code, lines, named_lines = run_logged(cmd, log_file, timeout_s,
@@ -125,7 +121,7 @@ def run_one(model: str, seed: int, config_dir: Path, data_dir: str, root: Path, 
     run_dir = named[-1] if named else (new[-1] if new else None)
     metrics_path = run_dir / "metrics.json" if run_dir is not None else None
     if code is None:
-        return failed_row(model, seed, f"timed out after {timeout_s:.0f} s (log: {log_file})")
+        return failed_row(recipe.model, seed, f"timed out after {timeout_s:.0f} s (log: {log_file})")
     if metrics_path is not None and metrics_path.is_file():
         row = read_json(metrics_path)
         if code != 0 and row.get("status") == "ok":
@@ -133,7 +129,7 @@ def run_one(model: str, seed: int, config_dir: Path, data_dir: str, root: Path, 
         return row
     tail = lines[-30:]
     reason = next((line for line in reversed(tail) if "error" in line.lower()), tail[-1] if tail else "no output")
-    return failed_row(model, seed, f"exit code {code}: {reason} (log: {log_file})")
+    return failed_row(recipe.model, seed, f"exit code {code}: {reason} (log: {log_file})")
 
 
 RUN_DIR_WAIT_S = 120.0  # a parallel job starts when the one before it has made its run dir, or after this long
