@@ -67,6 +67,7 @@ test-fast: install ## Run the fast tests only (synthetic data, no real MNIST)
 
 lint: install ## Lint with ruff and shellcheck
 	$(BIN)/ruff check mnist_bench tests scripts
+	$(BIN)/ruff format --check mnist_bench tests scripts
 	$(BIN)/shellcheck scripts/*.sh
 
 tensorboard: install ## Open TensorBoard on the runs, at http://127.0.0.1:6006

@@ -1,10 +1,11 @@
-"""Freed memory kept in the process on Linux (glibc), so that a training step does not fault its pages in again.
+"""Freed memory kept in the process on Linux (glibc), so that a training step does not fault its pages in
+again.
 
-glibc's malloc serves each block over its mmap threshold (32 MiB at most) with a fresh mapping and unmaps it on free;
-every page of a fresh mapping faults on first touch, and VGG16's 32-px activations at batch 128 are such blocks, made
-and freed at every step. With mmap off and a high trim threshold the heap keeps freed blocks for the next step, as
-the allocators PyTorch's CPU tuning guide recommends (jemalloc, tcmalloc) do. Measured in
-``results/vgg16_avx2/``. ``MNIST_BENCH_KEEP_FREED_MEMORY=0`` keeps glibc's defaults.
+glibc's malloc serves each block over its mmap threshold (32 MiB at most) with a fresh mapping and unmaps it
+on free; every page of a fresh mapping faults on first touch, and VGG16's 32-px activations at batch 128 are
+such blocks, made and freed at every step. With mmap off and a high trim threshold the heap keeps freed blocks
+for the next step, as the allocators PyTorch's CPU tuning guide recommends (jemalloc, tcmalloc) do. Measured
+in ``results/vgg16_avx2/``. ``MNIST_BENCH_KEEP_FREED_MEMORY=0`` keeps glibc's defaults.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ _state: str | None = None
 
 
 def keep_freed_memory() -> str:
-    """Turns glibc's unmapping of large freed blocks off for this process, once; says what the process uses."""
+    """Turns glibc's unmapping of large freed blocks off for this process, once; says what the process
+    uses."""
     global _state
     if _state is None:
         _state = _apply()

@@ -6,8 +6,8 @@ class ConfigError(ValueError):
 
 
 class UserFacingError(RuntimeError):
-    """Missing or damaged input (data, weights); the message names the file and the fix (exit code 1). A subclass
-    may carry another exit code and the status its run is recorded with."""
+    """Missing or damaged input (data, weights); the message names the file and the fix (exit code 1). A
+    subclass may carry another exit code and the status its run is recorded with."""
 
     exit_code = 1
     status = "failed"  # metrics.json's status of a run that ends with it

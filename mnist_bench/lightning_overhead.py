@@ -1,14 +1,14 @@
 """Two per-step costs that Lightning adds on a small model, removed; the only speed tweaks outside the models.
 
-Both keep behaviour as it is and pay on every machine without NVML or a profiler, where the CNN's whole training
-step is about 10 ms on a 2-core CPU (figures in the README's "Lightning's overhead"):
+Both keep behaviour as it is and pay on every machine without NVML or a profiler, where the CNN's whole
+training step is about 10 ms on a 2-core CPU (figures in the README's "Lightning's overhead"):
 
 * ``skip_nvml_probe_without_nvml``: Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` on import, so
-  ``torch.cuda.is_available()`` asks NVML; without an NVIDIA driver torch then fails to load the library on every
-  call, and Adam/AdamW call it every step (2-3% of the CNN's step). There the variable is turned off.
-* ``NoProfiler``: Lightning enters ``profiler.profile(...)`` around each of about 70 hook calls a step; the default
-  ``PassThroughProfiler`` builds a generator-based context manager each time (about 1%). ``--trainer.profiler`` still
-  replaces it.
+  ``torch.cuda.is_available()`` asks NVML; without an NVIDIA driver torch then fails to load the library on
+  every call, and Adam/AdamW call it every step (2-3% of the CNN's step). There the variable is turned off.
+* ``NoProfiler``: Lightning enters ``profiler.profile(...)`` around each of about 70 hook calls a step; the
+  default ``PassThroughProfiler`` builds a generator-based context manager each time (about 1%).
+  ``--trainer.profiler`` still replaces it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ _NOTHING = nullcontext()
 
 
 def skip_nvml_probe_without_nvml() -> None:
-    """Turns torch's NVML-based CUDA check off where NVML cannot load (same answers, no failed load per call)."""
+    """Turns torch's NVML-based CUDA check off where NVML cannot load (same answers, no failed load per
+    call)."""
     if os.environ.get(NVML_CHECK) != "1":
         return
     try:

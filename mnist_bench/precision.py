@@ -1,8 +1,9 @@
 """Numeric precision chosen from the hardware, unless the config or command line names one.
 
-CUDA with native bf16 (compute capability 8.0 and up: A100, H100, RTX 30xx) -> ``bf16-mixed``; older CUDA cards
-(T4, V100) -> ``16-mixed``; a CPU with native bf16 (AVX-512 BF16 or AMX) -> ``bf16-mixed`` for the models that gain
-from it, else ``32-true``. Without native bf16, a CPU emulates bf16 autocast, and the CNN trained 9x slower.
+CUDA with native bf16 (compute capability 8.0 and up: A100, H100, RTX 30xx) -> ``bf16-mixed``; older CUDA
+cards (T4, V100) -> ``16-mixed``; a CPU with native bf16 (AVX-512 BF16 or AMX) -> ``bf16-mixed`` for the
+models that gain from it, else ``32-true``. Without native bf16, a CPU emulates bf16 autocast, and the CNN
+trained 9x slower.
 """
 
 from __future__ import annotations
@@ -46,9 +47,12 @@ def _cpu_flags() -> frozenset[str]:
 
 def cpu_capability(flags: frozenset[str] | None = None, torch_capability: str | None = None) -> str:
     """AMX, AVX512_BF16, AVX512, AVX2 or torch's own word (DEFAULT, VSX, SVE256, ...) for this CPU. The bf16
-    instructions count only where torch uses AVX-512 (``ATEN_CPU_CAPABILITY=avx2`` makes a CPU behave as AVX2)."""
+    instructions count only where torch uses AVX-512 (``ATEN_CPU_CAPABILITY=avx2`` makes a CPU behave as
+    AVX2)."""
     flags = _cpu_flags() if flags is None else flags
-    torch_capability = torch.backends.cpu.get_cpu_capability() if torch_capability is None else torch_capability
+    torch_capability = (
+        torch.backends.cpu.get_cpu_capability() if torch_capability is None else torch_capability
+    )
     if not torch_capability.startswith("AVX512"):
         return torch_capability
     if "amx_bf16" in flags:
@@ -67,8 +71,9 @@ def detect(accelerator: str = "auto") -> Hardware:
     return Hardware("cpu", capability, capability in ("AMX", "AVX512_BF16"))
 
 
-def resolve(requested: str | int | None, hardware: Hardware, bf16_on_cpu: bool,
-            mixed_precision: bool = True) -> tuple[str, str]:
+def resolve(
+    requested: str | int | None, hardware: Hardware, bf16_on_cpu: bool, mixed_precision: bool = True
+) -> tuple[str, str]:
     """The precision a run uses and one line on why. ``requested`` wins unless it is None or ``auto``;
     ``bf16_on_cpu`` says whether the model was measured faster in bf16 on a CPU with native bf16;
     ``mixed_precision`` False keeps a model in fp32 everywhere."""
@@ -82,7 +87,10 @@ def resolve(requested: str | int | None, hardware: Hardware, bf16_on_cpu: bool,
             return "bf16-mixed", f"precision bf16-mixed: {where} has native bf16"
         return "16-mixed", f"precision 16-mixed: {where} has no native bf16 (fp16 is its fast path)"
     if not hardware.native_bf16:
-        return "32-true", f"precision 32-true: {where} has no native bf16 (bf16 would be emulated, about 9x slower)"
+        return (
+            "32-true",
+            f"precision 32-true: {where} has no native bf16 (bf16 would be emulated, about 9x slower)",
+        )
     if bf16_on_cpu:
         return "bf16-mixed", f"precision bf16-mixed: {where} has native bf16"
     return "32-true", f"precision 32-true: this model was measured faster in fp32 than in bf16 on {where}"

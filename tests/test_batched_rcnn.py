@@ -1,6 +1,6 @@
-"""The batched Faster R-CNN transform, RPN and RoI heads give torchvision's answers: the same images, proposals,
-detections and losses (with samplers that take every candidate, so that no random draw differs), and torchvision's
-own code where a batch does not fit the batched path."""
+"""The batched Faster R-CNN transform, RPN and RoI heads give torchvision's answers: the same images,
+proposals, detections and losses (with samplers that take every candidate, so that no random draw differs),
+and torchvision's own code where a batch does not fit the batched path."""
 
 import copy
 
@@ -78,13 +78,18 @@ def test_training_losses_match_torchvision_when_every_candidate_is_sampled(detec
         module.fg_bg_sampler.batch_size_per_image = 10**6  # every positive and negative: no random draw
     *_, losses = run_heads(detector, pixels, targets)
     *_, ref_losses = run_heads(detector, pixels, targets, reference=True)
-    assert losses.keys() == ref_losses.keys() == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier",
-                                                  "loss_box_reg"}
+    assert (
+        losses.keys()
+        == ref_losses.keys()
+        == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
+    )
     for key in losses:
         torch.testing.assert_close(losses[key], ref_losses[key], msg=key)
         assert losses[key] > 0, key
     grads = torch.autograd.grad(sum(losses.values()), detector.roi_heads.box_predictor.bbox_pred.weight)
-    ref_grads = torch.autograd.grad(sum(ref_losses.values()), detector.roi_heads.box_predictor.bbox_pred.weight)
+    ref_grads = torch.autograd.grad(
+        sum(ref_losses.values()), detector.roi_heads.box_predictor.bbox_pred.weight
+    )
     torch.testing.assert_close(grads[0], ref_grads[0])
 
 
@@ -93,8 +98,13 @@ def test_sampled_training_losses_are_finite_and_reach_every_head(detector, batch
     detector.train()
     *_, losses = run_heads(detector, pixels, targets)
     sum(losses.values()).backward()
-    for name in ("rpn.head.cls_logits.weight", "rpn.head.bbox_pred.weight", "roi_heads.box_predictor.cls_score.weight",
-                 "roi_heads.box_predictor.bbox_pred.weight", "backbone.body.0.weight"):
+    for name in (
+        "rpn.head.cls_logits.weight",
+        "rpn.head.bbox_pred.weight",
+        "roi_heads.box_predictor.cls_score.weight",
+        "roi_heads.box_predictor.bbox_pred.weight",
+        "backbone.body.0.weight",
+    ):
         grad = dict(detector.named_parameters())[name].grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
@@ -114,9 +124,13 @@ def test_a_batch_with_two_boxes_in_an_image_takes_torchvision_s_path(detector, b
 
 def test_sampler_takes_the_right_number_from_the_right_set():
     torch.manual_seed(0)
-    labels = torch.tensor([[1, 1, 1, 1, 1, 0, 0, 0, 0, 0, -1, -1],  # 5 positives: 4 taken, then 4 negatives
-                           [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1],  # 1 positive, 7 negatives
-                           [-1, -1, -1, -1, 0, 0, -1, -1, -1, -1, -1, -1]])  # 0 positives, only 2 negatives exist
+    labels = torch.tensor(
+        [
+            [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, -1, -1],  # 5 positives: 4 taken, then 4 negatives
+            [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1],  # 1 positive, 7 negatives
+            [-1, -1, -1, -1, 0, 0, -1, -1, -1, -1, -1, -1],
+        ]
+    )  # 0 positives, only 2 negatives exist
     counts = {i: torch.zeros(12) for i in range(3)}
     for _ in range(200):
         positive, negative = sample_balanced(labels, per_image=8, positive_fraction=0.5)
@@ -156,7 +170,9 @@ def test_heads_losses_with_few_or_no_proposals_in_some_images_match_torchvision(
         xy = torch.rand(i % 4, 2) * 14
         proposals.append(torch.cat([xy, xy + 4 + torch.rand(i % 4, 2) * 10], dim=1))
     _, losses = detector.roi_heads(features, proposals, images.image_sizes, targets)
-    _, ref_losses = as_torchvision(detector.roi_heads, RoIHeads)(features, proposals, images.image_sizes, targets)
+    _, ref_losses = as_torchvision(detector.roi_heads, RoIHeads)(
+        features, proposals, images.image_sizes, targets
+    )
     for key in losses:
         torch.testing.assert_close(losses[key], ref_losses[key], msg=key)
     sum(losses.values()).backward()

@@ -1,4 +1,5 @@
-"""The benchmark's list of runs: done runs reused, runs at once on their own cores or GPUs, a SLURM job array."""
+"""The benchmark's list of runs: done runs reused, runs at once on their own cores or GPUs, a SLURM job
+array."""
 
 import json
 import os
@@ -23,9 +24,23 @@ FAST = "--trainer.fast_dev_run=true --data.val_size=100 --data.eval_batch_size=1
 
 
 def bench(synthetic_data, tmp_path, *args: str, extra: str = FAST, results: str = "results") -> int:
-    return benchmark_main([*args, "--data_dir", str(synthetic_data), "--config_dir", str(ROOT / "configs"),
-                           "--root", str(tmp_path), "--results", str(tmp_path / results), "--seed_unit", "skip",
-                           "--", extra])
+    return benchmark_main(
+        [
+            *args,
+            "--data_dir",
+            str(synthetic_data),
+            "--config_dir",
+            str(ROOT / "configs"),
+            "--root",
+            str(tmp_path),
+            "--results",
+            str(tmp_path / results),
+            "--seed_unit",
+            "skip",
+            "--",
+            extra,
+        ]
+    )
 
 
 def versions(tmp_path, model: str = "cnn") -> list[str]:
@@ -58,13 +73,19 @@ def test_a_rerun_reuses_runs_done_with_the_same_config_seed_and_code(synthetic_d
 
 
 def test_each_job_gets_its_own_gpu_or_its_own_cores():
-    assert job_environments(2, ["0", "1"], [0, 1, 2, 3]) == [{"CUDA_VISIBLE_DEVICES": "0"},
-                                                            {"CUDA_VISIBLE_DEVICES": "1"}]
+    assert job_environments(2, ["0", "1"], [0, 1, 2, 3]) == [
+        {"CUDA_VISIBLE_DEVICES": "0"},
+        {"CUDA_VISIBLE_DEVICES": "1"},
+    ]
     assert [e["CUDA_VISIBLE_DEVICES"] for e in job_environments(3, ["4", "6"], [0])] == ["4", "6", "4"]
     assert job_environments(1, [], [0, 1]) == [{}], "one job keeps the whole machine"
-    assert job_environments(1, ["0", "1"], [0, 1]) == [{}], "one job keeps every GPU (a DDP run may use them all)"
-    assert job_environments(2, [], [0, 1, 2, 3]) == [{"MNIST_BENCH_CPUS": "0,2", "OMP_NUM_THREADS": "2"},
-                                                     {"MNIST_BENCH_CPUS": "1,3", "OMP_NUM_THREADS": "2"}]
+    assert job_environments(1, ["0", "1"], [0, 1]) == [{}], (
+        "one job keeps every GPU (a DDP run may use them all)"
+    )
+    assert job_environments(2, [], [0, 1, 2, 3]) == [
+        {"MNIST_BENCH_CPUS": "0,2", "OMP_NUM_THREADS": "2"},
+        {"MNIST_BENCH_CPUS": "1,3", "OMP_NUM_THREADS": "2"},
+    ]
     with pytest.raises(ValueError, match="at most one job per core"):
         job_environments(3, [], [0, 1])
 
@@ -96,9 +117,18 @@ def test_runs_at_once_never_share_a_slot_and_come_back_in_list_order():
 
 def test_a_job_pins_itself_to_its_cores():
     core = sorted(os.sched_getaffinity(0))[-1]
-    out = subprocess.run([sys.executable, "-c", "import os; from mnist_bench.utils import pin_to_given_cpus; "
-                          "pin_to_given_cpus(); print(sorted(os.sched_getaffinity(0)))"],
-                         env={**os.environ, "MNIST_BENCH_CPUS": str(core)}, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os; from mnist_bench.utils import pin_to_given_cpus; "
+            "pin_to_given_cpus(); print(sorted(os.sched_getaffinity(0)))",
+        ],
+        env={**os.environ, "MNIST_BENCH_CPUS": str(core)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == f"[{core}]"
 
 
@@ -128,8 +158,14 @@ def test_an_array_task_runs_one_run_and_the_table_shows_the_missing_ones(synthet
 
 
 def _slurm(tmp_path, *args: str, path: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(ROOT / "scripts/slurm_benchmark.sh"), *args], cwd=tmp_path, text=True,
-                          capture_output=True, env={**os.environ, "PY": sys.executable, "PATH": path}, timeout=120)
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts/slurm_benchmark.sh"), *args],
+        cwd=tmp_path,
+        text=True,
+        capture_output=True,
+        env={**os.environ, "PY": sys.executable, "PATH": path},
+        timeout=120,
+    )
 
 
 def test_the_slurm_script_submits_one_task_per_run_and_a_table_after_them(tmp_path):
@@ -141,7 +177,10 @@ def test_the_slurm_script_submits_one_task_per_run_and_a_table_after_them(tmp_pa
     assert not (tmp_path / "out").exists(), "a dry run makes nothing"
     missing = _slurm(tmp_path, "--results", path="/usr/bin:/bin")
     assert missing.returncode == 2 and "--results needs a folder" in missing.stderr
-    assert "--only \\$SLURM_ARRAY_TASK_ID" in no_sbatch.stdout or "--only $SLURM_ARRAY_TASK_ID" in no_sbatch.stdout
+    assert (
+        "--only \\$SLURM_ARRAY_TASK_ID" in no_sbatch.stdout
+        or "--only $SLURM_ARRAY_TASK_ID" in no_sbatch.stdout
+    )
     # with an sbatch on the PATH: the array, then the table after it whatever became of the tasks
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -154,13 +193,21 @@ def test_the_slurm_script_submits_one_task_per_run_and_a_table_after_them(tmp_pa
         del os.environ["SBATCH_LOG"]
     assert submitted.returncode == 0, submitted.stderr
     array, table = (tmp_path / "sbatch.log").read_text().splitlines()
-    assert "--array=0-3" in array and "--only $SLURM_ARRAY_TASK_ID" in array and "--trainer.max_epochs=1" in array
+    assert (
+        "--array=0-3" in array
+        and "--only $SLURM_ARRAY_TASK_ID" in array
+        and "--trainer.max_epochs=1" in array
+    )
     assert "slurm_runs/task_$SLURM_ARRAY_TASK_ID" in array
-    assert "--dependency=afterany:1234" in table and "--aggregate" in table and "--trainer.max_epochs=1" in table
+    assert (
+        "--dependency=afterany:1234" in table and "--aggregate" in table and "--trainer.max_epochs=1" in table
+    )
 
 
 def test_the_shell_scripts_pass_shellcheck():
-    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=os.path.dirname(sys.executable))
+    shellcheck = shutil.which("shellcheck") or shutil.which(
+        "shellcheck", path=os.path.dirname(sys.executable)
+    )
     if shellcheck is None:
         pytest.skip("shellcheck is not installed (make install brings it with the dev extras)")
     scripts = sorted(str(p) for p in (ROOT / "scripts").glob("*.sh"))
@@ -239,8 +286,17 @@ def test_a_lone_run_keeps_the_whole_machine_and_several_share_the_gpus(tmp_path,
 
     monkeypatch.setattr(bench_main, "visible_gpus", lambda: ["0", "1"])
     monkeypatch.setattr(bench_main, "run_one", fake_run_one)
-    common = ["--models", "cnn", "--config_dir", str(ROOT / "configs"), "--results", str(tmp_path / "r"),
-              "--seed_unit", "skip", "--force"]
+    common = [
+        "--models",
+        "cnn",
+        "--config_dir",
+        str(ROOT / "configs"),
+        "--results",
+        str(tmp_path / "r"),
+        "--seed_unit",
+        "skip",
+        "--force",
+    ]
     assert bench_main.main([*common, "--seeds", "2", "--only", "1"]) == 0
     assert given == [{}], "an array task with its GPUs uses them all"
     given.clear()
@@ -261,7 +317,8 @@ def test_ctrl_c_stops_the_runs_going_on_and_starts_no_other(tmp_path):
         code, _, _ = run_logged(["sleep", "60"], tmp_path / f"{run.name}.log")
         return {"model": run.model, "seed": run.seed, "status": "failed" if code else "ok"}
 
-    # Python's own Ctrl-C (an earlier test in this process may have left Lightning's or another handler in place)
+    # Python's own Ctrl-C (an earlier test in this process may have left Lightning's or another handler in
+    # place)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Timer(2.0, os.kill, args=(os.getpid(), signal.SIGINT)).start()
     begin = time.monotonic()
@@ -279,8 +336,20 @@ def test_ctrl_c_stops_the_runs_going_on_and_starts_no_other(tmp_path):
 def test_a_results_folder_that_is_a_file_is_one_line(tmp_path, capsys, where):
     (tmp_path / "file").write_text("mine")
     results = tmp_path / where
-    assert benchmark_main(["--models", "cnn", "--config_dir", str(ROOT / "configs"), "--results", str(results),
-                           "--aggregate"]) == 2
+    assert (
+        benchmark_main(
+            [
+                "--models",
+                "cnn",
+                "--config_dir",
+                str(ROOT / "configs"),
+                "--results",
+                str(results),
+                "--aggregate",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(tmp_path / "file") in err and "is a file" in err, err
     assert (tmp_path / "file").read_text() == "mine"
@@ -297,26 +366,47 @@ def test_an_edited_record_is_never_reported_as_a_result(synthetic_data, tmp_path
     record["row"]["test/acc"] = 0.9999
     record_file.write_text(json.dumps(record))
     for args in ((), ("--aggregate",)):
-        assert bench(synthetic_data, tmp_path, "--models", "cnn", *args, extra=FAST + " --data.batch_size=32") == 1
+        assert (
+            bench(synthetic_data, tmp_path, "--models", "cnn", *args, extra=FAST + " --data.batch_size=32")
+            == 1
+        )
         (row,) = rows(tmp_path)
-        assert row["status"] == "failed" and "disagrees with" in row["error"] and "test/acc" in row["error"], row
+        assert (
+            row["status"] == "failed" and "disagrees with" in row["error"] and "test/acc" in row["error"]
+        ), row
         assert 0.9999 not in (row.get("test/acc"),)
     # the record's run dir swapped for the other run's (whose figures differ): the same
     record["row"]["test/acc"] = truth
     record["row"]["run_dir"] = str(tmp_path / "lightning_logs/cnn/version_0")
     record_file.write_text(json.dumps(record))
-    assert bench(synthetic_data, tmp_path, "--models", "cnn", "--aggregate", extra=FAST + " --data.batch_size=32") == 1
+    assert (
+        bench(
+            synthetic_data, tmp_path, "--models", "cnn", "--aggregate", extra=FAST + " --data.batch_size=32"
+        )
+        == 1
+    )
     assert "disagrees with" in rows(tmp_path)[0]["error"]  # the other run's times differ from the record's
-    # ... and with every figure copied from that run (the same model and seed, another recipe): its stamp says so
+    # ... and with every figure copied from that run (the same model and seed, another recipe): its stamp says
+    # so
     other = tmp_path / "lightning_logs/cnn/version_0"
     record["row"] = {**json.loads((other / "metrics.json").read_text()), "run_dir": str(other)}
     record_file.write_text(json.dumps(record))
     for args in ((), ("--aggregate",)):
-        assert bench(synthetic_data, tmp_path, "--models", "cnn", *args, extra=FAST + " --data.batch_size=32") == 1
+        assert (
+            bench(synthetic_data, tmp_path, "--models", "cnn", *args, extra=FAST + " --data.batch_size=32")
+            == 1
+        )
         (row,) = rows(tmp_path)
         assert row["status"] == "failed" and "the recipe" in row["error"], row
-    (other / "benchmark_key.txt").unlink()  # a run the benchmark did not make: trained again, or failed if aggregated
-    assert bench(synthetic_data, tmp_path, "--models", "cnn", "--aggregate", extra=FAST + " --data.batch_size=32") == 1
+    (
+        other / "benchmark_key.txt"
+    ).unlink()  # a run the benchmark did not make: trained again, or failed if aggregated
+    assert (
+        bench(
+            synthetic_data, tmp_path, "--models", "cnn", "--aggregate", extra=FAST + " --data.batch_size=32"
+        )
+        == 1
+    )
     assert "the benchmark did not make it" in rows(tmp_path)[0]["error"]
     # an honest record is reused as it was
     record["row"] = dict(honest)
@@ -329,15 +419,29 @@ def test_an_edited_record_is_never_reported_as_a_result(synthetic_data, tmp_path
     metrics_file.write_text(json.dumps({**metrics, "test/acc": 0.9999}))
     record["row"]["test/acc"] = 0.9999
     record_file.write_text(json.dumps(record))
-    assert bench(synthetic_data, tmp_path, "--models", "cnn", "--aggregate", extra=FAST + " --data.batch_size=32") == 1
+    assert (
+        bench(
+            synthetic_data, tmp_path, "--models", "cnn", "--aggregate", extra=FAST + " --data.batch_size=32"
+        )
+        == 1
+    )
     (row,) = rows(tmp_path)
     assert row["status"] == "failed" and "test_predictions.npz gives" in row["error"], row
     # a status that is not "ok" carries no figure into the results, whatever it says
     for status in ("OK", "failed", None):
         record["row"] = {**honest, "status": status, "test/acc": 0.9999}
         record_file.write_text(json.dumps(record))
-        assert bench(synthetic_data, tmp_path, "--models", "cnn", "--aggregate",
-                     extra=FAST + " --data.batch_size=32") == 1
+        assert (
+            bench(
+                synthetic_data,
+                tmp_path,
+                "--models",
+                "cnn",
+                "--aggregate",
+                extra=FAST + " --data.batch_size=32",
+            )
+            == 1
+        )
         (row,) = rows(tmp_path)
         assert row["status"] == "failed" and row.get("test/acc") is None, row
         assert "0.9999" not in (tmp_path / "results/benchmark.csv").read_text()

@@ -16,9 +16,27 @@ from mnist_bench.precision import detect, resolve
 from .conftest import CONFIGS, ROOT
 
 CONTRACT_KEYS = [
-    "model", "status", "error", "test/acc", "test/f1", "test/loss", "epochs", "time/fit_s", "time/train_s",
-    "time/test_s", "throughput/train_img_s", "throughput/infer_img_s", "params", "pretrained", "image_size", "seed",
-    "precision", "device", "versions", "git_sha", "config",
+    "model",
+    "status",
+    "error",
+    "test/acc",
+    "test/f1",
+    "test/loss",
+    "epochs",
+    "time/fit_s",
+    "time/train_s",
+    "time/test_s",
+    "throughput/train_img_s",
+    "throughput/infer_img_s",
+    "params",
+    "pretrained",
+    "image_size",
+    "seed",
+    "precision",
+    "device",
+    "versions",
+    "git_sha",
+    "config",
 ]
 
 
@@ -37,7 +55,8 @@ def test_every_config_parses_and_instantiates(config, tiny_fit_args):
 
 
 def test_the_run_folder_is_decided_once_and_every_writer_gets_it(tiny_fit_args, tmp_path):
-    """The loggers, the checkpoints and the callbacks that write into a run all hold the one RunDir's folder."""
+    """The loggers, the checkpoints and the callbacks that write into a run all hold the one RunDir's
+    folder."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from mnist_bench.callbacks import RunReport, TestPredictions
@@ -45,14 +64,18 @@ def test_the_run_folder_is_decided_once_and_every_writer_gets_it(tiny_fit_args, 
     from mnist_bench.cli.rundirs import RunDir
 
     (tmp_path / "lightning_logs" / "cnn" / "version_3").mkdir(parents=True)
-    cli = MNISTBenchCLI(args=["--config", str(ROOT / "configs/cnn.yaml"), *tiny_fit_args, "--logger=tensorboard,csv"],
-                        run=False)
+    cli = MNISTBenchCLI(
+        args=["--config", str(ROOT / "configs/cnn.yaml"), *tiny_fit_args, "--logger=tensorboard,csv"],
+        run=False,
+    )
     assert cli.run == RunDir(tmp_path, "cnn", 4)
     folder = tmp_path / "lightning_logs" / "cnn" / "version_4"
     assert cli.run.path == folder and cli.run.checkpoints == folder / "checkpoints"
     assert [Path(logger.log_dir) for logger in cli.trainer.loggers] == [folder, folder]
     callbacks = cli.trainer.callbacks
-    assert [Path(cb.dirpath) for cb in callbacks if isinstance(cb, ModelCheckpoint)] == [folder / "checkpoints"]
+    assert [Path(cb.dirpath) for cb in callbacks if isinstance(cb, ModelCheckpoint)] == [
+        folder / "checkpoints"
+    ]
     writers = [cb for cb in callbacks if isinstance(cb, (RunReport, TestPredictions, SaveConfigToRunDir))]
     assert len(writers) == 3 and all(cb.run_dir == folder for cb in writers)
 
@@ -67,11 +90,20 @@ def test_fast_dev_run_through_main(tiny_fit_args, tmp_path):
 def cnn_run(synthetic_data, tmp_path_factory) -> Path:
     """One real (tiny) fit + test of the CNN config on synthetic data; returns its run dir."""
     root = tmp_path_factory.mktemp("cnn_run")
-    main([
-        "fit", "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}", "--data.val_size=100",
-        "--data.eval_batch_size=50", f"--trainer.default_root_dir={root}", "--trainer.max_epochs=3",
-        "--trainer.enable_progress_bar=false", "--seed_everything=7",
-    ])
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs/cnn.yaml"),
+            f"--data.data_dir={synthetic_data}",
+            "--data.val_size=100",
+            "--data.eval_batch_size=50",
+            f"--trainer.default_root_dir={root}",
+            "--trainer.max_epochs=3",
+            "--trainer.enable_progress_bar=false",
+            "--seed_everything=7",
+        ]
+    )
     return run_dir(root, "cnn")
 
 
@@ -98,7 +130,10 @@ def test_metrics_json_holds_the_contract(cnn_run):
     assert m["throughput/infer_img_s"] == pytest.approx(200 / m["time/test_s"], rel=0.1)
     assert m["params"] == 421_866 and m["pretrained"] is False and m["image_size"] == 28
     assert m["seed"] == 7 and m["device"].startswith("cpu")
-    assert m["precision"] == resolve(None, detect("cpu"), CNN.bf16_on_cpu)[0] and m["hardware"] == detect("cpu").name
+    assert (
+        m["precision"] == resolve(None, detect("cpu"), CNN.bf16_on_cpu)[0]
+        and m["hardware"] == detect("cpu").name
+    )
     assert m["versions"]["torch"] and m["versions"]["lightning"]
     assert m["cpu_memory"] == cpu_memory.state()  # what the fit's process used
     if sys.platform.startswith("linux") and os.environ.get(cpu_memory.VARIABLE) != "0":
@@ -128,8 +163,9 @@ def test_tensorboard_has_scalars_images_and_hparams(cnn_run):
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnist_bench", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_bench", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 @pytest.mark.parametrize(
@@ -146,8 +182,14 @@ def test_bad_arguments_exit_2_with_one_line_and_no_traceback(bad, key, tmp_path)
 
 
 def test_missing_data_is_one_clear_error(tmp_path):
-    proc = _cli("fit", "--config", str(ROOT / "configs/cnn.yaml"), "--data.data_dir=nowhere",
-                "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    proc = _cli(
+        "fit",
+        "--config",
+        str(ROOT / "configs/cnn.yaml"),
+        "--data.data_dir=nowhere",
+        "--trainer.enable_progress_bar=false",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "mnist-bench data --data_dir nowhere" in proc.stderr
@@ -169,8 +211,12 @@ def test_the_results_table_shows_names_as_they_are(cnn_run, tmp_path, capsys):
     from mnist_bench.callbacks import RunReport
 
     report = RunReport(tmp_path, {})
-    report.metrics = {**json.loads((cnn_run / "metrics.json").read_text()), "model": "[/b]cnn",
-                      "device": "[red]cpu", "run_dir": "runs/[bold]x"}
+    report.metrics = {
+        **json.loads((cnn_run / "metrics.json").read_text()),
+        "model": "[/b]cnn",
+        "device": "[red]cpu",
+        "run_dir": "runs/[bold]x",
+    }
     cli = SimpleNamespace(trainer=SimpleNamespace(callbacks=[report], is_global_zero=True, loggers=[]))
     MNISTBenchCLI._print_result(cli)
     out = capsys.readouterr().out
@@ -178,8 +224,10 @@ def test_the_results_table_shows_names_as_they_are(cnn_run, tmp_path, capsys):
     assert "runs/[bold]x" in out
 
 
-@pytest.mark.parametrize("subcommand, hook", [("fit", "on_train_batch_start"), ("test", "on_test_start"),
-                                              ("validate", "on_validation_start")])
+@pytest.mark.parametrize(
+    "subcommand, hook",
+    [("fit", "on_train_batch_start"), ("test", "on_test_start"), ("validate", "on_validation_start")],
+)
 def test_ctrl_c_exits_130_with_how_to_go_on(subcommand, hook, tiny_fit_args, tmp_path, monkeypatch, capsys):
     import signal
 
@@ -193,8 +241,13 @@ def test_ctrl_c_exits_130_with_how_to_go_on(subcommand, hook, tiny_fit_args, tmp
             raise KeyboardInterrupt
 
     monkeypatch.setattr(TimingCallback, hook, ctrl_c)
-    args = ["--config", str(ROOT / "configs/cnn.yaml"), *tiny_fit_args, "--data.batch_size=100",
-            "--trainer.max_epochs=2"]
+    args = [
+        "--config",
+        str(ROOT / "configs/cnn.yaml"),
+        *tiny_fit_args,
+        "--data.batch_size=100",
+        "--trainer.max_epochs=2",
+    ]
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit) as stopped:
@@ -211,7 +264,9 @@ def test_ctrl_c_exits_130_with_how_to_go_on(subcommand, hook, tiny_fit_args, tmp
         return
     assert "--ckpt_path last" in last, last
     stopped_run = json.loads((run_dir(tmp_path, "cnn") / "metrics.json").read_text())
-    assert stopped_run["status"] == "interrupted" and stopped_run["error"] == "interrupted (Ctrl-C)", stopped_run
+    assert stopped_run["status"] == "interrupted" and stopped_run["error"] == "interrupted (Ctrl-C)", (
+        stopped_run
+    )
     monkeypatch.undo()
     main(["fit", *args, "--ckpt_path=last"])
     metrics = json.loads((run_dir(tmp_path, "cnn") / "metrics.json").read_text())
@@ -223,13 +278,29 @@ def test_a_real_ctrl_c_mid_fit_exits_130(synthetic_data, tmp_path):
     import time
 
     run = tmp_path / "lightning_logs/cnn/version_0"
-    cmd = [sys.executable, "-m", "mnist_bench", "fit", "--config", str(ROOT / "configs/cnn.yaml"),
-           f"--data.data_dir={synthetic_data}", "--data.val_size=100", "--trainer.max_epochs=1000",
-           "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mnist_bench",
+        "fit",
+        "--config",
+        str(ROOT / "configs/cnn.yaml"),
+        f"--data.data_dir={synthetic_data}",
+        "--data.val_size=100",
+        "--trainer.max_epochs=1000",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
     # SIGINT as from a terminal (a test runner in the background may have it ignored, and Python keeps that)
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     last_ckpt = run / "checkpoints/last.ckpt"
     while not last_ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:

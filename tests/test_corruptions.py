@@ -1,5 +1,6 @@
-"""MNIST-C's 15 corruptions (mnist_bench.evaluate.corruptions) on hand-made 28×28 digits: the interface's contract
-(shape, range, determinism, the index rule) and, per corruption, the change MNIST-C's definition and severity make."""
+"""MNIST-C's 15 corruptions (mnist_bench.evaluate.corruptions) on hand-made 28×28 digits: the interface's
+contract (shape, range, determinism, the index rule) and, per corruption, the change MNIST-C's definition and
+severity make."""
 
 import numpy as np
 import pytest
@@ -8,8 +9,19 @@ from skimage import color, transform
 
 from mnist_bench.evaluate.corruptions import CORRUPTION_ID, CORRUPTIONS, SEVERITY, corrupt, corrupt_all
 
-RANDOM = {"shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "rotate", "translate", "fog",
-          "spatter", "dotted_line", "zigzag"}
+RANDOM = {
+    "shot_noise",
+    "impulse_noise",
+    "glass_blur",
+    "motion_blur",
+    "shear",
+    "rotate",
+    "translate",
+    "fog",
+    "spatter",
+    "dotted_line",
+    "zigzag",
+}
 FIXED = set(CORRUPTIONS) - RANDOM  # scale, brightness, stripe, canny_edges: no randomness at all
 
 ROWS, COLS = np.mgrid[0:28, 0:28]
@@ -40,7 +52,7 @@ def seven() -> np.ndarray:
     x = np.zeros((28, 28), np.float32)
     x[5:8, 7:21] = 1
     for k in range(14):
-        x[8 + k, 19 - k // 2:22 - k // 2] = 1
+        x[8 + k, 19 - k // 2 : 22 - k // 2] = 1
     return x
 
 
@@ -53,7 +65,8 @@ def centroid(x: np.ndarray) -> np.ndarray:
 
 
 def axis_angle(x: np.ndarray) -> float:
-    """The ink's principal axis as an angle from the vertical, in radians (positive: the bottom leans right)."""
+    """The ink's principal axis as an angle from the vertical, in radians (positive: the bottom leans
+    right)."""
     w = x / x.sum()
     dr, dc = ROWS - (w * ROWS).sum(), COLS - (w * COLS).sum()
     cov = np.array([[(w * dr * dr).sum(), (w * dr * dc).sum()], [(w * dr * dc).sum(), (w * dc * dc).sum()]])
@@ -68,13 +81,28 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
-# ---------------------------------------------------------------------------------------------------- interface
+# ----------------------------------------------------------------------------------------------------
+# interface
 
 
 def test_the_fifteen_names_in_mnist_c_order_with_severities():
-    assert CORRUPTIONS == ("shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate",
-                           "brightness", "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag",
-                           "canny_edges")
+    assert CORRUPTIONS == (
+        "shot_noise",
+        "impulse_noise",
+        "glass_blur",
+        "motion_blur",
+        "shear",
+        "scale",
+        "rotate",
+        "brightness",
+        "translate",
+        "stripe",
+        "fog",
+        "spatter",
+        "dotted_line",
+        "zigzag",
+        "canny_edges",
+    )
     assert list(SEVERITY) == list(CORRUPTIONS) and all(isinstance(v, str) and v for v in SEVERITY.values())
     assert sorted(CORRUPTION_ID.values()) == list(range(1, 16))
 
@@ -91,7 +119,8 @@ def test_contract(name):
     other = corrupt(DIGITS, name, seed=1)
     if name in RANDOM:
         assert any(not np.array_equal(o, p) for o, p in zip(out, other, strict=True))
-        # the randomness follows the index: the same images at other test-set positions are corrupted otherwise
+        # the randomness follows the index: the same images at other test-set positions are corrupted
+        # otherwise
         moved = corrupt(DIGITS, name, seed=0, index=np.arange(100, 100 + len(DIGITS)))
         assert any(not np.array_equal(o, p) for o, p in zip(out, moved, strict=True))
     else:
@@ -103,9 +132,12 @@ def test_every_corruption_changes_the_image_but_keeps_the_digit(name):
     out = corrupt(DIGITS, name, seed=0)
     for clean, bad in zip(DIGITS, out, strict=True):
         assert np.abs(bad - clean).mean() > 0.005
-        if name == "translate":  # moved by 3 px, farther than the 3-px strokes are wide: compare it moved back
-            best = max(correlation(bad, np.roll(clean, (dr, dc), axis=(0, 1)))
-                       for dr in (-3, 3) for dc in (-3, 3))
+        if (
+            name == "translate"
+        ):  # moved by 3 px, farther than the 3-px strokes are wide: compare it moved back
+            best = max(
+                correlation(bad, np.roll(clean, (dr, dc), axis=(0, 1))) for dr in (-3, 3) for dc in (-3, 3)
+            )
             assert best > 0.99
         else:
             assert correlation(bad, clean) > 0.1
@@ -154,7 +186,8 @@ def test_corrupt_all_is_every_corruption():
         np.testing.assert_array_equal(out[name], corrupt(DIGITS[:2], name, seed=2))
 
 
-# ---------------------------------------------------------------------------------------------------- each one
+# ---------------------------------------------------------------------------------------------------- each
+# one
 
 
 def test_shot_noise_is_poisson_with_3_photons():
@@ -162,7 +195,8 @@ def test_shot_noise_is_poisson_with_3_photons():
     ink = np.tile(bar(), (8, 1, 1)) == 1
     assert np.all(out[~ink] == 0)  # no photons where there is no light
     assert set(np.unique(np.round(out * 3, 5))) <= {0.0, 1.0, 2.0, 3.0}  # counts of 3 photons per unit
-    # an ink pixel stays white when at least 3 photons come: P(Poisson(3) >= 3) = 1 - e^-3 (1 + 3 + 4.5) = 0.577
+    # an ink pixel stays white when at least 3 photons come: P(Poisson(3) >= 3) = 1 - e^-3 (1 + 3 + 4.5) =
+    # 0.577
     assert abs((out[ink] == 1).mean() - 0.577) < 0.05
     assert abs(out[ink].mean() - 0.776) < 0.04  # E[min(Poisson(3), 3)] / 3
 
@@ -206,7 +240,7 @@ def test_motion_blur_trails_a_dot_along_one_line_by_the_half_gaussian_kernel():
     dots = np.zeros((8, 28, 28), np.float32)
     dots[:, 14, 22] = 1
     out = corrupt(dots, "motion_blur")
-    k0 = 1 / np.exp(-np.arange(21) ** 2 / 18).sum()  # the kernel's first tap: 1 / sum exp(-i²/2σ²), σ = 3
+    k0 = 1 / np.exp(-(np.arange(21) ** 2) / 18).sum()  # the kernel's first tap: 1 / sum exp(-i²/2σ²), σ = 3
     angles = []
     for img in out:
         assert abs(img.sum() - 1) < 1e-5  # the kernel sums to 1 and the trail stays inside
@@ -241,7 +275,9 @@ def test_shear_is_the_2019_skimage_warp():
         m = np.array([[1, -np.sin(s), 0], [0, np.cos(s), 0], [0, 0, 1]])
         m[0, 2] = 13.5 * (1 - m[0, 0] - m[0, 1])
         m[1, 2] = 13.5 * (1 - m[1, 0] - m[1, 1])
-        candidates.append(transform.warp(x[0].astype(np.float64), transform.AffineTransform(matrix=m), order=1))
+        candidates.append(
+            transform.warp(x[0].astype(np.float64), transform.AffineTransform(matrix=m), order=1)
+        )
     assert min(np.abs(out - c).max() for c in candidates) < 1e-5
 
 
@@ -277,8 +313,10 @@ def _centred_rotation(a: float) -> np.ndarray:
 def test_rotate_is_the_skimage_warp_about_the_centre():
     x = seven().astype(np.float64)
     out = corrupt(x[None], "rotate")[0]
-    candidates = [transform.warp(x, transform.AffineTransform(matrix=_centred_rotation(a)), order=1)
-                  for a in (-0.4, 0.4)]
+    candidates = [
+        transform.warp(x, transform.AffineTransform(matrix=_centred_rotation(a)), order=1)
+        for a in (-0.4, 0.4)
+    ]
     assert min(np.abs(out - c).max() for c in candidates) < 1e-5
 
 
@@ -290,7 +328,9 @@ def test_brightness_raises_the_background_to_half():
     levels = np.linspace(0, 1, 28 * 28).reshape(1, 28, 28).astype(np.float32)
     hsv = color.rgb2hsv(color.gray2rgb(levels[0].astype(np.float64)))
     hsv[:, :, 2] = np.clip(hsv[:, :, 2] + 0.5, 0, 1)
-    np.testing.assert_allclose(corrupt(levels, "brightness")[0], color.rgb2gray(color.hsv2rgb(hsv)), atol=1e-6)
+    np.testing.assert_allclose(
+        corrupt(levels, "brightness")[0], color.rgb2gray(color.hsv2rgb(hsv)), atol=1e-6
+    )
 
 
 def test_translate_moves_the_ink_by_3_px_each_way():

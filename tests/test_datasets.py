@@ -1,6 +1,6 @@
-"""The dataset seam: a second dataset, registered in the test, trains an unchanged model config; its class count,
-names and statistics reach the model, its checkpoint, the figures, predict and export; a DataModule from a user's
-package is named in a config once allowed."""
+"""The dataset seam: a second dataset, registered in the test, trains an unchanged model config; its class
+count, names and statistics reach the model, its checkpoint, the figures, predict and export; a DataModule
+from a user's package is named in a config once allowed."""
 
 import json
 import textwrap
@@ -27,8 +27,12 @@ from .test_bad_configs import run_main
 NAMES = ("circle", "line", "cross")
 # files under <data_dir>/FashionMNIST/raw, read by torchvision's FashionMNIST loader; item counts that no
 # synthetic file has, so only the structure is checked
-TOY = DatasetSpec(info=DatasetInfo("toy3", NAMES, mean=0.2, std=0.35), torchvision_class="FashionMNIST",
-                  raw_files={name: ("0" * 32, 10**9) for name in datasets.MNIST.raw_files}, hflip=True)
+TOY = DatasetSpec(
+    info=DatasetInfo("toy3", NAMES, mean=0.2, std=0.35),
+    torchvision_class="FashionMNIST",
+    raw_files={name: ("0" * 32, 10**9) for name in datasets.MNIST.raw_files},
+    hflip=True,
+)
 
 
 @pytest.fixture
@@ -40,10 +44,19 @@ def toy3(tmp_path, monkeypatch):
 
 
 def fit_args(data_dir, tmp_path) -> list[str]:
-    return ["fit", "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={data_dir}", "--data.dataset=toy3",
-            "--data.val_size=30", "--data.eval_batch_size=30", "--trainer.max_epochs=1",
-            f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false"]
+    return [
+        "fit",
+        "--config",
+        str(ROOT / "configs/cnn.yaml"),
+        f"--data.data_dir={data_dir}",
+        "--data.dataset=toy3",
+        "--data.val_size=30",
+        "--data.eval_batch_size=30",
+        "--trainer.max_epochs=1",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
 
 
 def test_a_second_dataset_trains_the_unchanged_config_and_travels_with_the_model(toy3, tmp_path, capsys):
@@ -96,8 +109,9 @@ def test_flips_follow_the_dataset_policy(toy3):
         training = True
 
     for name, flips in (("toy3", True), ("mnist", False)):
-        dm = MNISTDataModule(data_dir=str(toy3), dataset=name, augment=True, max_shift_px=0, max_rotate_deg=0,
-                             max_scale=0)
+        dm = MNISTDataModule(
+            data_dir=str(toy3), dataset=name, augment=True, max_shift_px=0, max_rotate_deg=0, max_scale=0
+        )
         dm.trainer = Training()
         out, _ = dm.on_after_batch_transfer((x, torch.zeros(64, dtype=torch.long)), 0)
         right_lit = (dm.info.denormalize(out)[..., 20] > 0.5).flatten().float().mean().item()
@@ -120,21 +134,26 @@ class HalfMNIST(MNISTDataModule):
     def _load(self, train):
         data = super()._load(train)
         if train:
-            data.images, data.labels = data.images[: len(data.labels) // 2], data.labels[: len(data.labels) // 2]
+            half = len(data.labels) // 2
+            data.images, data.labels = data.images[:half], data.labels[:half]
         return data
 '''
 
 
-def test_a_datamodule_of_your_own_is_named_in_the_config_once_allowed(synthetic_data, tmp_path, monkeypatch, capsys):
+def test_a_datamodule_of_your_own_is_named_in_the_config_once_allowed(
+    synthetic_data, tmp_path, monkeypatch, capsys
+):
     user_package(tmp_path, monkeypatch, "toy_data", DATA_PACKAGE)
     config = tmp_path / "half.yaml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         trainer: {{max_epochs: 1, default_root_dir: {tmp_path}, enable_progress_bar: false}}
         model: {{class_path: CNN}}
         data:
           class_path: toy_data.HalfMNIST
           init_args: {{data_dir: {synthetic_data}, val_size: 100, eval_batch_size: 100, batch_size: 50}}
-        """))
+        """)
+    )
     code, err = run_main(["fit", "--config", str(config)], capsys)
     assert code == 2 and "--allow-imports toy_data" in err
     main(["fit", "--config", str(config), "--allow-imports", "toy_data"])
@@ -161,16 +180,19 @@ class ThreeDigits(MNISTDataModule):
 
 
 def test_a_datamodule_with_its_own_facts_gets_its_own_run_folder_and_checkpoints_stay_with_it(
-        synthetic_data, tmp_path, monkeypatch, capsys):
+    synthetic_data, tmp_path, monkeypatch, capsys
+):
     user_package(tmp_path, monkeypatch, "own_data", OWN_DATA)
     config = tmp_path / "three.yaml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         trainer: {{max_epochs: 1, default_root_dir: {tmp_path}, enable_progress_bar: false}}
         model: {{class_path: CNN}}
         data:
           class_path: own_data.ThreeDigits
           init_args: {{data_dir: {synthetic_data}, val_size: 30, eval_batch_size: 50, batch_size: 30}}
-        """))
+        """)
+    )
     main(["fit", "--config", str(config), "--allow-imports", "own_data"])
     run = tmp_path / "lightning_logs" / "cnn_three_digits" / "version_0"
     assert (run / "checkpoints" / "last.ckpt").exists() and load_trained(run).num_classes == 3
@@ -179,8 +201,18 @@ def test_a_datamodule_with_its_own_facts_gets_its_own_run_folder_and_checkpoints
     assert (tmp_path / "lightning_logs" / "cnn_three_digits" / "version_1" / "metrics.json").exists()
     # the same checkpoint on MNIST: one line, not a size-mismatch traceback
     capsys.readouterr()
-    code, err = run_main(["test", "--model", "CNN", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
-                          f"--data.data_dir={synthetic_data}", f"--trainer.default_root_dir={tmp_path}"], capsys)
+    code, err = run_main(
+        [
+            "test",
+            "--model",
+            "CNN",
+            "--ckpt_path",
+            str(run / "checkpoints" / "last.ckpt"),
+            f"--data.data_dir={synthetic_data}",
+            f"--trainer.default_root_dir={tmp_path}",
+        ],
+        capsys,
+    )
     assert code == 2 and "Traceback" not in err
     assert "trained on three_digits (3 classes)" in err and "the data is mnist" in err
 
@@ -214,20 +246,28 @@ class Bars(TensorDataModule):
 
 @pytest.mark.parametrize("recipe", ["load", "_load of MNISTDataModule"])
 def test_the_readme_dataset_recipe_works_in_a_folder_without_mnist(recipe, tmp_path, monkeypatch):
-    source = OWN_TENSORS if recipe == "load" else OWN_TENSORS.replace(
-        "from mnist_bench.data import TensorDataModule,", "from mnist_bench.data import MNISTDataModule,").replace(
-        "class Bars(TensorDataModule):", "class Bars(MNISTDataModule):").replace("def load(", "def _load(")
+    source = (
+        OWN_TENSORS
+        if recipe == "load"
+        else OWN_TENSORS.replace(
+            "from mnist_bench.data import TensorDataModule,", "from mnist_bench.data import MNISTDataModule,"
+        )
+        .replace("class Bars(TensorDataModule):", "class Bars(MNISTDataModule):")
+        .replace("def load(", "def _load(")
+    )
     user_package(tmp_path, monkeypatch, "bars_data", source)
     empty = tmp_path / "no_mnist_here"
     empty.mkdir()
     config = tmp_path / "bars.yaml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         trainer: {{max_epochs: 1, default_root_dir: {tmp_path}, enable_progress_bar: false}}
         model: {{class_path: CNN}}
         data:
           class_path: bars_data.Bars
           init_args: {{data_dir: {empty}, val_size: 30, eval_batch_size: 30, batch_size: 30}}
-        """))
+        """)
+    )
     main(["fit", "--config", str(config), "--allow-imports", "bars_data"])
     run = tmp_path / "lightning_logs" / "cnn_bars" / "version_0"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -242,20 +282,38 @@ def test_a_checkpoint_is_not_scored_or_resumed_on_other_data(toy3, tmp_path, cap
     ckpt = tmp_path / "lightning_logs" / "cnn_toy3" / "version_0" / "checkpoints" / "last.ckpt"
     capsys.readouterr()
     for subcommand in ("test", "fit"):
-        code, err = run_main([subcommand, "--config", str(ROOT / "configs/cnn.yaml"), "--ckpt_path", str(ckpt),
-                              f"--data.data_dir={toy3}", f"--trainer.default_root_dir={tmp_path}",
-                              "--trainer.max_epochs=2"], capsys)
+        code, err = run_main(
+            [
+                subcommand,
+                "--config",
+                str(ROOT / "configs/cnn.yaml"),
+                "--ckpt_path",
+                str(ckpt),
+                f"--data.data_dir={toy3}",
+                f"--trainer.default_root_dir={tmp_path}",
+                "--trainer.max_epochs=2",
+            ],
+            capsys,
+        )
         assert code == 2 and "trained on toy3" in err and "--data.dataset toy3" in err, err
     assert not (tmp_path / "lightning_logs" / "cnn").exists()
 
 
 def test_a_saved_config_reruns_into_a_new_folder_with_its_own_checkpoints(synthetic_data, tmp_path):
-    args = ["--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}", "--data.val_size=100",
-            f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]
+    args = [
+        "--config",
+        str(ROOT / "configs/cnn.yaml"),
+        f"--data.data_dir={synthetic_data}",
+        "--data.val_size=100",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+    ]
     main(["fit", *args])
     first = tmp_path / "lightning_logs" / "cnn" / "version_0"
     main(["fit", "--config", str(first / "config.yaml")])
     second = tmp_path / "lightning_logs" / "cnn" / "version_1"
     assert (second / "checkpoints" / "last.ckpt").exists()
     assert sorted(p.name for p in (first / "checkpoints").iterdir()) == sorted(
-        p.name for p in (second / "checkpoints").iterdir())
+        p.name for p in (second / "checkpoints").iterdir()
+    )

@@ -29,15 +29,32 @@ def ddp_data(tmp_path_factory) -> Path:
 
 
 def _args(data_dir: Path, *extra: str) -> list[str]:
-    return ["fit", "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={data_dir}",
-            f"--data.val_size={N_VAL}", "--data.eval_batch_size=64", "--trainer.max_epochs=2",
-            "--trainer.precision=32-true", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false", "--trainer.strategy=ddp", *extra]
+    return [
+        "fit",
+        "--config",
+        str(ROOT / "configs/cnn.yaml"),
+        f"--data.data_dir={data_dir}",
+        f"--data.val_size={N_VAL}",
+        "--data.eval_batch_size=64",
+        "--trainer.max_epochs=2",
+        "--trainer.precision=32-true",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.strategy=ddp",
+        *extra,
+    ]
 
 
 def _run(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    proc = subprocess.run(
+        cmd,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "terminate called" not in proc.stderr, "a rank aborted on exit"
     return proc
@@ -59,9 +76,22 @@ def _check_run(root: Path, data_dir: Path) -> None:
     assert timing["train_images"] == 2 * (N_TRAIN - N_VAL)
     # the test accuracy gathered over two ranks equals one process evaluating the same checkpoint
     single = root / "single"
-    _run([sys.executable, "-m", "mnist_bench", "test", "--config", str(ROOT / "configs/cnn.yaml"),
-          f"--data.data_dir={data_dir}", "--trainer.precision=32-true", "--trainer.enable_progress_bar=false",
-          f"--trainer.default_root_dir={single}", f"--ckpt_path={run_dir / 'checkpoints/last.ckpt'}"], cwd=root)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_bench",
+            "test",
+            "--config",
+            str(ROOT / "configs/cnn.yaml"),
+            f"--data.data_dir={data_dir}",
+            "--trainer.precision=32-true",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={single}",
+            f"--ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
+        ],
+        cwd=root,
+    )
     reference = json.loads(next(single.rglob("metrics.json")).read_text())
     assert metrics["test/acc"] == reference["test/acc"]
     assert metrics["test/f1"] == pytest.approx(reference["test/f1"], abs=1e-6)
@@ -85,8 +115,19 @@ def test_lightning_launched_ddp_is_exact_and_writes_once(ddp_data, tmp_path):
 
 
 def test_torchrun_launch(ddp_data, tmp_path):
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mnist_bench",
-          *_args(ddp_data, "--trainer.devices=2")], cwd=tmp_path)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "mnist_bench",
+            *_args(ddp_data, "--trainer.devices=2"),
+        ],
+        cwd=tmp_path,
+    )
     _check_run(tmp_path, ddp_data)
 
 
@@ -98,10 +139,23 @@ def _free_port() -> int:
 
 def test_two_nodes_on_loopback(ddp_data, tmp_path):
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "LOCAL_RANK": "0"}
-    cmd = [sys.executable, "-m", "mnist_bench", *_args(ddp_data, "--trainer.devices=1", "--trainer.num_nodes=2")]
-    nodes = [subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, **env, "NODE_RANK": str(rank),
-                                                      "OMP_NUM_THREADS": "1"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mnist_bench",
+        *_args(ddp_data, "--trainer.devices=1", "--trainer.num_nodes=2"),
+    ]
+    nodes = [
+        subprocess.Popen(
+            cmd,
+            cwd=tmp_path,
+            env={**os.environ, **env, "NODE_RANK": str(rank), "OMP_NUM_THREADS": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     try:
         errors = [node.communicate(timeout=TIMEOUT_S)[1] for node in nodes]
     finally:

@@ -1,4 +1,5 @@
-"""The Faster R-CNN digit detector: ink boxes, the label mapping, IoU and mAP on known boxes, the fallback path."""
+"""The Faster R-CNN digit detector: ink boxes, the label mapping, IoU and mAP on known boxes, the fallback
+path."""
 
 import json
 
@@ -51,10 +52,22 @@ def test_pairwise_iou_on_known_boxes():
 
 
 def test_map50_on_known_boxes():
-    target = [{"boxes": torch.tensor([[2.0, 2, 20, 24]]), "labels": torch.tensor([4])},
-              {"boxes": torch.tensor([[5.0, 3, 12, 25]]), "labels": torch.tensor([2])}]
-    right = [{"boxes": torch.tensor([[2.0, 3, 20, 24]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([4])},
-             {"boxes": torch.tensor([[5.0, 3, 12, 24]]), "scores": torch.tensor([0.8]), "labels": torch.tensor([2])}]
+    target = [
+        {"boxes": torch.tensor([[2.0, 2, 20, 24]]), "labels": torch.tensor([4])},
+        {"boxes": torch.tensor([[5.0, 3, 12, 25]]), "labels": torch.tensor([2])},
+    ]
+    right = [
+        {
+            "boxes": torch.tensor([[2.0, 3, 20, 24]]),
+            "scores": torch.tensor([0.9]),
+            "labels": torch.tensor([4]),
+        },
+        {
+            "boxes": torch.tensor([[5.0, 3, 12, 24]]),
+            "scores": torch.tensor([0.8]),
+            "labels": torch.tensor([2]),
+        },
+    ]
     wrong_label = [dict(right[0], labels=torch.tensor([5])), dict(right[1], labels=torch.tensor([3]))]
     far_box = [dict(right[0], boxes=torch.tensor([[20.0, 20, 28, 28]])), right[1]]
     scores = []
@@ -100,8 +113,16 @@ def test_fallback_when_nothing_is_detected():
 
 
 def test_fast_dev_run_of_the_config_writes_detection_metrics_and_box_grid(tiny_fit_args, tmp_path):
-    main(["fit", "--config", str(ROOT / "configs" / "faster_rcnn.yaml"), *tiny_fit_args, "--trainer.max_epochs=1",
-          "--trainer.limit_train_batches=2"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "faster_rcnn.yaml"),
+            *tiny_fit_args,
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+        ]
+    )
     (run_dir,) = (tmp_path / "lightning_logs" / "faster_rcnn").glob("version_*")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "ok"
@@ -113,8 +134,8 @@ def test_fast_dev_run_of_the_config_writes_detection_metrics_and_box_grid(tiny_f
 
 
 def test_evaluation_leaves_the_training_rng_alone():
-    """The val/test loss runs torchvision's proposal samplers, which draw random numbers: they must not shift the
-    training batch order or augmentation that come after."""
+    """The val/test loss runs torchvision's proposal samplers, which draw random numbers: they must not shift
+    the training batch order or augmentation that come after."""
     torch.manual_seed(0)
     model = FasterRCNNClassifier().eval()
     x = normalize(torch.rand(4, 1, 28, 28))

@@ -40,13 +40,17 @@ def test_nll_and_brier_by_hand():
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]])
     target = np.array([0, 2])
     assert calibration.nll(probs, target) == pytest.approx(-(np.log(0.7) + np.log(0.1)) / 2)
-    assert calibration.brier(probs, target) == pytest.approx(((0.09 + 0.04 + 0.01) + (0.01 + 0.64 + 0.81)) / 2)
+    assert calibration.brier(probs, target) == pytest.approx(
+        ((0.09 + 0.04 + 0.01) + (0.01 + 0.64 + 0.81)) / 2
+    )
 
 
 def test_temperature_scaling_cools_an_overconfident_model_and_lowers_its_nll():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(4000, 10)) * 3
-    target = np.array([rng.choice(10, p=np.exp(row) / np.exp(row).sum()) for row in logits])  # calibrated at T=1
+    target = np.array(
+        [rng.choice(10, p=np.exp(row) / np.exp(row).sum()) for row in logits]
+    )  # calibrated at T=1
     hot = np.exp(logits * 2.5)
     hot /= hot.sum(axis=1, keepdims=True)  # the same model, overconfident: logits scaled by 2.5
     fitted = calibration.fit_temperature(hot, target)
@@ -59,7 +63,9 @@ def test_temperature_scaling_cools_an_overconfident_model_and_lowers_its_nll():
 def test_the_detectors_scores_become_a_distribution():
     scores = np.array([[0.9, 0.6, 0.0], [0.0, 0.0, 0.0]], dtype=np.float16)
     probs = calibration.as_probabilities(scores)
-    assert np.allclose(probs.sum(axis=1), 1) and probs[0, 0] == pytest.approx(0.9 / 1.5, rel=1e-3)  # float16 scores
+    assert np.allclose(probs.sum(axis=1), 1) and probs[0, 0] == pytest.approx(
+        0.9 / 1.5, rel=1e-3
+    )  # float16 scores
     assert np.allclose(probs[1], 1 / 3)
 
 
@@ -113,9 +119,11 @@ def test_pgd_does_at_least_as_much_harm_as_nothing_and_clean_is_the_models_own_r
     assert right["pgd@0.3"].mean() < 1.0 and set(right) == {"clean", "fgsm@0.3", "pgd@0.3"}
 
 
-def test_a_trained_run_is_evaluated_end_to_end_and_reused_after(tiny_fit_args, synthetic_data, tmp_path, capsys):
-    """A one-epoch CNN on the synthetic set through the real commands: the report, its JSON and its pictures, and
-    a second evaluation that reuses the first."""
+def test_a_trained_run_is_evaluated_end_to_end_and_reused_after(
+    tiny_fit_args, synthetic_data, tmp_path, capsys
+):
+    """A one-epoch CNN on the synthetic set through the real commands: the report, its JSON and its pictures,
+    and a second evaluation that reuses the first."""
     from mnist_bench.cli import main
     from mnist_bench.evaluate.__main__ import main as evaluate_main
     from mnist_bench.evaluate.corruptions import CORRUPTIONS
@@ -123,14 +131,34 @@ def test_a_trained_run_is_evaluated_end_to_end_and_reused_after(tiny_fit_args, s
     main(["fit", "--config", str(ROOT / "configs/cnn.yaml"), *tiny_fit_args, "--trainer.max_epochs=1"])
     (run,) = (tmp_path / "lightning_logs" / "cnn").glob("version_*")
     out = tmp_path / "report"
-    args = ["--runs", str(run), "--data_dir", str(synthetic_data), "--output", str(out), "--corruption_images", "40",
-            "--attack_images", "12", "--pgd_steps", "2", "--latency_calls", "3"]
+    args = [
+        "--runs",
+        str(run),
+        "--data_dir",
+        str(synthetic_data),
+        "--output",
+        str(out),
+        "--corruption_images",
+        "40",
+        "--attack_images",
+        "12",
+        "--pgd_steps",
+        "2",
+        "--latency_calls",
+        "3",
+    ]
     assert evaluate_main(args) == 0
     record = json.loads((run / "evaluation.json").read_text())
     assert record["n_corruption"] == 40 and record["n_attack"] == 12
-    assert set(record["accuracy"]) == {"clean", "corruption/mean", *(f"corruption/{c}" for c in CORRUPTIONS),
-                                       *(f"attack/{a}" for a in ["clean"] + [f"{m}@{e:g}" for e in (0.05, 0.1, 0.2, 0.3)
-                                                                             for m in ("fgsm", "pgd")])}
+    assert set(record["accuracy"]) == {
+        "clean",
+        "corruption/mean",
+        *(f"corruption/{c}" for c in CORRUPTIONS),
+        *(
+            f"attack/{a}"
+            for a in ["clean"] + [f"{m}@{e:g}" for e in (0.05, 0.1, 0.2, 0.3) for m in ("fgsm", "pgd")]
+        ),
+    }
     assert all(0.0 <= v <= 1.0 for v in record["accuracy"].values())
     cost = record["cost"]
     assert cost["flops"] > 1e6 and cost["params"] == json.loads((run / "metrics.json").read_text())["params"]
@@ -140,8 +168,16 @@ def test_a_trained_run_is_evaluated_end_to_end_and_reused_after(tiny_fit_args, s
     for heading in ("## Corruptions", "## Adversarial attacks", "## Calibration", "## Cost"):
         assert heading in text
     pictures = sorted(p.name for p in (out / "robustness").glob("*.png"))
-    assert pictures == sorted(["corruption_heatmap.png", "accuracy_vs_epsilon.png", "reliability_diagrams.png",
-                               "reliability_overlay.png", "accuracy_vs_cost.png", "corruption_samples.png"])
+    assert pictures == sorted(
+        [
+            "corruption_heatmap.png",
+            "accuracy_vs_epsilon.png",
+            "reliability_diagrams.png",
+            "reliability_overlay.png",
+            "accuracy_vs_cost.png",
+            "corruption_samples.png",
+        ]
+    )
     capsys.readouterr()
     assert evaluate_main(args) == 0
     assert "reused" in capsys.readouterr().out
@@ -181,6 +217,8 @@ def test_no_benchmark_yet_is_one_line_that_says_what_to_run(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "benchmark.json not found" in err and "make benchmark" in err, err
     (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "benchmark.json").write_text(json.dumps({"rows": [{"model": "cnn", "status": "failed"}]}))
+    (tmp_path / "results" / "benchmark.json").write_text(
+        json.dumps({"rows": [{"model": "cnn", "status": "failed"}]})
+    )
     assert evaluate_main(["--results", str(tmp_path / "results")]) == 1
     assert "no finished run" in capsys.readouterr().err

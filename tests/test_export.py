@@ -1,5 +1,5 @@
-"""`mnist-bench export`: ONNX files that onnxruntime runs to the same outputs as PyTorch, with the contract in the
-metadata."""
+"""`mnist-bench export`: ONNX files that onnxruntime runs to the same outputs as PyTorch, with the contract in
+the metadata."""
 
 from pathlib import Path
 
@@ -29,7 +29,9 @@ def checkpoint(model, path) -> str:
     """A checkpoint as LightningCLI writes it, for the parts that inference reads."""
     hparams = {k: v for k, v in model.hparams.items() if k not in ("optimizer", "scheduler")}
     class_path = f"mnist_bench.models.{type(model).__name__}"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"_class_path": class_path, **hparams}}, path)
+    torch.save(
+        {"state_dict": model.state_dict(), "hyper_parameters": {"_class_path": class_path, **hparams}}, path
+    )
     return str(path)
 
 
@@ -80,23 +82,41 @@ def test_faster_rcnn_onnx_matches_pytorch(tmp_path):
 
 
 def test_export_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
-    assert export_main(["--ckpt_path", str(tmp_path / "none.ckpt"), "--output", str(tmp_path / "m.onnx")]) == 2
+    assert (
+        export_main(["--ckpt_path", str(tmp_path / "none.ckpt"), "--output", str(tmp_path / "m.onnx")]) == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not found" in err[0]
 
 
-@pytest.mark.parametrize("old_name, module", [("FasterRCNN", "faster_rcnn"), ("AlexNet", "alexnet"),
-                                              ("VGG16", "vgg"), ("AlexNet", None), ("FasterRCNN", None)])
+@pytest.mark.parametrize(
+    "old_name, module",
+    [
+        ("FasterRCNN", "faster_rcnn"),
+        ("AlexNet", "alexnet"),
+        ("VGG16", "vgg"),
+        ("AlexNet", None),
+        ("FasterRCNN", None),
+    ],
+)
 def test_checkpoints_from_before_the_renames_and_datasets_still_load(old_name, module, tmp_path):
-    """Checkpoints written before the LightningModules were renamed (FasterRCNN -> FasterRCNNClassifier, ...) and
-    before models kept their dataset's info name the old class and carry no ``dataset``: they load as MNIST's."""
+    """Checkpoints written before the LightningModules were renamed (FasterRCNN -> FasterRCNNClassifier, ...)
+    and before models kept their dataset's info name the old class and carry no ``dataset``: they load as
+    MNIST's."""
     name = {"FasterRCNN": "faster_rcnn", "AlexNet": "alexnet", "VGG16": "vgg16"}[old_name]
     model = TINY[name]()
     hparams = {k: v for k, v in model.hparams.items() if k not in ("optimizer", "scheduler", "dataset")}
     path = tmp_path / "old.ckpt"
-    torch.save({"state_dict": model.state_dict(),
-                "hyper_parameters": {"_class_path": f"mnist_bench.models.{module + '.' if module else ''}{old_name}",
-                                     **hparams}}, path)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": {
+                "_class_path": f"mnist_bench.models.{module + '.' if module else ''}{old_name}",
+                **hparams,
+            },
+        },
+        path,
+    )
     loaded = load_trained(path)
     assert type(loaded) is type(model) and loaded.dataset.name == "mnist" and loaded.num_classes == 10
 
@@ -117,9 +137,13 @@ def test_export_never_writes_over_a_checkpoint(output, overwrite, tmp_path, caps
     run, only = _run_folder(tmp_path)
     before = only.read_bytes()
     monkeypatch.chdir(run)
-    target = {"the_only_ckpt": str(only), "last_link": str(run / "checkpoints/last.ckpt"),
-              "relative": "checkpoints/../checkpoints/epoch=0-step=10.ckpt",
-              "hardlink": str(tmp_path / "model.onnx"), "another_ckpt": str(tmp_path / "old.ckpt")}[output]
+    target = {
+        "the_only_ckpt": str(only),
+        "last_link": str(run / "checkpoints/last.ckpt"),
+        "relative": "checkpoints/../checkpoints/epoch=0-step=10.ckpt",
+        "hardlink": str(tmp_path / "model.onnx"),
+        "another_ckpt": str(tmp_path / "old.ckpt"),
+    }[output]
     if output == "hardlink":
         Path(target).hardlink_to(only)
     elif output == "another_ckpt":
@@ -138,8 +162,10 @@ def test_an_existing_onnx_file_needs_overwrite(tmp_path, capsys):
     output.write_bytes(b"mine")
     assert export_main(["--ckpt_path", str(run), "--output", str(output)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"mnist-bench export: --output {output} exists. Fix: --overwrite to replace it, or "
-                   "another --output file"]
+    assert err == [
+        f"mnist-bench export: --output {output} exists. Fix: --overwrite to replace it, or "
+        "another --output file"
+    ]
     assert output.read_bytes() == b"mine"
     assert export_main(["--ckpt_path", str(run), "--output", str(output), "--overwrite"]) == 0
     assert onnx.load(str(output)).graph.input[0].name == "digits"

@@ -1,4 +1,5 @@
-"""make gpu-bundle refuses to replace what is not a bundle; gpu_check.sh stamps the bundle's commit only on its code."""
+"""make gpu-bundle refuses to replace what is not a bundle; gpu_check.sh stamps the bundle's commit only on
+its code."""
 
 import subprocess
 import sys
@@ -10,8 +11,11 @@ from .conftest import ROOT
 
 def test_the_bundle_folder_must_be_a_bundle_inside_the_repository(tmp_path):
     script = str(ROOT / "scripts" / "gpu_bundle.py")
-    for target, says in ((".", "must be a folder inside"), ("configs", "not empty and holds no earlier bundle"),
-                         (str(tmp_path), "must be a folder inside")):
+    for target, says in (
+        (".", "must be a folder inside"),
+        ("configs", "not empty and holds no earlier bundle"),
+        (str(tmp_path), "must be a folder inside"),
+    ):
         proc = subprocess.run([sys.executable, script, target], capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0 and says in proc.stderr, proc.stderr[-500:]
     assert (ROOT / "configs" / "cnn.yaml").is_file() and (ROOT / "mnist_bench").is_dir()

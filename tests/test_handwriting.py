@@ -1,4 +1,6 @@
-"""Predict's preparation on digits that are not MNIST's: bold strokes, handwriting fonts, every fill and paper."""
+"""Predict's preparation on digits that are not MNIST's: bold strokes, handwriting fonts, every fill and
+paper."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,9 +15,9 @@ needs_fonts = pytest.mark.skipif(not handwriting.font_files(), reason=handwritin
 
 
 def ink_overlap(gray: np.ndarray, ink: np.ndarray, prepare=images) -> float:
-    """How well the prepared image's ink matches the ink framed directly (the ideal preparation), in the worse of
-    two directions: the share of the ideal ink that the prepared ink covers, and the share of the prepared ink on
-    the ideal ink, each within 1 px (a thin stroke one pixel aside still matches)."""
+    """How well the prepared image's ink matches the ink framed directly (the ideal preparation), in the worse
+    of two directions: the share of the ideal ink that the prepared ink covers, and the share of the prepared
+    ink on the ideal ink, each within 1 px (a thin stroke one pixel aside still matches)."""
     from scipy.ndimage import binary_dilation
 
     prepared = prepare.mnist_digit(prepare.light_ink_on_dark(gray)) > 0.3
@@ -41,8 +43,9 @@ def drawn(shape: str, width: int, size: int = 256) -> np.ndarray:
 @pytest.mark.parametrize("shape", ["ring", "bar", "seven"])
 @pytest.mark.parametrize("width", [12, 40, 70])
 def test_a_bold_stroke_keeps_its_middle(shape, width):
-    """Dark marker on white paper, 12 to 70 px wide at 256 px: the prepared digit is the stroke framed, not its
-    outline (the old background disk, 26 px across, took the middle of strokes wider than it for paper)."""
+    """Dark marker on white paper, 12 to 70 px wide at 256 px: the prepared digit is the stroke framed, not
+    its outline (the old background disk, 26 px across, took the middle of strokes wider than it for
+    paper)."""
     ink = drawn(shape, width)
     scan = 0.95 - 0.85 * ink
     assert ink_overlap(scan, ink) > 0.85
@@ -57,8 +60,8 @@ def test_the_stroke_width_is_measured_on_the_ink():
 
 @needs_fonts
 def test_every_handwriting_font_digit_keeps_its_ink_from_pen_to_fat_marker():
-    """Each font's digits at each width, 80% of the frame on squared paper: the prepared ink overlaps the ink framed
-    directly, and the dark ink is told from the paper."""
+    """Each font's digits at each width, 80% of the frame on squared paper: the prepared ink overlaps the ink
+    framed directly, and the dark ink is told from the paper."""
     rng = np.random.default_rng(0)
     worst = []
     for font in handwriting.font_files():
@@ -77,13 +80,15 @@ def test_the_font_set_covers_every_kind():
     samples = handwriting.font_set(per_kind=1)
     kinds = {(s.width, s.fill, s.paper) for s in samples}
     assert len(kinds) == len(handwriting.WIDTHS) * len(handwriting.FILLS) * len(handwriting.PAPERS)
-    assert all(s.image.shape == handwriting.FRAME and 0 <= s.image.min() and s.image.max() <= 1 for s in samples)
+    assert all(
+        s.image.shape == handwriting.FRAME and 0 <= s.image.min() and s.image.max() <= 1 for s in samples
+    )
 
 
 @pytest.mark.parametrize("shape", ["ring", "seven"])
 def test_paper_photographed_on_a_dark_desk_is_cropped_to_the_paper(shape):
-    """A sheet of paper on a darker desk: the paper, not the frame's border, is the background (the border rule
-    alone took the paper for light ink on a dark ground)."""
+    """A sheet of paper on a darker desk: the paper, not the frame's border, is the background (the border
+    rule alone took the paper for light ink on a dark ground)."""
     ink = drawn(shape, 14, size=180)
     photo = np.full((240, 240), 0.25)
     photo[20:220, 25:215] = 0.93

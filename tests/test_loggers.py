@@ -1,5 +1,5 @@
-"""Experiment loggers from the command line or the config: each run keeps its own folder (metrics.json, checkpoints,
-figures) whatever loggers are on."""
+"""Experiment loggers from the command line or the config: each run keeps its own folder (metrics.json,
+checkpoints, figures) whatever loggers are on."""
 
 import csv
 
@@ -15,7 +15,14 @@ CNN = str(ROOT / "configs" / "cnn.yaml")
 
 @pytest.fixture
 def quick(tiny_fit_args):
-    return ["fit", "--config", CNN, *tiny_fit_args, "--trainer.max_epochs=2", "--trainer.limit_train_batches=2"]
+    return [
+        "fit",
+        "--config",
+        CNN,
+        *tiny_fit_args,
+        "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=2",
+    ]
 
 
 def assert_run_folder(run):
@@ -74,7 +81,9 @@ def test_a_logger_whose_package_is_missing_says_what_to_install(quick, capsys, m
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
+    )
     code, err = run_main([*quick, "--logger", "wandb"], capsys)
     assert code == 2 and "pip install wandb" in err.splitlines()[0]
 
@@ -96,9 +105,9 @@ def test_mlflow_records_the_run_in_a_local_store_beside_the_runs(quick, tmp_path
 
 
 def wandb_records(path):
-    """The records of a W&B offline run file (``run-<id>.wandb``): W&B's LevelDB-style log (a 7-byte header, then
-    32 KiB blocks of chunks, each with a 7-byte header: crc32, length, type 1 full / 2 first / 3 middle / 4 last)
-    of protobuf ``Record`` messages."""
+    """The records of a W&B offline run file (``run-<id>.wandb``): W&B's LevelDB-style log (a 7-byte header,
+    then 32 KiB blocks of chunks, each with a 7-byte header: crc32, length, type 1 full / 2 first / 3 middle /
+    4 last) of protobuf ``Record`` messages."""
     import struct
 
     from wandb.proto import wandb_internal_pb2
@@ -110,10 +119,10 @@ def wandb_records(path):
         if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
             pos += 32768 - pos % 32768
             continue
-        _, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
+        _, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
         if kind == 0:
             break
-        pending += raw[pos + 7:pos + 7 + length]
+        pending += raw[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
@@ -136,13 +145,18 @@ def test_wandb_records_the_run_offline_in_the_run_folder(quick, tmp_path):
     records = wandb_records(offline)
     (named,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert named.display_name == "cnn/version_0" and named.project == "mnist-bench"
-    history = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
-               for r in records if r.WhichOneof("record_type") == "history"]
+    history = [
+        {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+    ]
     assert [row["epoch"] for row in history if "val/acc" in row] == [0, 1], "one val/acc per epoch"
     assert any("test/acc" in row for row in history)
 
 
-def test_a_resumed_run_continues_its_metrics_csv_even_when_the_resume_is_refused(tiny_fit_args, tmp_path, capsys):
+def test_a_resumed_run_continues_its_metrics_csv_even_when_the_resume_is_refused(
+    tiny_fit_args, tmp_path, capsys
+):
     base = ["fit", "--config", CNN, *tiny_fit_args, "--trainer.limit_train_batches=2", "--logger", "csv"]
     # resumed for a second epoch (no step-counting schedule to stretch): epoch 0's rows kept, epoch 1's added
     plain = [*base, "--model.init_args.scheduler=null"]
@@ -162,10 +176,13 @@ def test_a_resumed_run_continues_its_metrics_csv_even_when_the_resume_is_refused
     assert metrics_csv.read_text() == before
 
 
-@pytest.mark.parametrize(("extra", "named"), [
-    (["--logger", ""], "--logger is empty"),
-    (["--logger", "csv", "--trainer.logger=false"], "contradict"),
-])
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--logger", ""], "--logger is empty"),
+        (["--logger", "csv", "--trainer.logger=false"], "contradict"),
+    ],
+)
 def test_contradictory_or_empty_logger_settings_are_config_errors(extra, named, quick, capsys):
     code, err = run_main([*quick, *extra], capsys)
     assert code == 2 and named in err.splitlines()[0]

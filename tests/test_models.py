@@ -39,11 +39,18 @@ def test_warmup_cosine_shape():
 def test_scheduler_gets_total_steps_from_the_trainer(synthetic_data):
     from functools import partial
 
-    model = CNN(optimizer=partial(torch.optim.AdamW, lr=1e-3),
-                scheduler=partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=1e-3))
+    model = CNN(
+        optimizer=partial(torch.optim.AdamW, lr=1e-3),
+        scheduler=partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=1e-3),
+    )
     dm = MNISTDataModule(str(synthetic_data), val_size=100, batch_size=100)
-    trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False)
+    trainer = Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, dm)
     sched = trainer.lr_scheduler_configs[0].scheduler
     assert sched.total_steps == 10  # 2 epochs x 500 images / batch 100
@@ -63,14 +70,22 @@ class SlowValidationCNN(CNN):
 def test_train_time_excludes_validation_and_survives_a_state_round_trip(synthetic_data):
     timing = TimingCallback()
     dm = MNISTDataModule(str(synthetic_data), val_size=100, batch_size=100, eval_batch_size=100)
-    trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=[timing], num_sanity_val_steps=0)
+    trainer = Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timing],
+        num_sanity_val_steps=0,
+    )
     trainer.fit(SlowValidationCNN(), dm)
     summary = timing.summary()
     # 2 validation passes of 0.3 s each are inside fit but not inside train
     assert summary["time/fit_s"] - summary["time/train_s"] >= 0.6
-    # each epoch's 5 training steps sleep 0.2 s in all: the epoch clocks hold them and add up to the training-loop
-    # clock, which holds no validation (above). No upper bound in seconds: a loaded machine is slower.
+    # each epoch's 5 training steps sleep 0.2 s in all: the epoch clocks hold them and add up to the
+    # training-loop clock, which holds no validation (above). No upper bound in seconds: a loaded machine is
+    # slower.
     assert len(timing.epoch_s) == 2 and all(s >= 0.2 for s in timing.epoch_s), timing.epoch_s
     assert sum(timing.epoch_s) == pytest.approx(summary["time/train_s"], abs=1e-3), (timing.epoch_s, summary)
     assert timing.train_images == 1000
@@ -91,8 +106,13 @@ def test_nan_loss_stops_the_run_naming_epoch_and_step(synthetic_data, tmp_path):
     from mnist_bench.models.base import DivergenceError
 
     dm = MNISTDataModule(str(synthetic_data), val_size=100, batch_size=50)
-    trainer = Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False)
+    trainer = Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     with pytest.raises(DivergenceError, match="epoch 0, step 2"):
         trainer.fit(PoisonedCNN(), dm)
 
@@ -126,7 +146,8 @@ def test_training_loss_window_weights_by_batch_size_and_finds_the_first_bad_step
 
 
 def test_training_loss_window_reports_the_optimizer_step_under_gradient_accumulation():
-    """With accumulate_grad_batches=4, four batches share an optimizer step: slot 6 is step 101, not 100 + 6."""
+    """With accumulate_grad_batches=4, four batches share an optimizer step: slot 6 is step 101, not 100 +
+    6."""
     from mnist_bench.models.training_loss import TrainingLossWindow
 
     window = TrainingLossWindow(size=8)
@@ -144,23 +165,29 @@ class RecordingAdamW(torch.optim.AdamW):
         super().__init__(params, lr=lr, foreach=foreach, differentiable=differentiable)
 
 
-@pytest.mark.parametrize(("device", "given", "fused"), [
-    ("cuda", {}, True),  # the fused kernel by default on a GPU
-    ("cuda", {"fused": False}, False),  # the config's choice wins
-    ("cuda", {"foreach": True}, None),  # fused and foreach cannot both be set
-    ("cpu", {}, None),  # the CPU keeps the recipe it was measured with
-])
+@pytest.mark.parametrize(
+    ("device", "given", "fused"),
+    [
+        ("cuda", {}, True),  # the fused kernel by default on a GPU
+        ("cuda", {"fused": False}, False),  # the config's choice wins
+        ("cuda", {"foreach": True}, None),  # fused and foreach cannot both be set
+        ("cpu", {}, None),  # the CPU keeps the recipe it was measured with
+    ],
+)
 def test_adam_family_optimizers_use_their_fused_kernel_on_cuda_unless_the_config_says(device, given, fused):
     from functools import partial
 
     model = CNN(optimizer=partial(RecordingAdamW, lr=1e-3, **given))
-    model._device = torch.device(device, 0) if device == "cuda" else torch.device(device)  # what the strategy's model_to_device sets; the weights may stay put
+    model._device = (
+        torch.device(device, 0) if device == "cuda" else torch.device(device)
+    )  # what the strategy's model_to_device sets; the weights may stay put
     optimizer = model.build_optimizer()
     assert isinstance(optimizer, RecordingAdamW)
     assert optimizer.fused_asked == fused
 
 
-# --- the model contract -----------------------------------------------------------------------------------------------
+# --- the model contract
+# -----------------------------------------------------------------------------------------------
 def model_classes():
     import inspect
 
@@ -168,17 +195,22 @@ def model_classes():
     from mnist_bench.models.base import MNISTClassifier
 
     found = [getattr(models, name) for name in models.__all__]
-    return [cls for cls in found if inspect.isclass(cls) and issubclass(cls, MNISTClassifier)
-            and cls is not MNISTClassifier]
+    return [
+        cls
+        for cls in found
+        if inspect.isclass(cls) and issubclass(cls, MNISTClassifier) and cls is not MNISTClassifier
+    ]
 
 
 @pytest.mark.parametrize("cls", model_classes(), ids=lambda cls: cls.__name__)
 def test_every_model_class_meets_the_public_contract(cls, monkeypatch, tmp_path):
-    """Built from its defaults, each model overrides no private base method and answers the public hooks the base,
-    predict, export and the report use, with the shapes they rely on."""
+    """Built from its defaults, each model overrides no private base method and answers the public hooks the
+    base, predict, export and the report use, with the shapes they rely on."""
     from mnist_bench.models.base import MNISTClassifier
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no ImageNet weights here: the pretrained models start random
+    monkeypatch.setenv(
+        "TORCH_HOME", str(tmp_path)
+    )  # no ImageNet weights here: the pretrained models start random
     private = {name for name in dir(MNISTClassifier) if name.startswith("_") and not name.startswith("__")}
     for klass in cls.__mro__[: cls.__mro__.index(MNISTClassifier)]:
         overridden = sorted(name for name in vars(klass) if name in private)

@@ -1,4 +1,5 @@
 """`predict --number`: a row of digits cut into its digits, left to right, and read as a string."""
+
 from __future__ import annotations
 
 import csv
@@ -45,8 +46,8 @@ def test_separate_digits_are_found_left_to_right():
 
 
 def test_touching_digits_are_cut_where_they_meet():
-    """Three rings that overlap are one component; it is cut into three near where they meet (where the walls of
-    two rings make one run of ink), not inside a ring, where the ink is thinnest."""
+    """Three rings that overlap are one component; it is cut into three near where they meet (where the walls
+    of two rings make one run of ink), not inside a ring, where the ink is thinnest."""
     image = strokes(["ring", "ring", "ring"], gap=-10)
     digits = segment(image)
     assert len(digits) == 3
@@ -68,7 +69,8 @@ def test_a_piece_of_a_digit_joins_its_digit_and_a_stray_speck_is_dropped():
 @pytest.mark.skipif(not handwriting.font_files(), reason=handwriting.FONTS_MISSING)
 @pytest.mark.parametrize("length", [2, 5, 8])
 def test_font_rows_are_cut_into_as_many_digits_as_they_hold(length):
-    """Rows in the handwriting fonts, no digits touching: every row is cut into its digits (by the ink alone)."""
+    """Rows in the handwriting fonts, no digits touching: every row is cut into its digits (by the ink
+    alone)."""
     rows = handwriting.font_rows(length, 6, seed=length, touching=0.0)
     counts = [len(segment(image)) for _, image in rows]
     assert counts == [length] * len(rows)
@@ -81,18 +83,40 @@ def checkpoint(tmp_path):
         model = CNN(dataset=dataset) if dataset else CNN()
         path = tmp_path / "model.ckpt"
         hparams = {k: v for k, v in model.hparams.items() if k not in ("optimizer", "scheduler")}
-        torch.save({"state_dict": model.state_dict(),
-                    "hyper_parameters": {"_class_path": "mnist_bench.models.CNN", **hparams}}, path)
+        torch.save(
+            {
+                "state_dict": model.state_dict(),
+                "hyper_parameters": {"_class_path": "mnist_bench.models.CNN", **hparams},
+            },
+            path,
+        )
         return str(path)
+
     return make
 
 
 def test_predict_number_gives_a_string_with_each_digits_confidence_and_boxes(checkpoint, tmp_path, capsys):
     Image.fromarray(np.rint(strokes(["bar", "ring", "ring", "seven"], gap=25) * 255).astype(np.uint8)).save(
-        tmp_path / "row.png")
+        tmp_path / "row.png"
+    )
     out, sheet, seen = tmp_path / "rows.csv", tmp_path / "sheet.png", tmp_path / "seen"
-    assert predict_main([str(tmp_path / "row.png"), "--ckpt_path", checkpoint(), "--number", "--csv", str(out),
-                         "--sheet", str(sheet), "--save_prepared", str(seen)]) == 0
+    assert (
+        predict_main(
+            [
+                str(tmp_path / "row.png"),
+                "--ckpt_path",
+                checkpoint(),
+                "--number",
+                "--csv",
+                str(out),
+                "--sheet",
+                str(sheet),
+                "--save_prepared",
+                str(seen),
+            ]
+        )
+        == 0
+    )
     (row,) = list(csv.DictReader(out.open()))
     assert len(row["number"]) == 4 and row["number"].isdigit()
     per_digit = [item.split(":") for item in row["digit_confidences"].split()]
@@ -102,13 +126,21 @@ def test_predict_number_gives_a_string_with_each_digits_confidence_and_boxes(che
     from mnist_bench.inference.sheet import BOX_COLOUR
 
     picture = np.asarray(Image.open(sheet).convert("RGB")).astype(int)
-    assert (np.abs(picture - np.array(BOX_COLOUR)).sum(-1) < 40).sum() > 50, "the boxes are drawn on the sheet"
+    assert (np.abs(picture - np.array(BOX_COLOUR)).sum(-1) < 40).sum() > 50, (
+        "the boxes are drawn on the sheet"
+    )
 
 
 def test_number_with_a_model_of_other_classes_is_one_line(checkpoint, tmp_path, capsys):
-    Image.fromarray(np.rint(strokes(["bar", "ring"], gap=25) * 255).astype(np.uint8)).save(tmp_path / "row.png")
-    assert predict_main([str(tmp_path / "row.png"), "--ckpt_path", checkpoint(FASHION_MNIST.info.as_dict()),
-                         "--number"]) == 2
+    Image.fromarray(np.rint(strokes(["bar", "ring"], gap=25) * 255).astype(np.uint8)).save(
+        tmp_path / "row.png"
+    )
+    assert (
+        predict_main(
+            [str(tmp_path / "row.png"), "--ckpt_path", checkpoint(FASHION_MNIST.info.as_dict()), "--number"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--number" in err[0] and "Fix:" in err[0]
     assert Path(tmp_path / "row.png").exists()

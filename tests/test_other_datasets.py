@@ -1,6 +1,7 @@
-"""Fashion-MNIST, KMNIST and QMNIST through the dataset seam: Debian's package read with Python (a small planted archive),
-md5 failures, the one line when no source works, torchvision's loaders on synthetic files, and every model's
-Fashion-MNIST recipe (its config with configs/data/fashion_mnist.yaml after it) instantiating."""
+"""Fashion-MNIST, KMNIST and QMNIST through the dataset seam: Debian's package read with Python (a small
+planted archive), md5 failures, the one line when no source works, torchvision's loaders on synthetic files,
+and every model's Fashion-MNIST recipe (its config with configs/data/fashion_mnist.yaml after it)
+instantiating."""
 
 import dataclasses
 import gzip
@@ -22,7 +23,8 @@ from .conftest import ROOT
 FOLDER = "usr/share/datasets/fashion-mnist"
 CONFIGS = ROOT / "configs"
 MODELS = available_models(CONFIGS)
-# where a Fashion recipe differs from the MNIST one beyond the data: the CNN's rates (configs/fashion_mnist/cnn.yaml)
+# where a Fashion recipe differs from the MNIST one beyond the data: the CNN's rates
+# (configs/fashion_mnist/cnn.yaml)
 OWN_FASHION_SETTINGS = {"cnn": {"dropout", "label_smoothing", "optimizer", "scheduler"}}
 
 
@@ -46,7 +48,9 @@ def planted_deb(path, idx_dir, tamper: str | None = None) -> None:
             info = tarfile.TarInfo(f"./{FOLDER}/{name}.gz")
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
-    path.write_bytes(ar_archive({"debian-binary": b"2.0\n", "control.tar.xz": b"", "data.tar.xz": buf.getvalue()}))
+    path.write_bytes(
+        ar_archive({"debian-binary": b"2.0\n", "control.tar.xz": b"", "data.tar.xz": buf.getvalue()})
+    )
 
 
 @pytest.fixture
@@ -55,9 +59,13 @@ def small_fashion(tmp_path, monkeypatch):
     source = tmp_path / "source"
     write_synthetic_mnist(source, n_train=120, n_test=40, dataset="fashion_mnist")
     root = raw_dir(source, "fashion_mnist")
-    table = {name: (md5sum(root / name), 120 if "train" in name else 40) for name in datasets.FASHION_MNIST.raw_files}
-    monkeypatch.setitem(datasets.DATASETS, "fashion_mnist", dataclasses.replace(datasets.FASHION_MNIST,
-                                                                                  raw_files=table))
+    table = {
+        name: (md5sum(root / name), 120 if "train" in name else 40)
+        for name in datasets.FASHION_MNIST.raw_files
+    }
+    monkeypatch.setitem(
+        datasets.DATASETS, "fashion_mnist", dataclasses.replace(datasets.FASHION_MNIST, raw_files=table)
+    )
     monkeypatch.setattr(fetch, "try_torchvision", lambda d, *_: "unavailable (no network)")
     return root
 
@@ -70,9 +78,13 @@ def test_fashion_comes_from_debian_s_package_offline(small_fashion, tmp_path, mo
     out = capsys.readouterr().out
     assert "Debian package dataset-fashion-mnist" in out and "4 files verified" in out
     for name in datasets.FASHION_MNIST.raw_files:
-        assert (raw_dir(tmp_path / "data", "fashion_mnist") / name).read_bytes() == (small_fashion / name).read_bytes()
+        assert (raw_dir(tmp_path / "data", "fashion_mnist") / name).read_bytes() == (
+            small_fashion / name
+        ).read_bytes()
     # a local .deb works the same (a machine without apt), and an existing valid copy is a no-op
-    assert fetch.main(["--dataset", "fashion_mnist", "--data_dir", str(tmp_path / "d2"), "--deb", str(deb)]) == 0
+    assert (
+        fetch.main(["--dataset", "fashion_mnist", "--data_dir", str(tmp_path / "d2"), "--deb", str(deb)]) == 0
+    )
     assert fetch.main(["--dataset", "fashion_mnist", "--data_dir", str(tmp_path / "d2")]) == 0
     assert "already present" in capsys.readouterr().out
 
@@ -80,13 +92,27 @@ def test_fashion_comes_from_debian_s_package_offline(small_fashion, tmp_path, mo
 def test_a_damaged_package_is_refused_and_leaves_nothing(small_fashion, tmp_path, capsys):
     deb = tmp_path / "bad.deb"
     planted_deb(deb, small_fashion, tamper="t10k-images-idx3-ubyte")
-    assert fetch.main(["--dataset", "fashion_mnist", "--data_dir", str(tmp_path / "data"), "--deb", str(deb)]) == 1
+    assert (
+        fetch.main(["--dataset", "fashion_mnist", "--data_dir", str(tmp_path / "data"), "--deb", str(deb)])
+        == 1
+    )
     err = capsys.readouterr().err
     assert "t10k-images-idx3-ubyte" in err and "md5" in err
     assert not raw_dir(tmp_path / "data", "fashion_mnist").exists()
     (tmp_path / "junk.deb").write_bytes(b"not an archive")
-    assert fetch.main(["--dataset", "fashion_mnist", "--data_dir", str(tmp_path / "data"),
-                       "--deb", str(tmp_path / "junk.deb")]) == 1
+    assert (
+        fetch.main(
+            [
+                "--dataset",
+                "fashion_mnist",
+                "--data_dir",
+                str(tmp_path / "data"),
+                "--deb",
+                str(tmp_path / "junk.deb"),
+            ]
+        )
+        == 1
+    )
     assert "not a Debian package" in capsys.readouterr().err
 
 
@@ -131,9 +157,15 @@ def test_every_fashion_recipe_is_the_mnist_one_with_the_garments_data(model, tmp
     assert {key for key in ours if ours[key] != theirs[key]} == OWN_FASHION_SETTINGS.get(model, set())
 
 
-@pytest.mark.parametrize("args", [["--dataset", "mnist", "--deb", "x.deb"], ["--dataset", "mnist", "--source", "debian"],
-                                  ["--dataset", "kmnist", "--deb", "x.deb"], ["--dataset", "fashion_mnist", "--wheel",
-                                                                              "x.whl"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--dataset", "mnist", "--deb", "x.deb"],
+        ["--dataset", "mnist", "--source", "debian"],
+        ["--dataset", "kmnist", "--deb", "x.deb"],
+        ["--dataset", "fashion_mnist", "--wheel", "x.whl"],
+    ],
+)
 def test_a_source_option_for_another_dataset_is_refused(args, tmp_path, capsys):
     assert fetch.main([*args, "--data_dir", str(tmp_path)]) == 2
     assert "does not apply to --dataset" in capsys.readouterr().err
@@ -142,7 +174,9 @@ def test_a_source_option_for_another_dataset_is_refused(args, tmp_path, capsys):
 def test_a_package_with_a_broken_member_header_is_one_line(tmp_path, capsys):
     deb = tmp_path / "bad.deb"
     deb.write_bytes(b"!<arch>\n" + b"debian-binary   0           0     0     100644  xx        `\n")
-    assert fetch.main(["--dataset", "fashion_mnist", "--data_dir", str(tmp_path / "d"), "--deb", str(deb)]) == 1
+    assert (
+        fetch.main(["--dataset", "fashion_mnist", "--data_dir", str(tmp_path / "d"), "--deb", str(deb)]) == 1
+    )
     assert "damaged Debian package" in capsys.readouterr().err
 
 
@@ -177,7 +211,9 @@ def test_a_qmnist_label_file_of_the_wrong_type_names_the_file(tmp_path):
     data[2] = 0x08  # declared uint8: the sizes no longer add up either
     labels.write_bytes(bytes(data))
     dm = MNISTDataModule(data_dir=str(tmp_path), dataset="qmnist", val_size=10)
-    with pytest.raises(MissingDataError, match="qmnist-train-labels-idx2-int.*not a int32 IDX file.*--dataset qmnist"):
+    with pytest.raises(
+        MissingDataError, match="qmnist-train-labels-idx2-int.*not a int32 IDX file.*--dataset qmnist"
+    ):
         dm.setup("fit")
 
 
@@ -198,10 +234,21 @@ def test_a_qmnist_class_out_of_range_is_caught(tmp_path):
 
 def test_the_mnist_recipes_train_on_qmnist_by_one_option(tmp_path):
     write_synthetic_mnist(tmp_path / "data", n_train=200, n_test=50, dataset="qmnist")
-    cli = MNISTBenchCLI(args=["--config", str(ROOT / "configs" / "cnn.yaml"), "--data.dataset=qmnist",
-                              f"--data.data_dir={tmp_path / 'data'}", f"--trainer.default_root_dir={tmp_path}",
-                              "--data.val_size=40", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-                              "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1"], run=False)
+    cli = MNISTBenchCLI(
+        args=[
+            "--config",
+            str(ROOT / "configs" / "cnn.yaml"),
+            "--data.dataset=qmnist",
+            f"--data.data_dir={tmp_path / 'data'}",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--data.val_size=40",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1",
+            "--trainer.limit_test_batches=1",
+        ],
+        run=False,
+    )
     assert cli.model.dataset.name == "qmnist"
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.current_epoch == 1

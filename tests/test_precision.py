@@ -92,7 +92,9 @@ def _fit(config: str, args: list[str], root: Path) -> dict:
 
 
 @pytest.mark.parametrize("probe", ["AVX2", "AVX512_BF16"])
-def test_a_run_records_the_resolved_precision_and_hardware(probe, tiny_fit_args, tmp_path, monkeypatch, caplog):
+def test_a_run_records_the_resolved_precision_and_hardware(
+    probe, tiny_fit_args, tmp_path, monkeypatch, caplog
+):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(precision, "cpu_capability", lambda: probe)
     with caplog.at_level(logging.INFO, logger="lightning.pytorch"):

@@ -1,4 +1,5 @@
-"""`mnist-bench predict`: the MNIST-style preprocessing of users' images, bad files, the rows and the exit code."""
+"""`mnist-bench predict`: the MNIST-style preprocessing of users' images, bad files, the rows and the exit
+code."""
 
 import csv
 import struct
@@ -80,8 +81,12 @@ def _huge_png(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
 
 
 def bad_files(tmp_path) -> dict[str, str]:
@@ -101,8 +106,12 @@ def bad_files(tmp_path) -> dict[str, str]:
         else:
             (tmp_path / name).write_bytes(data)
     return {
-        "text.png": "not an image", "empty.png": "empty file", "truncated.png": "unreadable",
-        "bomb.png": "decompression bomb", "big.png": "7000×7000 pixels is over", "blank.png": "no ink",
+        "text.png": "not an image",
+        "empty.png": "empty file",
+        "truncated.png": "unreadable",
+        "bomb.png": "decompression bomb",
+        "big.png": "7000×7000 pixels is over",
+        "blank.png": "no ink",
     }
 
 
@@ -118,8 +127,13 @@ def cnn_checkpoint(tmp_path) -> str:
     model = CNN()
     path = tmp_path / "cnn.ckpt"
     hparams = {k: v for k, v in model.hparams.items() if k not in ("optimizer", "scheduler")}
-    torch.save({"state_dict": model.state_dict(),
-                "hyper_parameters": {"_class_path": "mnist_bench.models.CNN", **hparams}}, path)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": {"_class_path": "mnist_bench.models.CNN", **hparams},
+        },
+        path,
+    )
     return str(path)
 
 
@@ -130,8 +144,9 @@ def test_predict_rows_csv_and_exit_code(cnn_checkpoint, tmp_path, capsys):
     Image.fromarray(drawing()).save(folder / "sub_good.jpg")
     (folder / "notes.txt").write_text("not picked up from a folder: not an image extension")
     out = tmp_path / "rows.csv"
-    code = predict_main([str(folder), str(tmp_path / "missing.png"), "--ckpt_path", cnn_checkpoint,
-                         "--csv", str(out)])
+    code = predict_main(
+        [str(folder), str(tmp_path / "missing.png"), "--ckpt_path", cnn_checkpoint, "--csv", str(out)]
+    )
     assert code == 1, "some files failed"
     rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(out.open())}
     assert set(rows) == {*reasons, "good.png", "sub_good.jpg", "missing.png"}
@@ -168,8 +183,16 @@ def test_an_image_pillow_opens_but_cannot_convert_is_an_error_row(cnn_checkpoint
     lab.save(tmp_path / "lab.tif")
     Image.fromarray(drawing()).save(tmp_path / "good.png")
     out = tmp_path / "rows.csv"
-    code = predict_main([str(tmp_path / "lab.tif"), str(tmp_path / "good.png"), "--ckpt_path", cnn_checkpoint,
-                         "--csv", str(out)])
+    code = predict_main(
+        [
+            str(tmp_path / "lab.tif"),
+            str(tmp_path / "good.png"),
+            "--ckpt_path",
+            cnn_checkpoint,
+            "--csv",
+            str(out),
+        ]
+    )
     assert code == 1
     rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(out.open())}
     assert "LAB images are not supported" in rows["lab.tif"]["error"]
@@ -189,7 +212,9 @@ def test_a_nan_pixel_does_not_erase_the_digit(tmp_path):
 def test_an_unwritable_csv_is_refused_before_predicting(where, cnn_checkpoint, tmp_path, capsys):
     Image.fromarray(drawing()).save(tmp_path / "good.png")
     target = tmp_path if where == "folder" else tmp_path / "no" / "such" / "rows.csv"
-    assert predict_main([str(tmp_path / "good.png"), "--ckpt_path", cnn_checkpoint, "--csv", str(target)]) == 2
+    assert (
+        predict_main([str(tmp_path / "good.png"), "--ckpt_path", cnn_checkpoint, "--csv", str(target)]) == 2
+    )
     captured = capsys.readouterr()
     assert captured.err.startswith(f"mnist-bench predict: cannot write --csv {target}")
     assert "good.png" not in captured.out, "nothing was predicted"
@@ -206,7 +231,8 @@ def test_a_checkpoint_whose_hyperparameters_do_not_fit_is_one_line(cnn_checkpoin
         assert err.startswith(f"mnist-bench predict: {bad} does not fit CNN") and "Traceback" not in err
 
 
-# --- photographs: uneven light, grey paper and pencil, noise, tilt, JPEG ---------------------------------------------
+# --- photographs: uneven light, grey paper and pencil, noise, tilt, JPEG
+# ---------------------------------------------
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
@@ -225,7 +251,9 @@ def test_a_photographed_digit_is_prepared_like_its_clean_scan(quality, tmp_path)
         clean = save(tmp_path, f"clean{i}.png", Image.fromarray((255 - ink * 255).astype(np.uint8)))
         photo = save(tmp_path, f"photo{i}.png", photograph(ink, rng, quality=quality))
         similarity = _correlation(load_digit(photo), load_digit(clean))
-        assert similarity > 0.8, f"digit {i}: the prepared photo is unlike the prepared scan ({similarity:.2f})"
+        assert similarity > 0.8, (
+            f"digit {i}: the prepared photo is unlike the prepared scan ({similarity:.2f})"
+        )
 
 
 def test_specks_beside_the_digit_are_dropped(tmp_path):
@@ -240,7 +268,12 @@ def test_specks_beside_the_digit_are_dropped(tmp_path):
 def test_save_prepared_writes_what_the_model_saw(cnn_checkpoint, tmp_path):
     Image.fromarray(drawing()).save(tmp_path / "seven.png")
     out = tmp_path / "prepared"
-    assert predict_main([str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--save_prepared", str(out)]) == 0
+    assert (
+        predict_main(
+            [str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--save_prepared", str(out)]
+        )
+        == 0
+    )
     saved = np.asarray(Image.open(out / "seven.png"))
     assert saved.shape == (28, 28) and saved.dtype == np.uint8
     np.testing.assert_allclose(saved / 255, load_digit(tmp_path / "seven.png"), atol=1 / 255 + 1e-6)
@@ -253,11 +286,18 @@ def test_save_prepared_keeps_files_with_the_same_name_apart(cnn_checkpoint, tmp_
     Image.fromarray(drawing()).save(tmp_path / "b" / "7.jpg")
     Image.fromarray(drawing()).save(tmp_path / "c" / "7-2.png")
     out = tmp_path / "prepared"
-    assert predict_main([str(tmp_path / d) for d in "abc"] + ["--ckpt_path", cnn_checkpoint,
-                                                              "--save_prepared", str(out)]) == 0
+    assert (
+        predict_main(
+            [str(tmp_path / d) for d in "abc"] + ["--ckpt_path", cnn_checkpoint, "--save_prepared", str(out)]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == ["7-2-2.png", "7-2.png", "7.png"]
     blocked = tmp_path / "a" / "7.png"  # a file where the folder should go
-    assert predict_main([str(tmp_path / "b"), "--ckpt_path", cnn_checkpoint, "--save_prepared", str(blocked)]) == 2
+    assert (
+        predict_main([str(tmp_path / "b"), "--ckpt_path", cnn_checkpoint, "--save_prepared", str(blocked)])
+        == 2
+    )
 
 
 # --- what predict writes: never over an input or a checkpoint, over another file only with --overwrite ---
@@ -271,8 +311,9 @@ def _err_line(capsys) -> str:
 
 @pytest.mark.parametrize("overwrite", [False, True], ids=["plain", "overwrite"])
 @pytest.mark.parametrize("how", ["same_folder", "relative", "symlinked_folder", "hardlink"])
-def test_save_prepared_never_writes_over_an_input(how, overwrite, cnn_checkpoint, tmp_path, capsys,
-                                                  monkeypatch):
+def test_save_prepared_never_writes_over_an_input(
+    how, overwrite, cnn_checkpoint, tmp_path, capsys, monkeypatch
+):
     Image.fromarray(drawing()).save(tmp_path / "seven.png")
     before = (tmp_path / "seven.png").read_bytes()
     monkeypatch.chdir(tmp_path)
@@ -315,15 +356,20 @@ def test_an_existing_output_needs_overwrite(cnn_checkpoint, tmp_path, capsys):
 @pytest.mark.parametrize("target", ["the_checkpoint", "a_symlink_to_it", "another_ckpt", "an_input"])
 def test_the_csv_never_writes_over_a_checkpoint_or_an_input(target, cnn_checkpoint, tmp_path, capsys):
     Image.fromarray(drawing()).save(tmp_path / "seven.png")
-    path = {"the_checkpoint": Path(cnn_checkpoint), "a_symlink_to_it": tmp_path / "rows.csv",
-            "another_ckpt": tmp_path / "other.ckpt", "an_input": tmp_path / "seven.png"}[target]
+    path = {
+        "the_checkpoint": Path(cnn_checkpoint),
+        "a_symlink_to_it": tmp_path / "rows.csv",
+        "another_ckpt": tmp_path / "other.ckpt",
+        "an_input": tmp_path / "seven.png",
+    }[target]
     if target == "a_symlink_to_it":
         path.symlink_to(cnn_checkpoint)
     elif target == "another_ckpt":
         path.write_bytes(Path(cnn_checkpoint).read_bytes())
     before = path.read_bytes()
-    code = predict_main([str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--csv", str(path),
-                         "--overwrite"])
+    code = predict_main(
+        [str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--csv", str(path), "--overwrite"]
+    )
     assert code == 2
     line = _err_line(capsys)
     assert line.startswith(f"mnist-bench predict: --csv {path}")
@@ -397,25 +443,42 @@ def test_a_long_input_name_gets_a_prepared_name_the_disk_takes(cnn_checkpoint, t
     (tmp_path / "b").mkdir()
     Image.fromarray(drawing()).save(tmp_path / "b" / long.name)
     out = tmp_path / "prepared"
-    assert predict_main([str(long), str(tmp_path / "b"), "--ckpt_path", cnn_checkpoint,
-                         "--save_prepared", str(out)]) == 0
+    assert (
+        predict_main(
+            [str(long), str(tmp_path / "b"), "--ckpt_path", cnn_checkpoint, "--save_prepared", str(out)]
+        )
+        == 0
+    )
     names = sorted(p.name for p in out.iterdir())
     assert len(names) == 2 and all(len(n.encode()) <= 255 and n.endswith(".png") for n in names)
 
 
 def test_a_csv_under_a_file_is_one_line_naming_that_file(cnn_checkpoint, tmp_path, capsys):
     Image.fromarray(drawing()).save(tmp_path / "seven.png")
-    args = [str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--csv", str(tmp_path / "seven.png/rows.csv")]
+    args = [
+        str(tmp_path / "seven.png"),
+        "--ckpt_path",
+        cnn_checkpoint,
+        "--csv",
+        str(tmp_path / "seven.png/rows.csv"),
+    ]
     assert predict_main(args) == 2
     line = _err_line(capsys)
-    assert line.startswith("mnist-bench predict: cannot write --csv") and "seven.png is a file, not a folder" in line
+    assert (
+        line.startswith("mnist-bench predict: cannot write --csv")
+        and "seven.png is a file, not a folder" in line
+    )
 
 
-@pytest.mark.parametrize("target", ["metrics.json", "config.yaml", "test_predictions.npz",
-                                    "checkpoints/notes.txt", "a reuse record"])
-def test_a_runs_own_files_are_never_written_over_even_with_overwrite(target, cnn_checkpoint, tmp_path, capsys):
-    """predict --csv, export --output and benchmark.ab --output all refuse a run folder's files and a benchmark's
-    reuse records."""
+@pytest.mark.parametrize(
+    "target",
+    ["metrics.json", "config.yaml", "test_predictions.npz", "checkpoints/notes.txt", "a reuse record"],
+)
+def test_a_runs_own_files_are_never_written_over_even_with_overwrite(
+    target, cnn_checkpoint, tmp_path, capsys
+):
+    """predict --csv, export --output and benchmark.ab --output all refuse a run folder's files and a
+    benchmark's reuse records."""
     from mnist_bench.benchmark.experiments.ab import main as ab_main
     from mnist_bench.inference.export import main as export_main
 
@@ -428,8 +491,12 @@ def test_a_runs_own_files_are_never_written_over_even_with_overwrite(target, cnn
     record.write_text('{"row": {"model": "cnn"}}')
     path = record if target == "a reuse record" else run / target
     Image.fromarray(drawing()).save(tmp_path / "seven.png")
-    assert predict_main([str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--csv", str(path),
-                         "--overwrite"]) == 2
+    assert (
+        predict_main(
+            [str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--csv", str(path), "--overwrite"]
+        )
+        == 2
+    )
     line = _err_line(capsys)
     assert "run folder" in line or "record of a finished run" in line, line
     assert export_main(["--ckpt_path", cnn_checkpoint, "--output", str(path), "--overwrite"]) == 2
@@ -439,8 +506,20 @@ def test_a_runs_own_files_are_never_written_over_even_with_overwrite(target, cnn
         for arm in ("a", "b"):
             (tmp_path / arm).mkdir()
             (tmp_path / arm / "benchmark.json").write_text('{"rows": []}')
-        assert ab_main(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--output",
-                        str(path.with_suffix("")), "--overwrite"]) == 2
+        assert (
+            ab_main(
+                [
+                    "--a",
+                    str(tmp_path / "a"),
+                    "--b",
+                    str(tmp_path / "b"),
+                    "--output",
+                    str(path.with_suffix("")),
+                    "--overwrite",
+                ]
+            )
+            == 2
+        )
         err = capsys.readouterr().err
         assert "run folder" in err or "record of a finished run" in err, err
     assert path.read_text().startswith(("the run's own", '{"row"'))
@@ -455,9 +534,12 @@ def test_a_terminal_escape_in_a_file_name_is_shown_escaped(cnn_checkpoint, tmp_p
     assert "esc\\x1b[31mred\\x07.png" in out
 
 
-def test_the_sheet_shows_each_input_what_the_model_saw_and_marks_the_uncertain(cnn_checkpoint, tmp_path, capsys):
-    """An untrained CNN is unsure of everything: at --uncertain_below 1.0 every prediction is marked in the CSV,
-    the table and the sheet (an orange frame); at 0.0 none is; a failed file is a tile with its reason."""
+def test_the_sheet_shows_each_input_what_the_model_saw_and_marks_the_uncertain(
+    cnn_checkpoint, tmp_path, capsys
+):
+    """An untrained CNN is unsure of everything: at --uncertain_below 1.0 every prediction is marked in the
+    CSV, the table and the sheet (an orange frame); at 0.0 none is; a failed file is a tile with its
+    reason."""
     folder = tmp_path / "in"
     folder.mkdir()
     Image.fromarray(drawing()).save(folder / "seven.png")
@@ -477,8 +559,9 @@ def test_the_sheet_shows_each_input_what_the_model_saw_and_marks_the_uncertain(c
     orange = (np.abs(picture - np.array(UNCERTAIN)).sum(-1) < 30).sum()
     red = (np.abs(picture - np.array(FAILED)).sum(-1) < 30).sum()
     assert orange > 4 * THUMB and red > 4 * THUMB
-    # the tile of light.png (sorted: broken, light, seven) holds the prepared digit: a bright 28x28 image scaled up
-    seen = picture[PAD:PAD + THUMB, (2 * THUMB + 3 * PAD) + 2 * PAD + THUMB:][:, :THUMB]
+    # the tile of light.png (sorted: broken, light, seven) holds the prepared digit: a bright 28x28 image
+    # scaled up
+    seen = picture[PAD : PAD + THUMB, (2 * THUMB + 3 * PAD) + 2 * PAD + THUMB :][:, :THUMB]
     assert seen.max() > 200 and (seen < 30).mean() > 0.5
     assert predict_main([*args, "--uncertain_below", "0", "--overwrite"]) == 1
     assert "uncertain" not in capsys.readouterr().out
@@ -487,21 +570,40 @@ def test_the_sheet_shows_each_input_what_the_model_saw_and_marks_the_uncertain(c
     assert (np.abs(picture - np.array(UNCERTAIN)).sum(-1) < 30).sum() == 0
 
 
-@pytest.mark.parametrize("case", ["exists", "an_input", "same_as_csv", "not_png", "bad_threshold", "nan_threshold"])
+@pytest.mark.parametrize(
+    "case", ["exists", "an_input", "same_as_csv", "not_png", "bad_threshold", "nan_threshold"]
+)
 def test_a_sheet_or_threshold_that_cannot_be_used_is_one_line(case, cnn_checkpoint, tmp_path, capsys):
     Image.fromarray(drawing()).save(tmp_path / "seven.png")
     before = (tmp_path / "seven.png").read_bytes()
-    sheet = {"exists": tmp_path / "mine.png", "an_input": tmp_path / "seven.png", "same_as_csv": tmp_path / "r.png",
-             "not_png": tmp_path / "sheet.jpg"}.get(case, tmp_path / "sheet.png")
+    sheet = {
+        "exists": tmp_path / "mine.png",
+        "an_input": tmp_path / "seven.png",
+        "same_as_csv": tmp_path / "r.png",
+        "not_png": tmp_path / "sheet.jpg",
+    }.get(case, tmp_path / "sheet.png")
     if case == "exists":
         sheet.write_bytes(b"mine")
-    flags = {"same_as_csv": ["--csv", str(sheet)], "bad_threshold": ["--uncertain_below", "1.5"],
-             "nan_threshold": ["--uncertain_below", "nan"]}.get(case, [])
-    assert predict_main([str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--sheet", str(sheet),
-                         *flags]) == 2
+    flags = {
+        "same_as_csv": ["--csv", str(sheet)],
+        "bad_threshold": ["--uncertain_below", "1.5"],
+        "nan_threshold": ["--uncertain_below", "nan"],
+    }.get(case, [])
+    assert (
+        predict_main(
+            [str(tmp_path / "seven.png"), "--ckpt_path", cnn_checkpoint, "--sheet", str(sheet), *flags]
+        )
+        == 2
+    )
     line = _err_line(capsys)
-    expected = {"exists": "--overwrite", "an_input": "is the input", "same_as_csv": "both",
-                "not_png": ".png", "bad_threshold": "from 0 to 1", "nan_threshold": "from 0 to 1"}[case]
+    expected = {
+        "exists": "--overwrite",
+        "an_input": "is the input",
+        "same_as_csv": "both",
+        "not_png": ".png",
+        "bad_threshold": "from 0 to 1",
+        "nan_threshold": "from 0 to 1",
+    }[case]
     assert line.startswith("mnist-bench predict: ") and expected in line, line
     assert (tmp_path / "seven.png").read_bytes() == before
     assert case != "exists" or sheet.read_bytes() == b"mine"

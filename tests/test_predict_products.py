@@ -1,5 +1,6 @@
-"""`mnist-bench predict` for a dataset of product photos (Fashion-MNIST): a user's photo is framed as Zalando framed
-its garments (trimmed to the object, longer side 28 px, centred by its box, negated), not as an MNIST digit."""
+"""`mnist-bench predict` for a dataset of product photos (Fashion-MNIST): a user's photo is framed as Zalando
+framed its garments (trimmed to the object, longer side 28 px, centred by its box, negated), not as an MNIST
+digit."""
 
 import csv
 
@@ -45,7 +46,9 @@ def test_a_product_photo_is_trimmed_scaled_to_28px_centred_by_its_box_and_negate
     assert abs(cols.min() - (27 - cols.max())) <= 1, "centred by its box"
     gap = (cols.min() + cols.max() + 1) // 2  # the middle of the box: between the legs, below the waist
     assert image[20, gap] < 0.2 < 0.5 < image[2, gap], "the gap between the legs stays dark, the waist bright"
-    assert image[20, cols.max()] > image[20, cols.min()], "the shading survives: the lighter side is the brighter"
+    assert image[20, cols.max()] > image[20, cols.min()], (
+        "the shading survives: the lighter side is the brighter"
+    )
 
 
 def test_the_background_need_not_be_white_and_light_objects_on_black_are_kept(tmp_path):
@@ -54,7 +57,9 @@ def test_the_background_need_not_be_white_and_light_objects_on_black_are_kept(tm
     Image.fromarray(garment(dark_on_light=False)).save(tmp_path / "black.png")
     Image.fromarray(garment()).convert("RGB").save(tmp_path / "photo.jpg", quality=90)
     white = load_product(tmp_path / "white.png")
-    assert np.abs(load_product(tmp_path / "grey.png") - white).mean() < 0.03, "a grey background goes to black too"
+    assert np.abs(load_product(tmp_path / "grey.png") - white).mean() < 0.03, (
+        "a grey background goes to black too"
+    )
     assert np.abs(load_product(tmp_path / "black.png") - white).max() < 1e-3
     assert np.abs(load_product(tmp_path / "photo.jpg") - white).mean() < 0.02
 
@@ -95,13 +100,30 @@ def test_predict_with_a_fashion_model_frames_the_photo_as_a_garment(tmp_path):
     model = CNN(dataset=FASHION_MNIST.info.as_dict())
     ckpt = tmp_path / "fashion.ckpt"
     hparams = {k: v for k, v in model.hparams.items() if k not in ("optimizer", "scheduler")}
-    torch.save({"state_dict": model.state_dict(),
-                "hyper_parameters": {"_class_path": "mnist_bench.models.CNN", **hparams}}, ckpt)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": {"_class_path": "mnist_bench.models.CNN", **hparams},
+        },
+        ckpt,
+    )
     Image.fromarray(garment()).save(tmp_path / "trouser.png")
     out = tmp_path / "seen"
     table = tmp_path / "rows.csv"
-    assert predict_main([str(tmp_path / "trouser.png"), "--ckpt_path", str(ckpt), "--save_prepared", str(out),
-                         "--csv", str(table)]) == 0
+    assert (
+        predict_main(
+            [
+                str(tmp_path / "trouser.png"),
+                "--ckpt_path",
+                str(ckpt),
+                "--save_prepared",
+                str(out),
+                "--csv",
+                str(table),
+            ]
+        )
+        == 0
+    )
     seen = np.asarray(Image.open(out / "trouser.png"), dtype=np.float32) / 255
     np.testing.assert_allclose(seen, load_product(tmp_path / "trouser.png"), atol=1 / 255 + 1e-6)
     assert not np.allclose(seen, load_digit(tmp_path / "trouser.png"), atol=0.1)

@@ -1,4 +1,5 @@
-"""Every test pass keeps each test image's prediction (test_predictions.npz in the run dir), in test-set order."""
+"""Every test pass keeps each test image's prediction (test_predictions.npz in the run dir), in test-set
+order."""
 
 import json
 
@@ -16,8 +17,18 @@ N_TEST = 200  # the synthetic test set
 
 @pytest.mark.parametrize("model", ["cnn", "faster_rcnn"])
 def test_a_fit_keeps_every_test_image_s_prediction(model, tiny_fit_args, tmp_path):
-    main(["fit", "--config", str(ROOT / f"configs/{model}.yaml"), *tiny_fit_args, "--trainer.max_epochs=1",
-          "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.precision=32-true"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / f"configs/{model}.yaml"),
+            *tiny_fit_args,
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1",
+            "--trainer.precision=32-true",
+        ]
+    )
     (metrics_path,) = tmp_path.rglob("metrics.json")
     metrics = json.loads(metrics_path.read_text())
     record = read_predictions(metrics_path.parent / PREDICTIONS_FILE)
@@ -49,7 +60,9 @@ def test_a_model_without_scores_still_records_its_classes(tmp_path):
 
     callback = TestPredictions(tmp_path)
     callback.on_test_start(Trainer(), Model())
-    callback.on_test_batch_end(Trainer(), Model(), {"preds": torch.tensor([3, 1])}, (None, torch.tensor([3, 2])), 0)
+    callback.on_test_batch_end(
+        Trainer(), Model(), {"preds": torch.tensor([3, 1])}, (None, torch.tensor([3, 2])), 0
+    )
     callback.on_test_end(Trainer(), Model())
     record = read_predictions(tmp_path / PREDICTIONS_FILE)
     assert record["pred"].tolist() == [3, 1] and record["target"].tolist() == [3, 2]
@@ -57,8 +70,8 @@ def test_a_model_without_scores_still_records_its_classes(tmp_path):
 
 
 def test_ranks_are_put_back_in_test_set_order():
-    # a DistributedSampler without shuffling over 5 images and 2 ranks pads with image 0: rank 0 holds 0, 2, 4 and
-    # rank 1 holds 1, 3, 0
+    # a DistributedSampler without shuffling over 5 images and 2 ranks pads with image 0: rank 0 holds 0, 2, 4
+    # and rank 1 holds 1, 3, 0
     gathered = torch.tensor([[0, 2, 4], [1, 3, 0]])
     assert _in_test_set_order(gathered)[:5].tolist() == [0, 1, 2, 3, 4]
     scores = torch.stack([gathered, gathered * 10], dim=-1)  # N×classes per rank

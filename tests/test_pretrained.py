@@ -21,7 +21,8 @@ def torch_home(tmp_path, monkeypatch):
 
 
 def plant(arch: str, full: bool) -> dict[str, torch.Tensor]:
-    """A state dict of torchvision's shapes with recognisable random values, saved where torch.hub caches it."""
+    """A state dict of torchvision's shapes with recognisable random values, saved where torch.hub caches
+    it."""
     torch.manual_seed(123)
     build = {"vgg16": tvm.vgg16, "alexnet": tvm.alexnet}[arch]
     state = build(weights=None).state_dict()
@@ -34,8 +35,11 @@ def plant(arch: str, full: bool) -> dict[str, torch.Tensor]:
     return state
 
 
-@pytest.mark.parametrize("cls, arch, size, full", [(VGG16Classifier, "vgg16", 32, False), (AlexNetClassifier, "alexnet", 63, True)],
-                         ids=["vgg16", "alexnet"])
+@pytest.mark.parametrize(
+    "cls, arch, size, full",
+    [(VGG16Classifier, "vgg16", 32, False), (AlexNetClassifier, "alexnet", 63, True)],
+    ids=["vgg16", "alexnet"],
+)
 def test_planted_imagenet_weights_load_with_a_summed_stem(torch_home, cls, arch, size, full):
     state = plant(arch, full)
     assert imagenet_weights_path(arch).parent == torch_home / "hub" / "checkpoints"
@@ -44,13 +48,17 @@ def test_planted_imagenet_weights_load_with_a_summed_stem(torch_home, cls, arch,
     stem = model.net.features[0].weight
     assert stem.shape[1] == 1
     torch.testing.assert_close(stem, state["features.0.weight"].sum(dim=1, keepdim=True))
-    deeper = next(k for k in state if k.startswith("features.") and k.endswith("weight") and k != "features.0.weight")
+    deeper = next(
+        k for k in state if k.startswith("features.") and k.endswith("weight") and k != "features.0.weight"
+    )
     torch.testing.assert_close(model.net.state_dict()[deeper], state[deeper])
     assert model.net.head[-1].out_features == 10
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("arch, filename", [("vgg16", "vgg16-397923af.pth"), ("alexnet", "alexnet-owt-7be5be79.pth")])
+@pytest.mark.parametrize(
+    "arch, filename", [("vgg16", "vgg16-397923af.pth"), ("alexnet", "alexnet-owt-7be5be79.pth")]
+)
 def test_imagenet_without_the_file_names_it(torch_home, arch, filename):
     cls = {"vgg16": VGG16Classifier, "alexnet": AlexNetClassifier}[arch]
     with pytest.raises(WeightsError) as err:
@@ -97,7 +105,9 @@ def test_backbone_gets_the_lower_lr_only_when_pretrained(torch_home):
 
     plant("alexnet", full=False)
     opt = partial(torch.optim.AdamW, lr=1e-3)
-    groups = AlexNetClassifier(weights="imagenet", image_size=63, optimizer=opt, backbone_lr_scale=0.1).parameter_groups()
+    groups = AlexNetClassifier(
+        weights="imagenet", image_size=63, optimizer=opt, backbone_lr_scale=0.1
+    ).parameter_groups()
     assert [g["name"] for g in groups] == ["backbone", "head"]
     assert groups[0]["lr"] == pytest.approx(1e-4) and "lr" not in groups[1]
     scratch = AlexNetClassifier(weights="none", image_size=63, optimizer=opt).parameter_groups()
@@ -106,8 +116,17 @@ def test_backbone_gets_the_lower_lr_only_when_pretrained(torch_home):
 
 @pytest.mark.parametrize("config, size", [("vgg16", 32), ("alexnet", 63)])
 def test_fast_dev_run_at_the_smallest_legal_size(config, size, tiny_fit_args, tmp_path, torch_home):
-    main(["fit", "--config", str(ROOT / f"configs/{config}.yaml"), "--trainer.fast_dev_run=true",
-          f"--model.init_args.image_size={size}", "--model.init_args.weights=none", *tiny_fit_args])
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / f"configs/{config}.yaml"),
+            "--trainer.fast_dev_run=true",
+            f"--model.init_args.image_size={size}",
+            "--model.init_args.weights=none",
+            *tiny_fit_args,
+        ]
+    )
     (run,) = (tmp_path / "lightning_logs" / config).glob("version_*")
     m = json.loads((run / "metrics.json").read_text())
     assert m["status"] == "ok" and m["pretrained"] is False and m["image_size"] == size
@@ -129,9 +148,16 @@ def test_freeze_then_unfreeze(torch_home, synthetic_data):
         def on_train_epoch_end(self, trainer, pl_module):
             seen.append(all(p.requires_grad for p in pl_module.net.features.parameters()))
 
-    trainer = Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      callbacks=[Watch()])
+    trainer = Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Watch()],
+    )
     trainer.fit(model, MNISTDataModule(str(synthetic_data), val_size=100, batch_size=16))
     assert seen == [False, True]
     assert not torch.equal(before, model.net.features[0].weight)
@@ -141,13 +167,27 @@ def test_too_small_image_is_a_config_error(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "mnist_bench", "fit", "--config", str(ROOT / "configs/alexnet.yaml"),
-                           "--model.init_args.image_size=32"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_bench",
+            "fit",
+            "--config",
+            str(ROOT / "configs/alexnet.yaml"),
+            "--model.init_args.image_size=32",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "image_size" in proc.stderr and "63" in proc.stderr
 
 
-# --- download into torch.hub's cache, from a throwaway server on 127.0.0.1 -------------------------------------------
+# --- download into torch.hub's cache, from a throwaway server on 127.0.0.1
+# -------------------------------------------
 @pytest.fixture
 def weights_server(tmp_path, monkeypatch):
     """Serves tmp_path/served over HTTP on 127.0.0.1 and points the weights URL at it; yields the folder."""
@@ -182,11 +222,14 @@ def serve_alexnet(folder) -> tuple[dict[str, torch.Tensor], str]:
     return state, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_auto_downloads_the_weights_into_the_cache_with_the_hash_check(torch_home, weights_server, monkeypatch):
+def test_auto_downloads_the_weights_into_the_cache_with_the_hash_check(
+    torch_home, weights_server, monkeypatch
+):
     from mnist_bench.models.components import pretrained
 
     state, sha = serve_alexnet(weights_server)
-    # torchvision's file names carry the first hex digits of the real file's sha256; the planted file has its own
+    # torchvision's file names carry the first hex digits of the real file's sha256; the planted file has its
+    # own
     monkeypatch.setattr(pretrained, "expected_hash_prefix", lambda path: sha[:8])
     model = AlexNetClassifier(weights="auto", image_size=64)
     assert model.pretrained is True

@@ -28,10 +28,17 @@ def test_real_mnist_is_the_official_one():
 def cnn_run(tmp_path_factory) -> Path:
     """A real 1-epoch CNN run on MNIST; its run dir."""
     root = tmp_path_factory.mktemp("real_cnn")
-    main([
-        "fit", "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={REAL_DATA}", "--trainer.max_epochs=1",
-        f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
-    ])
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs/cnn.yaml"),
+            f"--data.data_dir={REAL_DATA}",
+            "--trainer.max_epochs=1",
+            f"--trainer.default_root_dir={root}",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
     (run,) = (root / "lightning_logs" / "cnn").glob("version_*")
     return run
 
@@ -44,8 +51,8 @@ def test_cnn_one_epoch_on_real_mnist(cnn_run):
 
 
 def test_test_digits_saved_as_images_round_trip_through_predict(cnn_run, tmp_path):
-    """MNIST test digits saved as PNG (as they are; and dark on white, 4× larger, RGB, in a wide margin) and read
-    back by `mnist-bench predict` get the class the model gives the original tensors."""
+    """MNIST test digits saved as PNG (as they are; and dark on white, 4× larger, RGB, in a wide margin) and
+    read back by `mnist-bench predict` get the class the model gives the original tensors."""
     from torchvision.datasets import MNIST
 
     from mnist_bench.data.datasets import MNIST as MNIST_SPEC
@@ -61,7 +68,9 @@ def test_test_digits_saved_as_images_round_trip_through_predict(cnn_run, tmp_pat
     for i in range(n):
         digit = test.data[i].numpy()
         Image.fromarray(digit).save(tmp_path / f"{i:03d}_plain.png")
-        paper = Image.fromarray(np.pad(255 - digit, 30, constant_values=255)).resize((352, 352), Image.BICUBIC)
+        paper = Image.fromarray(np.pad(255 - digit, 30, constant_values=255)).resize(
+            (352, 352), Image.BICUBIC
+        )
         paper.convert("RGB").save(tmp_path / f"{i:03d}_paper.png")
     out = tmp_path / "rows.csv"
     assert predict_main([str(tmp_path), "--ckpt_path", str(cnn_run), "--csv", str(out)]) == 0
@@ -73,8 +82,9 @@ def test_test_digits_saved_as_images_round_trip_through_predict(cnn_run, tmp_pat
 
 
 def test_photographed_test_digits_score_close_to_their_clean_scans(cnn_run, tmp_path):
-    """100 MNIST test digits, each as a clean scan (dark on white) and as a photograph (uneven light, grey paper and
-    pencil, noise, tilt, JPEG at 30-90): the photographs' accuracy is within 5 points of the scans'."""
+    """100 MNIST test digits, each as a clean scan (dark on white) and as a photograph (uneven light, grey
+    paper and pencil, noise, tilt, JPEG at 30-90): the photographs' accuracy is within 5 points of the
+    scans'."""
     from torchvision.datasets import MNIST
 
     from mnist_bench.inference.predict import main as predict_main
@@ -86,7 +96,9 @@ def test_photographed_test_digits_score_close_to_their_clean_scans(cnn_run, tmp_
     rng = np.random.default_rng(0)
     for i in range(n):
         ink = test.data[i].numpy() / 255
-        clean = Image.fromarray(np.pad(255 - test.data[i].numpy(), 20, constant_values=255)).resize((272, 272))
+        clean = Image.fromarray(np.pad(255 - test.data[i].numpy(), 20, constant_values=255)).resize(
+            (272, 272)
+        )
         clean.save(tmp_path / f"{i:03d}_clean.png")
         photograph(ink, rng, quality=(30, 60, 90)[i % 3]).save(tmp_path / f"{i:03d}_photo.jpg")
     out = tmp_path / "rows.csv"
@@ -124,8 +136,8 @@ def test_handwriting_fonts_are_read_through_predict_as_scans_and_photographs(cnn
 
 
 def test_rows_of_digits_are_read_as_numbers(cnn_run, tmp_path):
-    """`predict --number` on rows of 4 digits, some touching: from MNIST test digits and from the fonts, saved as
-    PNG scans; the whole string must be right for most rows."""
+    """`predict --number` on rows of 4 digits, some touching: from MNIST test digits and from the fonts, saved
+    as PNG scans; the whole string must be right for most rows."""
     from torchvision.datasets import MNIST
 
     from mnist_bench.inference.predict import main as predict_main
@@ -133,8 +145,12 @@ def test_rows_of_digits_are_read_as_numbers(cnn_run, tmp_path):
     from . import handwriting
 
     test = MNIST(str(REAL_DATA), train=False)
-    rows = {f"mnist_{k:02d}.png": row for k, row in
-            enumerate(handwriting.mnist_rows(test.data.numpy(), test.targets.numpy(), 4, 20, seed=3))}
+    rows = {
+        f"mnist_{k:02d}.png": row
+        for k, row in enumerate(
+            handwriting.mnist_rows(test.data.numpy(), test.targets.numpy(), 4, 20, seed=3)
+        )
+    }
     if handwriting.font_files():
         rows |= {f"fonts_{k:02d}.png": row for k, row in enumerate(handwriting.font_rows(4, 20, seed=3))}
     for name, (_, gray) in rows.items():
@@ -142,7 +158,10 @@ def test_rows_of_digits_are_read_as_numbers(cnn_run, tmp_path):
     out = tmp_path / "rows.csv"
     predict_main([str(tmp_path), "--ckpt_path", str(cnn_run), "--number", "--csv", str(out)])
     read = {Path(r["file"]).name: r["number"] for r in csv.DictReader(out.open())}
-    exact = {source: np.mean([read[n] == truth for n, (truth, _) in rows.items() if n.startswith(source)])
-             for source in ("mnist", "fonts") if any(n.startswith(source) for n in rows)}
+    exact = {
+        source: np.mean([read[n] == truth for n, (truth, _) in rows.items() if n.startswith(source)])
+        for source in ("mnist", "fonts")
+        if any(n.startswith(source) for n in rows)
+    }
     print(f"4-digit rows read exactly, 1-epoch CNN: {exact}")
     assert exact["mnist"] >= 0.7 and exact.get("fonts", 1.0) >= 0.6, exact

@@ -11,9 +11,20 @@ from .conftest import ROOT
 
 
 def _fit_cmd(data_dir, root, *extra):
-    return [sys.executable, "-m", "mnist_bench", "fit", "--config", str(ROOT / "configs/cnn.yaml"),
-            f"--data.data_dir={data_dir}", "--data.val_size=500", f"--trainer.default_root_dir={root}",
-            "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "mnist_bench",
+        "fit",
+        "--config",
+        str(ROOT / "configs/cnn.yaml"),
+        f"--data.data_dir={data_dir}",
+        "--data.val_size=500",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.max_epochs=3",
+        "--trainer.enable_progress_bar=false",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +45,22 @@ def test_killed_run_resumes_in_its_run_dir(bigger_synthetic, tmp_path):
 
     killed = tmp_path / "killed"
     run = killed / "lightning_logs/cnn/version_0"
-    proc = subprocess.Popen(_fit_cmd(bigger_synthetic, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _fit_cmd(bigger_synthetic, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 240
-    while not (run / "checkpoints/last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
+    while (
+        not (run / "checkpoints/last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (run / "metrics.json").exists()
 
-    done = subprocess.run(_fit_cmd(bigger_synthetic, killed, "--ckpt_path=last"), capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        _fit_cmd(bigger_synthetic, killed, "--ckpt_path=last"), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming" in done.stderr
     assert not (killed / "lightning_logs/cnn/version_1").exists()
@@ -52,8 +68,9 @@ def test_killed_run_resumes_in_its_run_dir(bigger_synthetic, tmp_path):
     assert resumed["epochs"] == reference["epochs"] == 3
     assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2]
     ckpt = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
-    ref_ckpt = torch.load(straight / "lightning_logs/cnn/version_0/checkpoints/last.ckpt", map_location="cpu",
-                          weights_only=True)
+    ref_ckpt = torch.load(
+        straight / "lightning_logs/cnn/version_0/checkpoints/last.ckpt", map_location="cpu", weights_only=True
+    )
     assert ckpt["global_step"] == ref_ckpt["global_step"] and ckpt["epoch"] == ref_ckpt["epoch"]
     # the resumed epochs drew the same batch order, augmentation and dropout: the same weights, the same score
     for key, value in ref_ckpt["state_dict"].items():
@@ -68,8 +85,21 @@ def test_killed_run_resumes_in_its_run_dir(bigger_synthetic, tmp_path):
 
 def test_nothing_to_resume_is_a_clear_error(tmp_path, synthetic_data):
     proc = subprocess.run(
-        [sys.executable, "-m", "mnist_bench", "fit", "--config", str(ROOT / "configs/cnn.yaml"), "--ckpt_path=last",
-         f"--data.data_dir={synthetic_data}"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "mnist_bench",
+            "fit",
+            "--config",
+            str(ROOT / "configs/cnn.yaml"),
+            "--ckpt_path=last",
+            f"--data.data_dir={synthetic_data}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "nothing to resume" in proc.stderr
 
@@ -88,12 +118,34 @@ class _Payload:
 def test_checkpoint_with_a_pickle_payload_is_refused(subcommand, synthetic_data, tmp_path):
     marker = tmp_path / "payload-ran"
     evil = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {}, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.6.0",
-                "hyper_parameters": {"x": _Payload(marker)}}, evil)
-    proc = subprocess.run([sys.executable, "-m", "mnist_bench", subcommand, "--config", str(ROOT / "configs/cnn.yaml"),
-                           f"--data.data_dir={synthetic_data}", "--data.val_size=100",
-                           f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false",
-                           f"--ckpt_path={evil}"], capture_output=True, text=True, timeout=300)
+    torch.save(
+        {
+            "state_dict": {},
+            "epoch": 0,
+            "global_step": 0,
+            "pytorch-lightning_version": "2.6.0",
+            "hyper_parameters": {"x": _Payload(marker)},
+        },
+        evil,
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_bench",
+            subcommand,
+            "--config",
+            str(ROOT / "configs/cnn.yaml"),
+            f"--data.data_dir={synthetic_data}",
+            "--data.val_size=100",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+            f"--ckpt_path={evil}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     message = proc.stderr.strip().splitlines()[-1]
@@ -113,8 +165,16 @@ def test_damaged_or_missing_checkpoint_is_one_line(damage, synthetic_data, tmp_p
     elif damage == "empty":
         bad.write_bytes(b"")
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}",
-              f"--trainer.default_root_dir={tmp_path}", f"--ckpt_path={bad}"])
+        main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs/cnn.yaml"),
+                f"--data.data_dir={synthetic_data}",
+                f"--trainer.default_root_dir={tmp_path}",
+                f"--ckpt_path={bad}",
+            ]
+        )
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 1 and "Traceback" not in "\n".join(err)
     expected = "not found" if damage == "missing" else "is damaged or not a checkpoint"

@@ -16,12 +16,33 @@ CONFIGS = ROOT / "configs"
 
 
 def fake_run_one(model, seed, *args, env=None, label="", on_run_dir=lambda d: None):
-    return {"model": model, "seed": seed, "status": "ok", "run_dir": None, "test/acc": 0.99, "time/fit_s": 60.0}
+    return {
+        "model": model,
+        "seed": seed,
+        "status": "ok",
+        "run_dir": None,
+        "test/acc": 0.99,
+        "time/fit_s": 60.0,
+    }
 
 
 def bench(tmp_path, *args: str, extra: str = "") -> dict:
-    code = bench_main.main(["--models", "cnn", "--config_dir", str(CONFIGS), "--results", str(tmp_path / "r"),
-                            "--root", str(tmp_path), "--force", *args, "--", extra])
+    code = bench_main.main(
+        [
+            "--models",
+            "cnn",
+            "--config_dir",
+            str(CONFIGS),
+            "--results",
+            str(tmp_path / "r"),
+            "--root",
+            str(tmp_path),
+            "--force",
+            *args,
+            "--",
+            extra,
+        ]
+    )
     assert code == 0
     return json.loads((tmp_path / "r" / "benchmark.json").read_text())
 
@@ -71,11 +92,21 @@ def test_another_machine_has_its_own_seed_unit(tmp_path, fake_runs, monkeypatch)
     assert [m["seconds"] for m in seed_unit.cached(here())] == [140.0]
 
 
-@pytest.mark.parametrize("extra", ["--trainer.limit_train_batches=10", "--trainer.max_epochs=1",
-                                   "--trainer.max_steps 20", "--trainer.fast_dev_run=true",
-                                   "--trainer.max_time=00:00:05:00", "--trainer.limit_test_batches=0.5",
-                                   "--data.train_subset=1000"])
-def test_runs_cut_short_never_measure_the_seed_unit(tmp_path, fake_runs, pipeline_must_not_run, capsys, extra):
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "--trainer.limit_train_batches=10",
+        "--trainer.max_epochs=1",
+        "--trainer.max_steps 20",
+        "--trainer.fast_dev_run=true",
+        "--trainer.max_time=00:00:05:00",
+        "--trainer.limit_test_batches=0.5",
+        "--data.train_subset=1000",
+    ],
+)
+def test_runs_cut_short_never_measure_the_seed_unit(
+    tmp_path, fake_runs, pipeline_must_not_run, capsys, extra
+):
     data = bench(tmp_path, extra=extra)
     assert data["seed_unit_s"] is None and data["seed_unit"] is None
     assert not seed_unit.cache_path().exists()
@@ -89,8 +120,13 @@ def test_what_cuts_a_run_short():
     assert cut_short([], [cnn, vgg]) is None
     assert cut_short(["--trainer.max_epochs=3"], [vgg]) is None, "more epochs than the recipe"
     assert "cnn recipe: 5" in cut_short(["--trainer.max_epochs=3"], [cnn, vgg])
-    for whole in ("--trainer.limit_train_batches=1.0", "--trainer.max_steps=-1", "--trainer.fast_dev_run=false",
-                  "--trainer.max_time=null", "--data.batch_size=64"):
+    for whole in (
+        "--trainer.limit_train_batches=1.0",
+        "--trainer.max_steps=-1",
+        "--trainer.fast_dev_run=false",
+        "--trainer.max_time=null",
+        "--data.batch_size=64",
+    ):
         assert cut_short([whole], [cnn]) is None, whole
     assert cut_short(["--trainer.limit_val_batches", "1"], [cnn]) == "--trainer.limit_val_batches=1"
 
@@ -116,7 +152,10 @@ def test_before_and_after_the_runs_gives_the_units_spread(tmp_path, fake_runs, m
     assert data["rows"][0]["time/fit_su"] == 0.4 and data["rows"][0]["seed_unit_s"] == 150.0
     record = json.loads((tmp_path / "r" / "runs" / "cnn-seed42.json").read_text())
     assert record["seed_unit_s"] == 150.0, "the record holds the unit the table used"
-    assert "measured before and after the runs (140.0 and 160.0 s" in (tmp_path / "r" / "benchmark.md").read_text()
+    assert (
+        "measured before and after the runs (140.0 and 160.0 s"
+        in (tmp_path / "r" / "benchmark.md").read_text()
+    )
 
 
 def test_a_damaged_cache_is_moved_aside_not_lost(tmp_path, fake_runs, monkeypatch, capsys):
@@ -131,10 +170,38 @@ def test_a_damaged_cache_is_moved_aside_not_lost(tmp_path, fake_runs, monkeypatc
 
 
 def test_an_array_task_uses_the_cached_unit_and_never_measures(tmp_path, fake_runs, pipeline_must_not_run):
-    assert bench_main.main(["--models", "cnn", "--config_dir", str(CONFIGS), "--results", str(tmp_path / "r"),
-                            "--only", "0", "--force"]) == 0
+    assert (
+        bench_main.main(
+            [
+                "--models",
+                "cnn",
+                "--config_dir",
+                str(CONFIGS),
+                "--results",
+                str(tmp_path / "r"),
+                "--only",
+                "0",
+                "--force",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "r/runs/cnn-seed42.json").read_text())["seed_unit_s"] is None
     seed_unit.remember(here(), 80.0, "2026-12-01 10:00:00 UTC")
-    assert bench_main.main(["--models", "cnn", "--config_dir", str(CONFIGS), "--results", str(tmp_path / "r"),
-                            "--only", "0", "--force"]) == 0
+    assert (
+        bench_main.main(
+            [
+                "--models",
+                "cnn",
+                "--config_dir",
+                str(CONFIGS),
+                "--results",
+                str(tmp_path / "r"),
+                "--only",
+                "0",
+                "--force",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "r/runs/cnn-seed42.json").read_text())["seed_unit_s"] == 80.0

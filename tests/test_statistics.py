@@ -1,5 +1,5 @@
-"""The benchmark's statistics against cases worked by hand: Wilson's interval, Student's t over seeds, McNemar's
-exact test, Holm's correction, and the paired tests read from runs' per-image predictions."""
+"""The benchmark's statistics against cases worked by hand: Wilson's interval, Student's t over seeds,
+McNemar's exact test, Holm's correction, and the paired tests read from runs' per-image predictions."""
 
 import math
 
@@ -65,19 +65,31 @@ def test_holm_adjusts_in_order():
 
 def test_a_reading_in_plain_words():
     test = PairedTest("vgg16", "cnn", 42, 10_000, 9_956, 9_948, 40, 32, 0.41, 1.0)
-    assert test.reading() == ("vgg16 vs cnn: 8 more correct out of 10,000 (vgg16 alone right on 40, cnn alone on 32), "
-                              "p = 0.41, Holm-adjusted = 1: not significant")
+    assert test.reading() == (
+        "vgg16 vs cnn: 8 more correct out of 10,000 (vgg16 alone right on 40, cnn alone on 32), "
+        "p = 0.41, Holm-adjusted = 1: not significant"
+    )
     assert not test.significant
     assert PairedTest("a", "b", 42, 100, 90, 80, 12, 2, 0.01, 0.03).significant
-    assert "p < 0.001, Holm-adjusted < 0.001: significant" in PairedTest("a", "b", 1, 9, 9, 0, 9, 0, 1e-5, 1e-4).reading()
+    assert (
+        "p < 0.001, Holm-adjusted < 0.001: significant"
+        in PairedTest("a", "b", 1, 9, 9, 0, 9, 0, 1e-5, 1e-4).reading()
+    )
 
 
 def _run_dir(tmp_path, name: str, target: np.ndarray, pred: np.ndarray) -> str:
     run_dir = tmp_path / name
     run_dir.mkdir()
-    np.savez_compressed(run_dir / "test_predictions.npz", index=np.arange(len(target)), target=target, pred=pred,
-                        confidence=np.ones(len(target), dtype=np.float32), model=np.array(name),
-                        dataset=np.array("mnist"), class_names=np.array(list("0123456789")))
+    np.savez_compressed(
+        run_dir / "test_predictions.npz",
+        index=np.arange(len(target)),
+        target=target,
+        pred=pred,
+        confidence=np.ones(len(target), dtype=np.float32),
+        model=np.array(name),
+        dataset=np.array("mnist"),
+        class_names=np.array(list("0123456789")),
+    )
     return str(run_dir)
 
 
@@ -90,8 +102,10 @@ def test_paired_tests_from_runs_predictions(tmp_path):
     bad[:120] = (bad[:120] + 1) % 10  # 88.0%: wrong wherever good is, and on 100 more
     close = target.copy()
     close[980:1000] = (close[980:1000] + 1) % 10  # 98.0% too, wrong on other images
-    rows = [{"model": m, "seed": 42, "status": "ok", "run_dir": _run_dir(tmp_path, m, target, p)}
-            for m, p in (("good", good), ("bad", bad), ("close", close))]
+    rows = [
+        {"model": m, "seed": 42, "status": "ok", "run_dir": _run_dir(tmp_path, m, target, p)}
+        for m, p in (("good", good), ("bad", bad), ("close", close))
+    ]
     rows.append({"model": "broken", "seed": 42, "status": "failed", "run_dir": None})
     rows.append({"model": "old", "seed": 42, "status": "ok", "run_dir": str(tmp_path)})  # no predictions file
     tests, skipped = paired_tests(rows)
@@ -114,8 +128,10 @@ def test_paired_tests_from_runs_predictions(tmp_path):
 
 def test_runs_on_different_test_sets_are_not_compared(tmp_path):
     target = np.arange(100) % 10
-    rows = [{"model": "a", "seed": 42, "status": "ok", "run_dir": _run_dir(tmp_path, "a", target, target)},
-            {"model": "b", "seed": 42, "status": "ok", "run_dir": _run_dir(tmp_path, "b", target[::-1], target)}]
+    rows = [
+        {"model": "a", "seed": 42, "status": "ok", "run_dir": _run_dir(tmp_path, "a", target, target)},
+        {"model": "b", "seed": 42, "status": "ok", "run_dir": _run_dir(tmp_path, "b", target[::-1], target)},
+    ]
     tests, skipped = paired_tests(rows)
     assert tests == [] and skipped == ["a vs b (seed 42): not scored on the same test images"]
     assert "No pair of models could be compared" in markdown_section(compare_models(rows))
@@ -137,15 +153,37 @@ def test_ab_of_two_results_folders_pairs_each_model_seed_by_seed(tmp_path):
             pred = target.copy()
             pred[:wrong] = (pred[:wrong] + 1) % 10
             run = _run_dir(tmp_path, f"{name}_{seed}", target, pred)
-            rows.append({"model": "cnn", "seed": seed, "status": "ok", "run_dir": run, "test/acc": 1 - wrong / 1000,
-                         "time/fit_s": 10.0})
+            rows.append(
+                {
+                    "model": "cnn",
+                    "seed": seed,
+                    "status": "ok",
+                    "run_dir": run,
+                    "test/acc": 1 - wrong / 1000,
+                    "time/fit_s": 10.0,
+                }
+            )
         rows.append({"model": "vit", "seed": 42, "status": "failed", "run_dir": None})
         (folder / "benchmark.json").write_text(json.dumps({"rows": rows}))
 
     arm("off", {42: 100, 43: 110, 44: 90})
     arm("on", {42: 20, 43: 30, 44: 25})  # right wherever "off" is, and on ~80 more images per seed
-    assert ab_main(["--a", str(tmp_path / "off"), "--b", str(tmp_path / "on"), "--labels", "EMA off", "EMA on",
-                    "--output", str(tmp_path / "ab.v1")]) == 0
+    assert (
+        ab_main(
+            [
+                "--a",
+                str(tmp_path / "off"),
+                "--b",
+                str(tmp_path / "on"),
+                "--labels",
+                "EMA off",
+                "EMA on",
+                "--output",
+                str(tmp_path / "ab.v1"),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "ab.v1.json").read_text())
     (summary,) = result["summary"]
     assert summary["model"] == "cnn" and summary["seeds"] == [42, 43, 44]
@@ -166,19 +204,32 @@ def test_ab_names_runs_scored_on_an_unofficial_test_set(tmp_path):
     target = np.arange(100) % 10
     for arm, official in (("a", True), ("b", False)):
         (tmp_path / arm).mkdir()
-        row = {"model": "cnn", "seed": 42, "status": "ok", "test/acc": 1.0, "test/official": official,
-               "run_dir": _run_dir(tmp_path, f"run_{arm}", target, target)}  # no time/fit_s: shown as a dash
+        row = {
+            "model": "cnn",
+            "seed": 42,
+            "status": "ok",
+            "test/acc": 1.0,
+            "test/official": official,
+            "run_dir": _run_dir(tmp_path, f"run_{arm}", target, target),
+        }  # no time/fit_s: shown as a dash
         (tmp_path / arm / "benchmark.json").write_text(json.dumps({"rows": [row]}))
-    assert ab_main(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--output", str(tmp_path / "x")]) == 0
-    assert "Not on the published test set (its size or md5 differs): cnn B (seed 42)." in \
-        (tmp_path / "x.md").read_text()
+    assert (
+        ab_main(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--output", str(tmp_path / "x")])
+        == 0
+    )
+    assert (
+        "Not on the published test set (its size or md5 differs): cnn B (seed 42)."
+        in (tmp_path / "x.md").read_text()
+    )
 
 
 def test_ab_of_a_folder_without_a_benchmark_is_one_line(tmp_path, capsys):
     from mnist_bench.benchmark.experiments.ab import main as ab_main
 
     (tmp_path / "other").mkdir()
-    assert ab_main(["--a", str(tmp_path), "--b", str(tmp_path / "other"), "--output", str(tmp_path / "x")]) == 1
+    assert (
+        ab_main(["--a", str(tmp_path), "--b", str(tmp_path / "other"), "--output", str(tmp_path / "x")]) == 1
+    )
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "benchmark.json" in err
 
@@ -189,11 +240,14 @@ def test_ab_of_a_row_whose_accuracy_is_not_a_number_is_one_line(tmp_path, capsys
 
     from mnist_bench.benchmark.experiments.ab import main as ab_main
 
-    (tmp_path / "benchmark.json").write_text(json.dumps({"rows": [{"model": "cnn", "seed": 42, "status": "ok",
-                                                                   "test/acc": value}]}))
+    (tmp_path / "benchmark.json").write_text(
+        json.dumps({"rows": [{"model": "cnn", "seed": 42, "status": "ok", "test/acc": value}]})
+    )
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "benchmark.json").write_text((tmp_path / "benchmark.json").read_text())
-    assert ab_main(["--a", str(tmp_path), "--b", str(tmp_path / "other"), "--output", str(tmp_path / "x")]) == 1
+    assert (
+        ab_main(["--a", str(tmp_path), "--b", str(tmp_path / "other"), "--output", str(tmp_path / "x")]) == 1
+    )
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "benchmark.json" in err and "test/acc" in err
     assert not (tmp_path / "x.json").exists()
@@ -205,8 +259,13 @@ def _ab_arms(tmp_path, acc_b: float = 1.0):
     target = np.arange(100) % 10
     for arm in ("a", "b"):
         (tmp_path / arm).mkdir()
-        row = {"model": "cnn", "seed": 42, "status": "ok", "test/acc": 1.0 if arm == "a" else acc_b,
-               "run_dir": _run_dir(tmp_path, f"run_{arm}", target, target)}
+        row = {
+            "model": "cnn",
+            "seed": 42,
+            "status": "ok",
+            "test/acc": 1.0 if arm == "a" else acc_b,
+            "run_dir": _run_dir(tmp_path, f"run_{arm}", target, target),
+        }
         (tmp_path / arm / "benchmark.json").write_text(json.dumps({"rows": [row]}))
 
 
@@ -214,7 +273,10 @@ def test_ab_refuses_a_figure_its_runs_predictions_do_not_give(tmp_path, capsys):
     from mnist_bench.benchmark.experiments.ab import main as ab_main
 
     _ab_arms(tmp_path, acc_b=0.95)  # every prediction of b's run is right: 100%, not 95%
-    assert ab_main(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--output", str(tmp_path / "x")]) == 1
+    assert (
+        ab_main(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--output", str(tmp_path / "x")])
+        == 1
+    )
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "test_predictions.npz gives" in err
     assert not (tmp_path / "x.json").exists()
@@ -226,8 +288,10 @@ def test_ab_never_writes_over_its_inputs_or_an_earlier_output_unasked(tmp_path, 
     _ab_arms(tmp_path)
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     before = (tmp_path / "a/benchmark.json").read_text()
-    for args in (["--a", a, "--b", b, "--output", f"{a}/benchmark", "--overwrite"],
-                 ["--a", a, "--b", a, "--output", str(tmp_path / "x")]):
+    for args in (
+        ["--a", a, "--b", b, "--output", f"{a}/benchmark", "--overwrite"],
+        ["--a", a, "--b", a, "--output", str(tmp_path / "x")],
+    ):
         assert ab_main(args) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert (tmp_path / "a/benchmark.json").read_text() == before
@@ -243,7 +307,9 @@ def test_an_accuracys_seed_interval_stays_within_0_and_1():
     assert seed_interval([0.2, 0.99], bounds=(0.0, 1.0)) == (0.0, 1.0)
     from mnist_bench.benchmark.report.aggregate import summarize
 
-    rows = [{"model": "cnn", "seed": s, "status": "ok", "test/acc": a, "time/fit_s": 1.0} for s, a in ((42, 0.2),
-                                                                                                       (43, 0.99))]
+    rows = [
+        {"model": "cnn", "seed": s, "status": "ok", "test/acc": a, "time/fit_s": 1.0}
+        for s, a in ((42, 0.2), (43, 0.99))
+    ]
     (summary,) = summarize(rows)
     assert tuple(summary["test/acc_seed_ci"]) == (0.0, 1.0)

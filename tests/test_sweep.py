@@ -1,5 +1,6 @@
-"""`mnist-bench sweep` on synthetic data: trials that finish and one that is pruned, the best config trained again,
-two workers sharing one storage, a killed worker's sweep continued, a real PostgreSQL server, and bad spaces."""
+"""`mnist-bench sweep` on synthetic data: trials that finish and one that is pruned, the best config trained
+again, two workers sharing one storage, a killed worker's sweep continued, a real PostgreSQL server, and bad
+spaces."""
 
 import json
 import os
@@ -24,9 +25,17 @@ optuna = pytest.importorskip("optuna")
 
 CNN_CONFIG = str(ROOT / "configs" / "cnn.yaml")
 # every trial: a tiny CNN, two short epochs on the synthetic strokes
-FIT = ["--data.val_size=100", "--data.batch_size=20", "--data.eval_batch_size=100", "--trainer.max_epochs=2",
-       "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false",
-       "--model.init_args.channels=[8]", "--model.init_args.hidden=16"]
+FIT = [
+    "--data.val_size=100",
+    "--data.batch_size=20",
+    "--data.eval_batch_size=100",
+    "--trainer.max_epochs=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.logger=false",
+    "--model.init_args.channels=[8]",
+    "--model.init_args.hidden=16",
+]
 
 
 def space_file(tmp_path: Path, text: str) -> str:
@@ -36,9 +45,25 @@ def space_file(tmp_path: Path, text: str) -> str:
 
 
 def sweep_args(tmp_path: Path, data: Path, space: str, trials: int, *extra: str) -> list[str]:
-    return ["--config", CNN_CONFIG, "--space", space, "--trials", str(trials), "--study", "tiny",
-            "--results", str(tmp_path / "results"), "--runs_dir", str(tmp_path / "runs"), "--data_dir", str(data),
-            *extra, "--", *FIT]
+    return [
+        "--config",
+        CNN_CONFIG,
+        "--space",
+        space,
+        "--trials",
+        str(trials),
+        "--study",
+        "tiny",
+        "--results",
+        str(tmp_path / "results"),
+        "--runs_dir",
+        str(tmp_path / "runs"),
+        "--data_dir",
+        str(data),
+        *extra,
+        "--",
+        *FIT,
+    ]
 
 
 def load(tmp_path: Path, storage: str | None = None):
@@ -61,7 +86,9 @@ def test_a_tiny_sweep_finishes_prunes_and_its_best_config_trains(synthetic_data,
     assert sweep_main(sweep_args(tmp_path, synthetic_data, space, 2)) == 0
     study = load(tmp_path)
     states = {t.params["model.init_args.scheduler.init_args.max_lr"]: t.state.name for t in study.trials}
-    assert states == {1e-9: "PRUNED", 0.01: "COMPLETE"}, "the rate that learns nothing is stopped after epoch 2"
+    assert states == {1e-9: "PRUNED", 0.01: "COMPLETE"}, (
+        "the rate that learns nothing is stopped after epoch 2"
+    )
     pruned = next(t for t in study.trials if t.state.name == "PRUNED")
     assert pruned.intermediate_values and max(pruned.intermediate_values.values()) < 0.3
     best = study.best_trial
@@ -80,8 +107,15 @@ def test_a_tiny_sweep_finishes_prunes_and_its_best_config_trains(synthetic_data,
 
     best_yaml = results / "best.yaml"
     assert "max_lr: 0.01" in best_yaml.read_text()
-    cli_main(["fit", "--config", str(best_yaml), f"--trainer.default_root_dir={tmp_path / 'again'}",
-              "--trainer.max_epochs=1"])
+    cli_main(
+        [
+            "fit",
+            "--config",
+            str(best_yaml),
+            f"--trainer.default_root_dir={tmp_path / 'again'}",
+            "--trainer.max_epochs=1",
+        ]
+    )
     again = next((tmp_path / "again" / "lightning_logs" / "cnn").glob("version_*/metrics.json"))
     assert json.loads(again.read_text())["status"] == "ok"
 
@@ -106,9 +140,13 @@ params:
 
 
 def _worker(tmp_path: Path, data: Path, space: str, trials: int, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mnist_bench", "sweep",
-                             *sweep_args(tmp_path, data, space, trials, *extra)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_bench", "sweep", *sweep_args(tmp_path, data, space, trials, *extra)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
 
 
 def test_two_workers_share_one_storage_and_finish_the_count_between_them(synthetic_data, tmp_path):
@@ -185,17 +223,49 @@ def postgres(tmp_path):
         shutil.chown(data, "postgres")
         os.chmod(home, 0o755)
     port = _free_port()
-    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "bench", "--auth=trust"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
-                    f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "bench", "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_user,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(data / "log"),
+            "-o",
+            f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
-        subprocess.run([*as_user, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "bench",
-                        "optuna"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                *as_user,
+                str(bin_dir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "bench",
+                "optuna",
+            ],
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql://bench@127.0.0.1:{port}/optuna"
     finally:
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -208,19 +278,32 @@ def test_a_sweep_on_a_real_postgresql_server(synthetic_data, tmp_path, postgres)
     assert not (tmp_path / "results" / "optuna.db").exists(), "nothing was written to the default SQLite file"
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("params: {}", "needs a params mapping"),
-    ("params: {model.init_args.dropout: {low: 0.5, high: 0.1}}", "low 0.5 must be below high 0.1"),
-    ("params: {model.init_args.dropout: {low: 0, high: 1, log: true}}", "log range needs low > 0"),
-    ("direction: up\nparams: {model.init_args.hidden: {choices: [1]}}", "direction 'up'"),
-    ("sampler: {name: anneal}\nparams: {model.init_args.hidden: {choices: [1]}}", "sampler 'anneal' is unknown"),
-    ("sampler: {name: tpe, n_startup_trials: '3'}\nparams: {model.init_args.hidden: {choices: [1]}}",
-     "n_startup_trials is '3' (str). Fix: a value of type int"),
-    ("pruner: {name: median, n_warmup_steps: true}\nparams: {model.init_args.hidden: {choices: [1]}}",
-     "n_warmup_steps is True (bool)"),
-    ("params: {model.init_args.hidden: {choices: [1]}}\nobjectives: [x]", "unknown entries ['objectives']"),
-    ("params: [", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("params: {}", "needs a params mapping"),
+        ("params: {model.init_args.dropout: {low: 0.5, high: 0.1}}", "low 0.5 must be below high 0.1"),
+        ("params: {model.init_args.dropout: {low: 0, high: 1, log: true}}", "log range needs low > 0"),
+        ("direction: up\nparams: {model.init_args.hidden: {choices: [1]}}", "direction 'up'"),
+        (
+            "sampler: {name: anneal}\nparams: {model.init_args.hidden: {choices: [1]}}",
+            "sampler 'anneal' is unknown",
+        ),
+        (
+            "sampler: {name: tpe, n_startup_trials: '3'}\nparams: {model.init_args.hidden: {choices: [1]}}",
+            "n_startup_trials is '3' (str). Fix: a value of type int",
+        ),
+        (
+            "pruner: {name: median, n_warmup_steps: true}\nparams: {model.init_args.hidden: {choices: [1]}}",
+            "n_warmup_steps is True (bool)",
+        ),
+        (
+            "params: {model.init_args.hidden: {choices: [1]}}\nobjectives: [x]",
+            "unknown entries ['objectives']",
+        ),
+        ("params: [", "not valid YAML"),
+    ],
+)
 def test_a_bad_space_is_one_line_naming_the_file(text, message, tmp_path, capsys):
     space = space_file(tmp_path, text)
     assert sweep_main(sweep_args(tmp_path, tmp_path, space, 1)) == 2
@@ -240,8 +323,10 @@ def test_a_grid_never_passes_its_high_end():
     from mnist_bench.sweep.space import load_space
 
     path = Path(tempfile.mkdtemp()) / "grid.yaml"
-    path.write_text("params: {data.batch_size: {low: 1, high: 10, step: 6}, "
-                    "model.init_args.dropout: {low: 0.5, high: 2.5, step: 1}}")
+    path.write_text(
+        "params: {data.batch_size: {low: 1, high: 10, step: 6}, "
+        "model.init_args.dropout: {low: 0.5, high: 2.5, step: 1}}"
+    )
     grid = load_space(path).grid()
     assert grid == {"data.batch_size": [1, 7], "model.init_args.dropout": [0.5, 1.5, 2.5]}
     shutil.rmtree(path.parent)
@@ -262,14 +347,32 @@ def test_ab_refuses_one_label_twice_and_skips_models_without_a_shared_seed(tmp_p
     from mnist_bench.benchmark.experiments.ab import compare_benchmarks
     from mnist_bench.benchmark.experiments.ab import main as ab_main
 
-    rows_a = [{"model": "cnn", "seed": 42, "status": "ok", "test/acc": 0.99, "time/fit_s": 1.0},
-              {"model": "vit", "seed": 42, "status": "ok", "test/acc": 0.98, "time/fit_s": 1.0}]
-    rows_b = [{"model": "cnn", "seed": 42, "status": "ok", "test/acc": 0.99, "time/fit_s": 1.0},
-              {"model": "vit", "seed": 43, "status": "ok", "test/acc": 0.98, "time/fit_s": 1.0}]
+    rows_a = [
+        {"model": "cnn", "seed": 42, "status": "ok", "test/acc": 0.99, "time/fit_s": 1.0},
+        {"model": "vit", "seed": 42, "status": "ok", "test/acc": 0.98, "time/fit_s": 1.0},
+    ]
+    rows_b = [
+        {"model": "cnn", "seed": 42, "status": "ok", "test/acc": 0.99, "time/fit_s": 1.0},
+        {"model": "vit", "seed": 43, "status": "ok", "test/acc": 0.98, "time/fit_s": 1.0},
+    ]
     assert [s["model"] for s in compare_benchmarks(rows_a, rows_b, "a", "b")["summary"]] == ["cnn"]
     for name, rows in (("x", rows_a), ("y", rows_b)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "benchmark.json").write_text(json.dumps({"rows": rows}))
-    assert ab_main(["--a", str(tmp_path / "x"), "--b", str(tmp_path / "y"), "--labels", "on", "on",
-                    "--output", str(tmp_path / "out")]) == 2
+    assert (
+        ab_main(
+            [
+                "--a",
+                str(tmp_path / "x"),
+                "--b",
+                str(tmp_path / "y"),
+                "--labels",
+                "on",
+                "on",
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     assert "different labels" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """The training options a Lightning user expects, from config, on synthetic data: torch.compile, EMA weights,
-the best checkpoint tested, early stopping, the LR finder, gradient clipping and accumulation with every model."""
+the best checkpoint tested, early stopping, the LR finder, gradient clipping and accumulation with every
+model."""
 
 import json
 from pathlib import Path
@@ -30,11 +31,17 @@ def fit(tiny_fit_args, *args: str) -> None:
     main(["fit", "--config", CNN_CONFIG, *tiny_fit_args, "--data.batch_size=50", *SMALL_CNN, *args])
 
 
-# --- torch.compile ------------------------------------------------------------------------------------------------
+# --- torch.compile
+# ------------------------------------------------------------------------------------------------
 def test_compile_trains_records_it_and_its_checkpoint_loads_uncompiled(tiny_fit_args, tmp_path):
     from mnist_bench.models import CNN
 
-    fit(tiny_fit_args, "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--model.init_args.compile=true")
+    fit(
+        tiny_fit_args,
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=3",
+        "--model.init_args.compile=true",
+    )
     m = metrics(tmp_path)
     assert m["status"] == "ok" and m["compile"] == "default" and m["test/acc"] is not None
     ckpt = torch.load(run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
@@ -53,7 +60,8 @@ def test_compile_off_is_recorded_and_a_bad_mode_is_a_config_error(tiny_fit_args,
     assert exit_info.value.code == 2 and "compile_mode" in capsys.readouterr().err
 
 
-# --- EMA ------------------------------------------------------------------------------------------------------------
+# --- EMA
+# ------------------------------------------------------------------------------------------------------------
 def test_ema_validates_and_tests_the_averaged_weights_and_resume_keeps_both(tiny_fit_args, tmp_path):
     no_schedule = "--model.init_args.scheduler=null"  # so that the resumed run may train longer
     fit(tiny_fit_args, "--trainer.max_epochs=1", no_schedule, *EMA)
@@ -63,10 +71,14 @@ def test_ema_validates_and_tests_the_averaged_weights_and_resume_keeps_both(tiny
     ckpt = torch.load(ckpt_path, weights_only=True)
     averaged, current = ckpt["state_dict"], ckpt["current_model_state"]
     assert averaged.keys() == current.keys() and "n_averaged" in ckpt["averaging_state"]
-    assert any(not torch.equal(averaged[k], current[k]) for k in averaged), "the average differs from the weights"
-    # the closing test scored the averaged weights: the same accuracy as testing the checkpoint's state_dict gives
-    cli = MNISTBenchCLI(args=["test", "--config", CNN_CONFIG, *tiny_fit_args, *SMALL_CNN,
-                              f"--ckpt_path={ckpt_path}"])
+    assert any(not torch.equal(averaged[k], current[k]) for k in averaged), (
+        "the average differs from the weights"
+    )
+    # the closing test scored the averaged weights: the same accuracy as testing the checkpoint's state_dict
+    # gives
+    cli = MNISTBenchCLI(
+        args=["test", "--config", CNN_CONFIG, *tiny_fit_args, *SMALL_CNN, f"--ckpt_path={ckpt_path}"]
+    )
     assert cli.trainer.callback_metrics["test/acc"] == pytest.approx(m["test/acc"])
     # resuming continues both the weights and their average
     steps_before = int(ckpt["averaging_state"]["n_averaged"])
@@ -77,9 +89,11 @@ def test_ema_validates_and_tests_the_averaged_weights_and_resume_keeps_both(tiny
     assert json.loads((resumed_run / "metrics.json").read_text())["epochs"] == 2
 
 
-# --- best checkpoint and early stopping -----------------------------------------------------------------------------
+# --- best checkpoint and early stopping
+# -----------------------------------------------------------------------------
 def script_val_acc(model, values) -> None:
-    """Makes ``model`` log ``values[epoch]`` as its val/acc, so that which epoch is best is known in advance."""
+    """Makes ``model`` log ``values[epoch]`` as its val/acc, so that which epoch is best is known in
+    advance."""
     import types
 
     original = model.log_dict
@@ -93,8 +107,18 @@ def script_val_acc(model, values) -> None:
 
 
 def test_test_weights_best_tests_the_best_epoch_and_says_so(tiny_fit_args, tmp_path):
-    cli = MNISTBenchCLI(args=["--config", CNN_CONFIG, *tiny_fit_args, "--data.batch_size=50", *SMALL_CNN,
-                              "--trainer.max_epochs=3", "--test_weights=best"], run=False)
+    cli = MNISTBenchCLI(
+        args=[
+            "--config",
+            CNN_CONFIG,
+            *tiny_fit_args,
+            "--data.batch_size=50",
+            *SMALL_CNN,
+            "--trainer.max_epochs=3",
+            "--test_weights=best",
+        ],
+        run=False,
+    )
     script_val_acc(cli.model, [0.5, 0.9, 0.7])
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     ckpt = next((run_dir(tmp_path) / "checkpoints").glob("best-*.ckpt"))
@@ -104,14 +128,18 @@ def test_test_weights_best_tests_the_best_epoch_and_says_so(tiny_fit_args, tmp_p
     assert all(torch.equal(best[k], v.cpu()) for k, v in cli.model.state_dict().items() if k in best)
     tested = metrics(tmp_path)["tested_weights"]
     assert tested["which"] == "best" and tested["epoch"] == 1 and tested["score"] == pytest.approx(0.9)
-    assert tested["monitor"] == "val/acc" and len(metrics(tmp_path)["history"]) == 3, "the history is the whole run's"
+    assert tested["monitor"] == "val/acc" and len(metrics(tmp_path)["history"]) == 3, (
+        "the history is the whole run's"
+    )
 
 
 def test_a_misspelt_best_monitor_stops_before_the_first_epoch(tiny_fit_args, tmp_path, capsys):
     with pytest.raises(SystemExit):
         fit(tiny_fit_args, "--test_weights=best", "--best_monitor=val/acc_")
     assert "best_monitor 'val/acc_'" in capsys.readouterr().err
-    assert not list(run_dir(tmp_path).glob("checkpoints/*.ckpt")), "refused at the sanity check, before any epoch"
+    assert not list(run_dir(tmp_path).glob("checkpoints/*.ckpt")), (
+        "refused at the sanity check, before any epoch"
+    )
     assert not metrics(tmp_path)["history"], "no epoch trained"
 
 
@@ -120,13 +148,27 @@ def test_the_best_checkpoint_keeps_model_checkpoint_s_state_key_and_knows_which_
 
     from mnist_bench.callbacks.best import BestCheckpoint
 
-    kwargs = {"filename": "best-{epoch}", "save_top_k": 1, "save_last": False, "save_on_train_epoch_end": False}
+    kwargs = {
+        "filename": "best-{epoch}",
+        "save_top_k": 1,
+        "save_last": False,
+        "save_on_train_epoch_end": False,
+    }
     # checkpoints written with a plain ModelCheckpoint resume with their best so far
-    assert BestCheckpoint("val/acc", **kwargs).state_key == ModelCheckpoint(monitor="val/acc", mode="max",
-                                                                             **kwargs).state_key
-    modes = {m: BestCheckpoint(m).mode for m in ("val/acc", "val/f1", "val/iou", "val/loss", "val/fallback_rate")}
-    assert modes == {"val/acc": "max", "val/f1": "max", "val/iou": "max", "val/loss": "min",
-                     "val/fallback_rate": "min"}
+    assert (
+        BestCheckpoint("val/acc", **kwargs).state_key
+        == ModelCheckpoint(monitor="val/acc", mode="max", **kwargs).state_key
+    )
+    modes = {
+        m: BestCheckpoint(m).mode for m in ("val/acc", "val/f1", "val/iou", "val/loss", "val/fallback_rate")
+    }
+    assert modes == {
+        "val/acc": "max",
+        "val/f1": "max",
+        "val/iou": "max",
+        "val/loss": "min",
+        "val/fallback_rate": "min",
+    }
 
 
 def test_the_default_tests_the_last_epoch(tiny_fit_args, tmp_path):
@@ -135,13 +177,18 @@ def test_the_default_tests_the_last_epoch(tiny_fit_args, tmp_path):
     assert not list((run_dir(tmp_path) / "checkpoints").glob("best-*"))
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--test_weights=best", "--trainer.limit_val_batches=0"], "limit_val_batches is 0"),
-    (["--test_weights=best", "--best_monitor=train/loss"], "validation metric"),
-    (["--test_weights=newest"], "test_weights"),
-    (["--test_weights=best", "--best_monitor=val/accuracy"], "'val/accuracy' is not a metric this model logs on "
-                                                            "validation (val/acc, val/f1, val/loss)"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--test_weights=best", "--trainer.limit_val_batches=0"], "limit_val_batches is 0"),
+        (["--test_weights=best", "--best_monitor=train/loss"], "validation metric"),
+        (["--test_weights=newest"], "test_weights"),
+        (
+            ["--test_weights=best", "--best_monitor=val/accuracy"],
+            "'val/accuracy' is not a metric this model logs on validation (val/acc, val/f1, val/loss)",
+        ),
+    ],
+)
 def test_a_best_checkpoint_that_cannot_be_chosen_is_refused(args, message, tiny_fit_args, capsys):
     with pytest.raises(SystemExit) as exit_info:
         fit(tiny_fit_args, *args)
@@ -149,16 +196,22 @@ def test_a_best_checkpoint_that_cannot_be_chosen_is_refused(args, message, tiny_
 
 
 def test_early_stopping_from_config_stops_and_metrics_json_says_when(tiny_fit_args, tmp_path):
-    fit(tiny_fit_args, "--trainer.max_epochs=5", "--trainer.callbacks+=EarlyStopping",
-        "--trainer.callbacks.monitor=val/acc", "--trainer.callbacks.mode=max",
-        "--trainer.callbacks.stopping_threshold=0.0")  # any accuracy reaches it: stop after the first epoch
+    fit(
+        tiny_fit_args,
+        "--trainer.max_epochs=5",
+        "--trainer.callbacks+=EarlyStopping",
+        "--trainer.callbacks.monitor=val/acc",
+        "--trainer.callbacks.mode=max",
+        "--trainer.callbacks.stopping_threshold=0.0",
+    )  # any accuracy reaches it: stop after the first epoch
     m = metrics(tmp_path)
     assert m["status"] == "ok" and m["epochs"] == 1 and m["test/acc"] is not None
     assert m["early_stopping"]["stopped"] and m["early_stopping"]["stopped_epoch"] == 0
     assert m["early_stopping"]["monitor"] == "val/acc"
 
 
-# --- gradient clipping and accumulation, every model ----------------------------------------------------------------
+# --- gradient clipping and accumulation, every model
+# ----------------------------------------------------------------
 class GradientRecorder(Callback):
     """The total gradient norm each optimizer step used (read just after the step: Lightning clips inside the
     step's closure, after backward), and how many steps ran."""
@@ -168,7 +221,9 @@ class GradientRecorder(Callback):
 
     def on_train_start(self, trainer, pl_module):
         def record(optimizer, args, kwargs):
-            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            grads = [
+                p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None
+            ]
             self.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
 
         trainer.optimizers[0].register_step_post_hook(record)
@@ -176,16 +231,28 @@ class GradientRecorder(Callback):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_gradient_clipping_and_accumulation_work_with_every_model(config, tiny_fit_args):
-    cli = MNISTBenchCLI(args=["--config", str(config), *tiny_fit_args, "--data.batch_size=20",
-                              "--trainer.max_epochs=1", "--trainer.limit_train_batches=6",
-                              "--trainer.limit_val_batches=1", "--trainer.gradient_clip_val=0.05",
-                              "--trainer.accumulate_grad_batches=2"], run=False)
+    cli = MNISTBenchCLI(
+        args=[
+            "--config",
+            str(config),
+            *tiny_fit_args,
+            "--data.batch_size=20",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=6",
+            "--trainer.limit_val_batches=1",
+            "--trainer.gradient_clip_val=0.05",
+            "--trainer.accumulate_grad_batches=2",
+        ],
+        run=False,
+    )
     recorder = GradientRecorder()
     cli.trainer.callbacks.append(recorder)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.global_step == 3 and len(recorder.norms) == 3, "6 batches, 2 per optimizer step"
     assert max(recorder.norms) <= 0.05 * 1.001, recorder.norms
-    assert cli.model._total_steps in (None, 3), "a step-counting schedule plans the optimizer steps, not batches"
+    assert cli.model._total_steps in (None, 3), (
+        "a step-counting schedule plans the optimizer steps, not batches"
+    )
 
 
 def test_a_nan_under_accumulation_names_the_optimizer_step(tiny_fit_args, tmp_path):
@@ -193,17 +260,38 @@ def test_a_nan_under_accumulation_names_the_optimizer_step(tiny_fit_args, tmp_pa
 
     from .test_models import PoisonedCNN
 
-    cli = MNISTBenchCLI(args=["--config", CNN_CONFIG, *tiny_fit_args, "--data.batch_size=20",
-                              "--trainer.max_epochs=1", "--trainer.accumulate_grad_batches=4"], run=False)
+    cli = MNISTBenchCLI(
+        args=[
+            "--config",
+            CNN_CONFIG,
+            *tiny_fit_args,
+            "--data.batch_size=20",
+            "--trainer.max_epochs=1",
+            "--trainer.accumulate_grad_batches=4",
+        ],
+        run=False,
+    )
     poisoned = PoisonedCNN(dataset=cli.model.dataset.as_dict())
     with pytest.raises(DivergenceError, match="step 2"):
         cli.trainer.fit(poisoned, datamodule=cli.datamodule)
 
 
-# --- LR finder ------------------------------------------------------------------------------------------------------
+# --- LR finder
+# ------------------------------------------------------------------------------------------------------
 def test_lr_find_prints_a_suggestion_and_writes_its_plot(tiny_fit_args, tmp_path, capsys):
-    main(["lr-find", "--config", CNN_CONFIG, *tiny_fit_args, "--data.batch_size=20", *SMALL_CNN,
-          "--num_training=30", "--min_lr=1e-5", "--max_lr=10"])
+    main(
+        [
+            "lr-find",
+            "--config",
+            CNN_CONFIG,
+            *tiny_fit_args,
+            "--data.batch_size=20",
+            *SMALL_CNN,
+            "--num_training=30",
+            "--min_lr=1e-5",
+            "--max_lr=10",
+        ]
+    )
     out = capsys.readouterr().out
     assert "suggested learning rate" in out and "--model.init_args.scheduler.init_args.max_lr=" in out
     folder = run_dir(tmp_path)
@@ -211,13 +299,18 @@ def test_lr_find_prints_a_suggestion_and_writes_its_plot(tiny_fit_args, tmp_path
     assert record["suggestion"] > 0 and 10 <= record["steps_run"] <= 30 and record["model"] == "cnn"
     assert (folder / "lr_find.png").stat().st_size > 5_000
     assert not list(tmp_path.glob(".lr_find_*.ckpt")), "the finder's temporary checkpoint is removed"
-    assert not (folder / "checkpoints").exists() and not (folder / "metrics.json").exists(), "nothing trained for good"
+    assert not (folder / "checkpoints").exists() and not (folder / "metrics.json").exists(), (
+        "nothing trained for good"
+    )
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--min_lr=1", "--max_lr=0.1"], "--min_lr"),
-    (["--num_training=3"], "--num_training"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--min_lr=1", "--max_lr=0.1"], "--min_lr"),
+        (["--num_training=3"], "--num_training"),
+    ],
+)
 def test_lr_find_refuses_a_range_it_cannot_test(args, message, tiny_fit_args, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["lr-find", "--config", CNN_CONFIG, *tiny_fit_args, *args])
@@ -225,8 +318,8 @@ def test_lr_find_refuses_a_range_it_cannot_test(args, message, tiny_fit_args, ca
 
 
 def test_the_range_test_s_smoothing_is_unbiased():
-    """A constant loss must read constant: Lightning's running average divided one step too many reads it about
-    halved at the first step."""
+    """A constant loss must read constant: Lightning's running average divided one step too many reads it
+    about halved at the first step."""
     from types import SimpleNamespace
 
     from mnist_bench.cli.lr_find import unbias_smoothing
@@ -253,11 +346,14 @@ def test_the_suggestion_is_the_steepest_fall_per_decade_not_noise_at_tiny_rates(
     suggestion = steepest_per_decade(lrs, losses)
     assert 3e-4 < suggestion < 3e-3
     slope_per_rate = np.gradient(np.array(losses[10:-1]), np.array(lrs[10:-1]))
-    assert lrs[10 + int(np.argmin(slope_per_rate))] < 1e-4, "against the rate itself, noise at tiny rates wins"
+    assert lrs[10 + int(np.argmin(slope_per_rate))] < 1e-4, (
+        "against the rate itself, noise at tiny rates wins"
+    )
 
 
 def test_a_batch_of_one_image_is_skipped_by_a_batchnorm_model(tiny_fit_args, tmp_path):
-    # 51 training images in batches of 50: each epoch's second batch holds one image, which BatchNorm1d refuses
+    # 51 training images in batches of 50: each epoch's second batch holds one image, which BatchNorm1d
+    # refuses
     with pytest.warns(UserWarning, match="a training batch of one image is skipped"):
         fit(tiny_fit_args, "--trainer.max_epochs=2", "--data.train_subset=51")
     m = metrics(tmp_path)  # before: "Expected more than 1 value per channel when training" and a traceback
@@ -265,7 +361,8 @@ def test_a_batch_of_one_image_is_skipped_by_a_batchnorm_model(tiny_fit_args, tmp
 
 
 def test_a_batch_size_of_one_is_refused_for_a_batchnorm_model_and_an_epoch_that_trained_nothing_fails(
-        tiny_fit_args, tmp_path, capsys):
+    tiny_fit_args, tmp_path, capsys
+):
     from mnist_bench.errors import ConfigError
     from mnist_bench.models import CNN
 

@@ -11,8 +11,17 @@ from mnist_bench.models.components.vit import Attention, VisionTransformer
 @pytest.mark.parametrize("patch, dim, depth, heads, ratio", [(4, 128, 6, 4, 2.0), (7, 192, 4, 6, 4.0)])
 def test_same_architecture_as_timm(patch, dim, depth, heads, ratio):
     ours = VisionTransformer(28, patch, 1, 10, dim, depth, heads, ratio)
-    ref = timm.models.VisionTransformer(img_size=28, patch_size=patch, in_chans=1, num_classes=10, embed_dim=dim,
-                                        depth=depth, num_heads=heads, mlp_ratio=ratio, global_pool="token")
+    ref = timm.models.VisionTransformer(
+        img_size=28,
+        patch_size=patch,
+        in_chans=1,
+        num_classes=10,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        mlp_ratio=ratio,
+        global_pool="token",
+    )
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(ours) == count(ref)
     x = torch.randn(3, 1, 28, 28)

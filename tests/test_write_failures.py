@@ -1,4 +1,5 @@
-"""A full disk ends the run with one line and leaves no half-written file that a reader would take as valid."""
+"""A full disk ends the run with one line and leaves no half-written file that a reader would take as
+valid."""
 
 import errno
 import json
@@ -26,12 +27,26 @@ def _limit_file_size(max_bytes: int):
 
 
 def test_checkpoint_write_failure_ends_the_run_with_a_message(synthetic_data, tmp_path):
-    args = ["fit", "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}",
-            "--data.val_size=100", "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false", "--trainer.precision=32-true"]
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "configs/cnn.yaml"),
+        f"--data.data_dir={synthetic_data}",
+        "--data.val_size=100",
+        "--trainer.max_epochs=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.precision=32-true",
+    ]
     # the CNN's checkpoint (weights and AdamW state) is about 5 MB; logs and metrics.json are a few kB
-    proc = subprocess.run([sys.executable, "-m", "mnist_bench", *args], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=300, preexec_fn=_limit_file_size(512 * 1024))
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnist_bench", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        preexec_fn=_limit_file_size(512 * 1024),
+    )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     message = proc.stderr.strip().splitlines()[-1]
@@ -86,8 +101,9 @@ class _FillingFile:
         self._f.close()
 
 
-def test_a_disk_that_fills_during_a_checkpoint_leaves_the_last_complete_one(synthetic_data, tmp_path,
-                                                                          monkeypatch, capsys):
+def test_a_disk_that_fills_during_a_checkpoint_leaves_the_last_complete_one(
+    synthetic_data, tmp_path, monkeypatch, capsys
+):
     """The run's disk fills while the second epoch's checkpoint is written; the system's temporary folder is
     on another disk, with room."""
     import builtins
@@ -120,10 +136,19 @@ def test_a_disk_that_fills_during_a_checkpoint_leaves_the_last_complete_one(synt
     monkeypatch.setattr(os, "rename", rename_within_a_disk)
     monkeypatch.setattr(shutil, "_USE_CP_SENDFILE", False)  # copies go through the files' write()
     monkeypatch.setattr(tempfile, "tempdir", str(other_disk))
-    args = ["fit", "--config", str(ROOT / "configs/cnn.yaml"), f"--data.data_dir={synthetic_data}",
-            "--data.val_size=100", "--data.batch_size=100", "--trainer.max_epochs=2",
-            f"--trainer.default_root_dir={runs}", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false", "--trainer.precision=32-true"]
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "configs/cnn.yaml"),
+        f"--data.data_dir={synthetic_data}",
+        "--data.val_size=100",
+        "--data.batch_size=100",
+        "--trainer.max_epochs=2",
+        f"--trainer.default_root_dir={runs}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.precision=32-true",
+    ]
     with pytest.raises(SystemExit) as stopped:
         main(args)
     monkeypatch.undo()  # space is freed
@@ -141,8 +166,8 @@ def test_a_disk_that_fills_during_a_checkpoint_leaves_the_last_complete_one(synt
 
 
 def test_a_link_at_a_temporary_name_is_never_written_through(tmp_path):
-    """A file is written to a fresh temporary file of its own, never to a fixed name someone could have put a link
-    at (``.model.tmp.onnx`` -> a file outside the folder)."""
+    """A file is written to a fresh temporary file of its own, never to a fixed name someone could have put a
+    link at (``.model.tmp.onnx`` -> a file outside the folder)."""
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
     out = tmp_path / "out"
@@ -152,8 +177,12 @@ def test_a_link_at_a_temporary_name_is_never_written_through(tmp_path):
     write_json_atomic(out / "metrics.json", {"status": "ok"})
     assert notes.read_text() == "mine"
     assert not (out / "metrics.json").is_symlink() and read_json(out / "metrics.json") == {"status": "ok"}
-    assert sorted(p.name for p in out.iterdir()) == [".metrics.json.tmp", ".metrics.tmp", ".metrics.tmp.json",
-                                                     "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".metrics.json.tmp",
+        ".metrics.tmp",
+        ".metrics.tmp.json",
+        "metrics.json",
+    ]
     mode = (out / "metrics.json").stat().st_mode & 0o777
     umask = os.umask(0)
     os.umask(umask)

@@ -17,9 +17,17 @@ SEED_EPOCHS = 5  # the notebook's; this pipeline's 5-epoch training time on a ma
 
 def seed_notebook_cnn() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10),
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 128),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(128, 10),
     )
 
 
@@ -29,15 +37,19 @@ def sync(device: torch.device) -> None:
 
 
 def time_seed_pipeline(data_dir: str, epochs: int, device: torch.device) -> float:
-    """The seed notebook's training loop (batches moved to the device one by one, as there); returns its training
-    seconds."""
+    """The seed notebook's training loop (batches moved to the device one by one, as there); returns its
+    training seconds."""
     from torch.utils.data import DataLoader
     from torchvision import transforms
     from torchvision.datasets import MNIST
 
     torch.manual_seed(0)
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_SPEC.info.mean,), (MNIST_SPEC.info.std,))])
-    loader = DataLoader(MNIST(data_dir, train=True, download=False, transform=tf), batch_size=64, shuffle=True)
+    tf = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((MNIST_SPEC.info.mean,), (MNIST_SPEC.info.std,))]
+    )
+    loader = DataLoader(
+        MNIST(data_dir, train=True, download=False, transform=tf), batch_size=64, shuffle=True
+    )
     model = seed_notebook_cnn().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
@@ -51,5 +63,8 @@ def time_seed_pipeline(data_dir: str, epochs: int, device: torch.device) -> floa
             loss.backward()
             opt.step()
         sync(device)
-        print(f"  seed pipeline: epoch {epoch + 1}/{epochs} done at {time.perf_counter() - start:.1f} s", flush=True)
+        print(
+            f"  seed pipeline: epoch {epoch + 1}/{epochs} done at {time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
     return time.perf_counter() - start

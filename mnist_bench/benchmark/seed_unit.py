@@ -1,10 +1,11 @@
-"""The seed unit (su) once per machine: the seed notebook's 5-epoch CNN training time, measured when it is missing
-and cached for the later benchmarks on the same machine.
+"""The seed unit (su) once per machine: the seed notebook's 5-epoch CNN training time, measured when it is
+missing and cached for the later benchmarks on the same machine.
 
-The cache is ``seed_unit.json`` in ``$MNIST_BENCH_CACHE_DIR``, by default ``$XDG_CACHE_HOME/mnist-bench`` (else
-``~/.cache/mnist-bench``). It keeps every measurement (date and seconds) under the machine it was made on: the CPU's
-model name, torch's CPU capability, bf16 support, the usable cores, the torch version, and the GPU when the runs use
-one. A benchmark uses the latest measurement of its machine and states the spread of all of them.
+The cache is ``seed_unit.json`` in ``$MNIST_BENCH_CACHE_DIR``, by default ``$XDG_CACHE_HOME/mnist-bench``
+(else ``~/.cache/mnist-bench``). It keeps every measurement (date and seconds) under the machine it was made
+on: the CPU's model name, torch's CPU capability, bf16 support, the usable cores, the torch version, and the
+GPU when the runs use one. A benchmark uses the latest measurement of its machine and states the spread of all
+of them.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def cache_path() -> Path:
 
 
 def runs_device(extra: list[str]) -> torch.device:
-    """The device the benchmark's runs train on: the GPU when there is one, unless the extra arguments say cpu."""
+    """The device the benchmark's runs train on: the GPU when there is one, unless the extra arguments say
+    cpu."""
     on_cpu = any(arg.replace(" ", "=") == "--trainer.accelerator=cpu" for arg in extra)
     return torch.device("cuda" if torch.cuda.is_available() and not on_cpu else "cpu")
 
@@ -53,22 +55,30 @@ def machine(device: torch.device) -> dict[str, Any]:
     from mnist_bench.provenance import cpu_name
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    here: dict[str, Any] = {"cpu": cpu_name(), "cpu_capability": cpu_capability(), "bf16": _bf16_supported(),
-                            "cores": cores, "torch": torch.__version__}
+    here: dict[str, Any] = {
+        "cpu": cpu_name(),
+        "cpu_capability": cpu_capability(),
+        "bf16": _bf16_supported(),
+        "cores": cores,
+        "torch": torch.__version__,
+    }
     if device.type == "cuda":
         here["gpu"] = torch.cuda.get_device_name(device)
     return here
 
 
 def _read_cache(path: Path) -> list[dict[str, Any]]:
-    """The cache's machines, each with its measurements; a damaged cache is moved aside (``.damaged``) and counts
-    as empty."""
+    """The cache's machines, each with its measurements; a damaged cache is moved aside (``.damaged``) and
+    counts as empty."""
     if not path.is_file():
         return []
     try:
         machines = read_json(path).get("machines")
-        if not isinstance(machines, list) or not all(isinstance(m.get("machine"), dict) and all(
-                isinstance(x.get("seconds"), (int, float)) for x in m.get("measurements")) for m in machines):
+        if not isinstance(machines, list) or not all(
+            isinstance(m.get("machine"), dict)
+            and all(isinstance(x.get("seconds"), (int, float)) for x in m.get("measurements"))
+            for m in machines
+        ):
             raise ValueError("not a seed unit cache")
         return machines
     except (OSError, ValueError, AttributeError, TypeError) as err:
@@ -90,10 +100,13 @@ def cached(here: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def was_measured(seconds: Any) -> bool:
-    """Whether ``seconds`` is a seed unit this machine's cache holds (a record's unit can be trusted only so)."""
+    """Whether ``seconds`` is a seed unit this machine's cache holds (a record's unit can be trusted only
+    so)."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         return False
-    return any(abs(x["seconds"] - seconds) < 1e-3 for m in _read_cache(cache_path()) for x in m["measurements"])
+    return any(
+        abs(x["seconds"] - seconds) < 1e-3 for m in _read_cache(cache_path()) for x in m["measurements"]
+    )
 
 
 def remember(here: dict[str, Any], seconds: float, date: str) -> list[dict[str, Any]]:
@@ -114,8 +127,8 @@ def remember(here: dict[str, Any], seconds: float, date: str) -> list[dict[str, 
 
 @dataclass
 class SeedUnit:
-    """The seed unit a benchmark's su are in: its seconds, when it was measured, how this benchmark got it, and
-    the cached measurements of this machine (its spread)."""
+    """The seed unit a benchmark's su are in: its seconds, when it was measured, how this benchmark got it,
+    and the cached measurements of this machine (its spread)."""
 
     seconds: float
     date: str
@@ -131,26 +144,41 @@ class SeedUnit:
     def note(self) -> str:
         """How the header states the unit: when and how it was measured and its spread."""
         s = self.spread()
-        cache = (f"{s['n']} measurement{'s' if s['n'] > 1 else ''} of this machine in the cache, "
-                 f"{s['min']:.1f}–{s['max']:.1f} s")
+        cache = (
+            f"{s['n']} measurement{'s' if s['n'] > 1 else ''} of this machine in the cache, "
+            f"{s['min']:.1f}–{s['max']:.1f} s"
+        )
         if self.before_after:
             before, after = self.before_after
-            return (f"measured before and after the runs ({before:.1f} and {after:.1f} s; the unit is their mean, "
-                    f"the runs ended {self.date}; {cache})")
-        return f"measured {self.date} ({'for this benchmark' if self.how == 'measured' else 'cached'}; {cache})"
+            return (
+                f"measured before and after the runs ({before:.1f} and {after:.1f} s; the unit is their mean,"
+                f" the runs ended {self.date}; {cache})"
+            )
+        return (
+            f"measured {self.date} ({'for this benchmark' if self.how == 'measured' else 'cached'}; {cache})"
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"seconds": round(self.seconds, 3), "measured": self.date, "how": self.how,
-                "before_after": list(self.before_after) if self.before_after else None, "spread": self.spread(),
-                "machine": self.machine, "cache": str(cache_path())}
+        return {
+            "seconds": round(self.seconds, 3),
+            "measured": self.date,
+            "how": self.how,
+            "before_after": list(self.before_after) if self.before_after else None,
+            "spread": self.spread(),
+            "machine": self.machine,
+            "cache": str(cache_path()),
+        }
 
 
 def measure(data_dir: str, device: torch.device) -> float | None:
-    """The seed notebook's pipeline timed here: 1 su. None (with the reason) when it cannot run; the models' runs
-    then say what is wrong with the data."""
+    """The seed notebook's pipeline timed here: 1 su. None (with the reason) when it cannot run; the models'
+    runs then say what is wrong with the data."""
     from mnist_bench.benchmark import seed_pipeline
 
-    print(f"== seed unit: the seed notebook's pipeline, {seed_pipeline.SEED_EPOCHS} epochs on {device} ==", flush=True)
+    print(
+        f"== seed unit: the seed notebook's pipeline, {seed_pipeline.SEED_EPOCHS} epochs on {device} ==",
+        flush=True,
+    )
     try:
         return seed_pipeline.time_seed_pipeline(data_dir, seed_pipeline.SEED_EPOCHS, device)
     except (RuntimeError, OSError) as err:
@@ -167,9 +195,9 @@ def _measured(here: dict[str, Any], data_dir: str, device: torch.device, how: st
 
 
 def choose(mode: str, data_dir: str, extra: list[str], cut_short: str | None) -> SeedUnit | None:
-    """The seed unit for a benchmark. ``auto``: this machine's latest cached one, else measured now, unless the runs
-    are cut short (``cut_short`` says how), which never measure it; ``measure`` and ``before_after`` measure it now
-    (asked for); ``cached``: the cached one or none; ``skip``: none."""
+    """The seed unit for a benchmark. ``auto``: this machine's latest cached one, else measured now, unless
+    the runs are cut short (``cut_short`` says how), which never measure it; ``measure`` and ``before_after``
+    measure it now (asked for); ``cached``: the cached one or none; ``skip``: none."""
     if mode == "skip":
         return None
     device = runs_device(extra)
@@ -181,8 +209,11 @@ def choose(mode: str, data_dir: str, extra: list[str], cut_short: str | None) ->
     if mode == "cached":
         return None
     if mode == "auto" and cut_short:
-        print(f"== seed unit: none cached for this machine, and the runs are cut short ({cut_short}): not measured, "
-              "times in seconds only (--seed_unit measure measures it) ==", flush=True)
+        print(
+            f"== seed unit: none cached for this machine, and the runs are cut short ({cut_short}): not"
+            " measured, times in seconds only (--seed_unit measure measures it) ==",
+            flush=True,
+        )
         return None
     return _measured(here, data_dir, device, "before_after" if mode == "before_after" else "measured")
 
@@ -192,13 +223,19 @@ def after_runs(unit: SeedUnit, data_dir: str, extra: list[str]) -> SeedUnit:
     again = _measured(unit.machine, data_dir, runs_device(extra), "before_after")
     if again is None:
         return unit
-    return SeedUnit((unit.seconds + again.seconds) / 2, again.date, "before_after", unit.machine, again.history,
-                    (round(unit.seconds, 3), round(again.seconds, 3)))
+    return SeedUnit(
+        (unit.seconds + again.seconds) / 2,
+        again.date,
+        "before_after",
+        unit.machine,
+        again.history,
+        (round(unit.seconds, 3), round(again.seconds, 3)),
+    )
 
 
 def expected_seconds(mode: str, extra: list[str], cut_short: str | None) -> tuple[float | None, int]:
-    """How long the seed unit's measuring will take in this benchmark (the latest cached value per measurement, None
-    when this machine has none) and how many measurements it makes."""
+    """How long the seed unit's measuring will take in this benchmark (the latest cached value per
+    measurement, None when this machine has none) and how many measurements it makes."""
     if mode == "skip":
         return None, 0
     history = cached(machine(runs_device(extra)))

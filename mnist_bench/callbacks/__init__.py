@@ -5,4 +5,13 @@ from mnist_bench.callbacks.progress import EpochLine, RunClock, RunProgressBar
 from mnist_bench.callbacks.report import RunReport
 from mnist_bench.callbacks.timing import TimingCallback
 
-__all__ = ["EpochHistory", "EpochLine", "RunClock", "RunProgressBar", "RunReport", "TestFigures", "TestPredictions", "TimingCallback"]
+__all__ = [
+    "EpochHistory",
+    "EpochLine",
+    "RunClock",
+    "RunProgressBar",
+    "RunReport",
+    "TestFigures",
+    "TestPredictions",
+    "TimingCallback",
+]

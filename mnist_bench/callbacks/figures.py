@@ -14,10 +14,10 @@ from mnist_bench.plots import boxed_digits, confusion_matrix_figure, digit_grid_
 
 class TestFigures(Callback):
     """Collects the first ``grid_size`` test images and the first ``grid_size`` misclassified ones, then draws
-    ``confusion_matrix.png``, ``predictions.png`` and ``misclassified.png`` in the run dir and logs the first two
-    to TensorBoard as images. For a detector (test step outputs with ``boxes`` and ``true_boxes``) it also draws
-    ``detections.png``: the same images with the predicted box in red and the ink box in green. Pixels and class
-    names come from the model's dataset info."""
+    ``confusion_matrix.png``, ``predictions.png`` and ``misclassified.png`` in the run dir and logs the first
+    two to TensorBoard as images. For a detector (test step outputs with ``boxes`` and ``true_boxes``) it also
+    draws ``detections.png``: the same images with the predicted box in red and the ink box in green. Pixels
+    and class names come from the model's dataset info."""
 
     def __init__(self, run_dir: str | Path, grid_size: int = 48):
         self.run_dir = Path(run_dir)
@@ -34,8 +34,15 @@ class TestFigures(Callback):
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._reset()
 
-    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if not isinstance(outputs, dict) or "preds" not in outputs:
             return
         x, y = batch[0], batch[1]
@@ -65,9 +72,13 @@ class TestFigures(Callback):
     def _detections_figure(self, pl_module: LightningModule) -> Any:
         pixels, preds, targets = self._cat(self.samples, pl_module)
         drawn = boxed_digits(pixels, torch.cat(self.boxes).numpy(), torch.cat(self.true_boxes).numpy())
-        return digit_grid_figure(drawn, preds, targets,
-                                 f"{pl_module.model_name}: predicted box (red), ink box (green), predicted class",
-                                 class_names=pl_module.dataset.class_names)
+        return digit_grid_figure(
+            drawn,
+            preds,
+            targets,
+            f"{pl_module.model_name}: predicted box (red), ink box (green), predicted class",
+            class_names=pl_module.dataset.class_names,
+        )
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         confusion = pl_module.test_confusion.compute()  # on every rank: under DDP it gathers from all of them
@@ -77,14 +88,19 @@ class TestFigures(Callback):
         name = pl_module.model_name
         names = pl_module.dataset.class_names
         figures = {
-            "confusion_matrix": confusion_matrix_figure(confusion.cpu().numpy(), f"{name}: confusion matrix (test)",
-                                                        class_names=names),
-            "predictions": digit_grid_figure(*self._cat(self.samples, pl_module),
-                                             f"{name}: test predictions (wrong in red, true label given)",
-                                             class_names=names),
-            "misclassified": digit_grid_figure(*self._cat(self.wrong, pl_module),
-                                               f"{name}: misclassified test images, predicted (true)",
-                                               class_names=names),
+            "confusion_matrix": confusion_matrix_figure(
+                confusion.cpu().numpy(), f"{name}: confusion matrix (test)", class_names=names
+            ),
+            "predictions": digit_grid_figure(
+                *self._cat(self.samples, pl_module),
+                f"{name}: test predictions (wrong in red, true label given)",
+                class_names=names,
+            ),
+            "misclassified": digit_grid_figure(
+                *self._cat(self.wrong, pl_module),
+                f"{name}: misclassified test images, predicted (true)",
+                class_names=names,
+            ),
         }
         if self.boxes:
             figures["detections"] = self._detections_figure(pl_module)

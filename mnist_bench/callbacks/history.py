@@ -1,10 +1,11 @@
-"""The per-epoch history of a fit: one row per epoch with its train and val loss, accuracy, F1 and the model's own
-epoch metrics (what the model logs under ``train/`` and ``val/``), kept in checkpoints so a resumed run has it all.
+"""The per-epoch history of a fit: one row per epoch with its train and val loss, accuracy, F1 and the model's
+own epoch metrics (what the model logs under ``train/`` and ``val/``), kept in checkpoints so a resumed run
+has it all.
 
-Lightning calls a callback's ``on_train_epoch_end`` before the model's, and the model logs the epoch's training
-values in its own. So an epoch's training values are taken once they are logged: at the next epoch's start, at the
-end of training, and when the checkpoint written at the epoch's end asks for this callback's state. Validation
-values are taken when each validation ends (after the model's hook).
+Lightning calls a callback's ``on_train_epoch_end`` before the model's, and the model logs the epoch's
+training values in its own. So an epoch's training values are taken once they are logged: at the next epoch's
+start, at the end of training, and when the checkpoint written at the epoch's end asks for this callback's
+state. Validation values are taken when each validation ends (after the model's hook).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def run_history(trainer: Trainer) -> list[dict[str, float]]:
 
 
 class EpochHistory(Callback):
-    """Per-epoch rows of the fit; ``rows`` starts from a tested or validated checkpoint's history (Lightning restores
-    callbacks only when it fits)."""
+    """Per-epoch rows of the fit; ``rows`` starts from a tested or validated checkpoint's history (Lightning
+    restores callbacks only when it fits)."""
 
     def __init__(self, rows: list[dict[str, float]] | None = None) -> None:
         self.rows: list[dict[str, float]] = [dict(row) for row in rows or []]
@@ -64,7 +65,9 @@ class EpochHistory(Callback):
             self._train_pending = None
 
     def _take(self, trainer: Trainer, prefix: str, epoch: int) -> None:
-        values = {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith(prefix)}
+        values = {
+            key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith(prefix)
+        }
         if not values:
             return
         row = next((r for r in self.rows if r["epoch"] == epoch), None)
@@ -81,6 +84,10 @@ class EpochHistory(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = [dict(row) for row in state_dict.get("rows", [])]
 
-    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        if self.state_key not in (checkpoint.get("callbacks") or {}):  # an older checkpoint: the model kept it
+    def on_load_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if self.state_key not in (
+            checkpoint.get("callbacks") or {}
+        ):  # an older checkpoint: the model kept it
             self.rows = history_in(checkpoint)

@@ -1,5 +1,5 @@
-"""Every test image's prediction, kept in the run dir, so that any two runs on the same test set can be compared
-after the fact (the benchmark's paired tests read them)."""
+"""Every test image's prediction, kept in the run dir, so that any two runs on the same test set can be
+compared after the fact (the benchmark's paired tests read them)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ PREDICTIONS_FILE = "test_predictions.npz"
 
 
 class TestPredictions(Callback):
-    """Writes ``test_predictions.npz`` after each test pass: ``index`` (the test image's position in the test set),
-    ``target``, ``pred``, ``confidence`` (the predicted class's probability; NaN for a model whose test step gives
-    no ``scores``) and ``scores`` (N×classes, float16), with ``model``, ``dataset`` and ``class_names``. Under DDP
-    the ranks' images are gathered back into test-set order."""
+    """Writes ``test_predictions.npz`` after each test pass: ``index`` (the test image's position in the test
+    set), ``target``, ``pred``, ``confidence`` (the predicted class's probability; NaN for a model whose test
+    step gives no ``scores``) and ``scores`` (N×classes, float16), with ``model``, ``dataset`` and
+    ``class_names``. Under DDP the ranks' images are gathered back into test-set order."""
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
@@ -34,8 +34,15 @@ class TestPredictions(Callback):
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._reset()
 
-    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if not isinstance(outputs, dict) or "preds" not in outputs:
             return
         self.targets.append(batch[1].detach())
@@ -52,21 +59,34 @@ class TestPredictions(Callback):
         scores = torch.cat(self.scores).to(device) if len(self.scores) == len(self.preds) else None
         if trainer.world_size > 1:
             sizes = pl_module.all_gather(torch.tensor(len(pred), device=device))
-            if int(sizes.min()) != int(sizes.max()):  # not a DistributedSampler's even split: no order to restore
-                rank_zero_warn(f"{PREDICTIONS_FILE} not written: the ranks scored {sizes.tolist()} test images")
+            if int(sizes.min()) != int(
+                sizes.max()
+            ):  # not a DistributedSampler's even split: no order to restore
+                rank_zero_warn(
+                    f"{PREDICTIONS_FILE} not written: the ranks scored {sizes.tolist()} test images"
+                )
                 return
-            target, pred = _in_test_set_order(pl_module.all_gather(target)), _in_test_set_order(pl_module.all_gather(pred))
+            target, pred = (
+                _in_test_set_order(pl_module.all_gather(target)),
+                _in_test_set_order(pl_module.all_gather(pred)),
+            )
             if scores is not None:
                 scores = _in_test_set_order(pl_module.all_gather(scores))
         if not trainer.is_global_zero:
             return
         full = _test_set_size(trainer)
         if trainer.world_size > 1 and full is not None:
-            target, pred = target[:full], pred[:full]  # the DistributedSampler's padding (repeated images) dropped
+            target, pred = (
+                target[:full],
+                pred[:full],
+            )  # the DistributedSampler's padding (repeated images) dropped
             scores = scores[:full] if scores is not None else None
         n = len(pred)
-        confidence = (scores.gather(1, pred[:, None].long())[:, 0] if scores is not None
-                      else torch.full((n,), float("nan")))
+        confidence = (
+            scores.gather(1, pred[:, None].long())[:, 0]
+            if scores is not None
+            else torch.full((n,), float("nan"))
+        )
         record = {
             "index": np.arange(n, dtype=np.int32),
             "target": target.cpu().numpy().astype(np.int16),

@@ -1,5 +1,5 @@
-"""Progress: one line per epoch where a live bar is off (logs, benchmark runs), and the run's remaining time in
-either (Lightning's bar shows only the epoch's)."""
+"""Progress: one line per epoch where a live bar is off (logs, benchmark runs), and the run's remaining time
+in either (Lightning's bar shows only the epoch's)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ def _batch_len(batch: Any) -> int:
 
 
 def expected_test_images(trainer: Trainer) -> int | None:
-    """How many images the closing test pass will score: the test set (or the dataset's test file count, before it
-    is loaded), cut by ``limit_test_batches``."""
+    """How many images the closing test pass will score: the test set (or the dataset's test file count,
+    before it is loaded), cut by ``limit_test_batches``."""
     dm = trainer.datamodule
     test_set = getattr(dm, "test_set", None)
     if test_set is not None:
@@ -43,8 +43,8 @@ def expected_test_images(trainer: Trainer) -> int | None:
 
 
 class RunClock(Callback):
-    """The run's remaining time: the epochs left × the mean epoch time so far (validation included), plus the test
-    pass at the validation's seconds per image; bounded by ``max_steps`` and ``max_time``."""
+    """The run's remaining time: the epochs left × the mean epoch time so far (validation included), plus the
+    test pass at the validation's seconds per image; bounded by ``max_steps`` and ``max_time``."""
 
     def __init__(self) -> None:
         self._train_start: float | None = None
@@ -66,8 +66,15 @@ class RunClock(Callback):
         if not trainer.sanity_checking:
             self._val_start = time.perf_counter()
 
-    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if self._val_start is not None:
             self.val_images += _batch_len(batch)
 
@@ -77,7 +84,8 @@ class RunClock(Callback):
             self._val_start = None
 
     def remaining_s(self, trainer: Trainer, now: float | None = None) -> float | None:
-        """Seconds left in the run, or None before its first epoch has ended (or with no bound on its epochs)."""
+        """Seconds left in the run, or None before its first epoch has ended (or with no bound on its
+        epochs)."""
         if self._train_start is None or not self._epoch_ends:
             return None
         now = time.perf_counter() if now is None else now
@@ -106,8 +114,8 @@ def run_clock(trainer: Trainer) -> RunClock | None:
 
 
 class EpochLine(Callback):
-    """Prints ``[model] epoch 3/6  train/loss 0.051  val/acc 0.9921  (41.2 s; about 1.1 min left in the run)`` after
-    each epoch."""
+    """Prints ``[model] epoch 3/6  train/loss 0.051  val/acc 0.9921  (41.2 s; about 1.1 min left in the run)``
+    after each epoch."""
 
     def __init__(self) -> None:
         self._start: float | None = None
@@ -132,8 +140,10 @@ class EpochLine(Callback):
         clock = run_clock(trainer)
         left = clock.remaining_s(trainer) if clock is not None else None
         when = f"{elapsed:.1f} s" + (f"; about {_minutes(left)} left in the run" if left is not None else "")
-        print(f"[{pl_module.model_name}] epoch {epoch + 1}/{trainer.max_epochs}  {'  '.join(parts)}  ({when})",
-              flush=True)
+        print(
+            f"[{pl_module.model_name}] epoch {epoch + 1}/{trainer.max_epochs}  {'  '.join(parts)}  ({when})",
+            flush=True,
+        )
 
 
 class RunProgressBar(RichProgressBar):

@@ -1,5 +1,6 @@
 """A sweep's trial seen from its run: report the validation metric to the study after every epoch, and stop
-when the study's pruner says so. A pruned run ends with status ``pruned`` in its ``metrics.json`` and exit code
+when the study's pruner says so. A pruned run ends with status ``pruned`` in its ``metrics.json`` and exit
+code
 :data:`mnist_bench.sweep.protocol.PRUNED_EXIT`."""
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ class TrialPruned(UserFacingError):
 
 
 class TrialPruning(Callback):
-    """Reports ``monitor`` after each validation to the trial (rank 0) and raises :class:`TrialPruned` on every rank
-    when the pruner says stop (each rank reads the same answer from the study's storage)."""
+    """Reports ``monitor`` after each validation to the trial (rank 0) and raises :class:`TrialPruned` on
+    every rank when the pruner says stop (each rank reads the same answer from the study's storage)."""
 
     def __init__(self, storage: str, study: str, trial_id: int, monitor: str, pruner: dict[str, Any]):
         self.monitor = monitor
@@ -38,8 +39,9 @@ class TrialPruning(Callback):
             self.trial.report(float(value), step=epoch)
         trainer.strategy.barrier("mnist_bench_trial_report")
         if self.trial.should_prune():
-            raise TrialPruned(f"trial {self.trial.number} pruned after epoch {epoch} ({self.monitor} "
-                              f"{float(value):.4f})")
+            raise TrialPruned(
+                f"trial {self.trial.number} pruned after epoch {epoch} ({self.monitor} {float(value):.4f})"
+            )
 
 
 def pruning_callbacks() -> list[Callback]:

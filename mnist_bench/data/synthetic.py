@@ -1,4 +1,5 @@
-"""Tiny synthetic IDX files shaped like a dataset's, for tests and smoke runs that must go through the real loader."""
+"""Tiny synthetic IDX files shaped like a dataset's, for tests and smoke runs that must go through the real
+loader."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ IMAGE_SIZE = 28
 
 
 def synthetic_digits(n: int, seed: int = 0, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable fake 28-px images: class k is a bright stroke whose position and angle depend on k, plus noise."""
+    """Learnable fake 28-px images: class k is a bright stroke whose position and angle depend on k, plus
+    noise."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % num_classes
     rng.shuffle(labels)
@@ -32,8 +34,13 @@ def synthetic_digits(n: int, seed: int = 0, num_classes: int = 10) -> tuple[np.n
     return images, labels.astype(np.uint8)
 
 
-def write_synthetic_mnist(data_dir: str | os.PathLike, n_train: int = 600, n_test: int = 200, seed: int = 0,
-                          dataset: str = DEFAULT_DATASET) -> None:
+def write_synthetic_mnist(
+    data_dir: str | os.PathLike,
+    n_train: int = 600,
+    n_test: int = 200,
+    seed: int = 0,
+    dataset: str = DEFAULT_DATASET,
+) -> None:
     """Write the four raw IDX files of a small synthetic ``dataset`` in its own layout and names into e.g.
     ``<data_dir>/MNIST/raw`` (labels as N×8 int32 where the dataset's are, as QMNIST's)."""
     spec = dataset_spec(dataset)

@@ -2,9 +2,9 @@
 code: github.com/google-research/mnist-c, ``corruptions.py``), regenerated on the fly.
 
 Each corruption follows the published code's definition with the one severity that code fixes for the released
-set (the default ``severity`` of each function there), so the images are drawn from the same distribution as the
-released MNIST-C test set; they are regenerated with this module's own random numbers, not byte-identical copies.
-Where the original's method cannot be reproduced without its dependencies, the method here differs:
+set (the default ``severity`` of each function there), so the images are drawn from the same distribution as
+the released MNIST-C test set; they are regenerated with this module's own random numbers, not byte-identical
+copies. Where the original's method cannot be reproduced without its dependencies, the method here differs:
 
 * ``motion_blur``: ImageMagick's ``MagickMotionBlurImage`` (through Wand) is replaced by the same one-sided
   Gaussian line kernel (21 taps, sigma 3, rounded tap offsets, edge pixels repeated) convolved with numpy; the
@@ -13,17 +13,18 @@ Where the original's method cannot be reproduced without its dependencies, the m
   28×28 crop) written anew and batched, drawing its noise in its own order.
 * ``glass_blur``: the same sequential local pixel swaps, done for all images at once with numpy index arrays.
 
-The others (shot and impulse noise, the four affine warps, brightness, stripe, spatter, dotted line, zigzag and
-Canny edges) compute the original's formulas; the affine warps use the matrices of scikit-image's
-``AffineTransform`` as it was in 2019 (its ``shear`` has since changed meaning) and bilinear sampling with black
-outside, as ``skimage.transform.warp`` did. Two quirks of the original are kept on purpose, since the released set
-has them: glass blur's Gaussian runs down the columns only (``gaussian(..., multichannel=True)`` on a 2-D image
-took the last axis for channels), and brightness on a grey image is a plain +0.5 (the HSV value shift reduces to it).
+The others (shot and impulse noise, the four affine warps, brightness, stripe, spatter, dotted line, zigzag
+and Canny edges) compute the original's formulas; the affine warps use the matrices of scikit-image's
+``AffineTransform`` as it was in 2019 (its ``shear`` has since changed meaning) and bilinear sampling with
+black outside, as ``skimage.transform.warp`` did. Two quirks of the original are kept on purpose, since the
+released set has them: glass blur's Gaussian runs down the columns only (``gaussian(..., multichannel=True)``
+on a 2-D image took the last axis for channels), and brightness on a grey image is a plain +0.5 (the HSV value
+shift reduces to it).
 
-Images come and go as N×28×28 float32 in [0, 1] (white digit on black); MNIST-C's [0, 255] scale is used inside
-where it matters (glass blur's 8-bit step). Image i's randomness comes from
-``np.random.default_rng([seed, CORRUPTION_ID[name], index[i]])``, so a test image is corrupted the same way in any
-subset that holds it.
+Images come and go as N×28×28 float32 in [0, 1] (white digit on black); MNIST-C's [0, 255] scale is used
+inside where it matters (glass blur's 8-bit step). Image i's randomness comes from
+``np.random.default_rng([seed, CORRUPTION_ID[name], index[i]])``, so a test image is corrupted the same way in
+any subset that holds it.
 """
 
 from __future__ import annotations
@@ -58,9 +59,13 @@ CORRUPTION_ID: dict[str, int] = {name: i + 1 for i, name in enumerate(CORRUPTION
 SEVERITY: dict[str, str] = {
     "shot_noise": "Poisson, 3 photons per unit intensity (severity 5 of 5)",
     "impulse_noise": "salt and pepper on 17% of pixels, half each (severity 4)",
-    "glass_blur": "Gaussian sigma 0.7 down the columns, 2 passes of swaps with a neighbour up to 1 px up/left, "
-                  "Gaussian sigma 0.7 again (severity 1)",
-    "motion_blur": "one-sided Gaussian line kernel, radius 10 px, sigma 3 px, angle uniform in ±45° (severity 1)",
+    "glass_blur": (
+        "Gaussian sigma 0.7 down the columns, 2 passes of swaps with a neighbour up to 1 px up/left, "
+        "Gaussian sigma 0.7 again (severity 1)"
+    ),
+    "motion_blur": (
+        "one-sided Gaussian line kernel, radius 10 px, sigma 3 px, angle uniform in ±45° (severity 1)"
+    ),
     "shear": "shear of ±0.4 rad about the centre (severity 2)",
     "scale": "zoom out to 0.7 of the size about the centre (severity 3)",
     "rotate": "±0.4 rad (±22.9°) about the centre (severity 2)",
@@ -68,10 +73,14 @@ SEVERITY: dict[str, str] = {
     "translate": "±3 px horizontally and ±3 px vertically (severity 3)",
     "stripe": "columns 0-6 and 21-27 inverted",
     "fog": "plasma fractal of amplitude 3, wibble decay 1.4, contrast scaled by max/(max+3) (severity 5)",
-    "spatter": "mud of intensity 63/255: N(0.65, 0.3) noise blurred sigma 1 above 0.65, "
-               "mask blurred sigma 1.5 kept from 0.8 (severity 4)",
+    "spatter": (
+        "mud of intensity 63/255: N(0.65, 0.3) noise blurred sigma 1 above 0.65, "
+        "mask blurred sigma 1.5 kept from 0.8 (severity 4)"
+    ),
     "dotted_line": "one 2-px-dashed line from column 0 to 27, rows at both ends uniform in 0-26",
-    "zigzag": "zigzag of 2 px amplitude and 4 px period from column 2 to 25, start row 0-26, tilt -5 to +4 rows",
+    "zigzag": (
+        "zigzag of 2 px amplitude and 4 px period from column 2 to 25, start row 0-26, tilt -5 to +4 rows"
+    ),
     "canny_edges": "Canny edges, sigma 1, hysteresis thresholds 0.1 and 0.2",
 }
 
@@ -126,7 +135,7 @@ def _line(c0: float, r0: float, c1: float, r1: float) -> np.ndarray:
     dist = np.clip(np.abs(rr - (slope * (cc - c0) + r0)), 0, 2.3 - 1e-10)
     line = np.clip(np.log(1 - dist / 2.3) + 1, 0, 1)
     line[:, : max(int(np.floor(c0)), 0)] = 0
-    line[:, max(int(np.ceil(c1)), 0):] = 0
+    line[:, max(int(np.ceil(c1)), 0) :] = 0
     return line
 
 
@@ -142,7 +151,7 @@ def _plasma_fractal(uniforms: np.ndarray, mapsize: int, wibbledecay: float) -> n
     def noisy_mean(total: np.ndarray) -> np.ndarray:
         nonlocal used
         size = total.shape[1] * total.shape[2]
-        u = uniforms[:, used:used + size].reshape(total.shape)
+        u = uniforms[:, used : used + size].reshape(total.shape)
         used += size
         return total / 4 + wibble * wibble * (2 * u - 1)
 
@@ -155,16 +164,19 @@ def _plasma_fractal(uniforms: np.ndarray, mapsize: int, wibbledecay: float) -> n
         centres = maps[:, half:mapsize:step, half:mapsize:step]
         corners = maps[:, 0:mapsize:step, 0:mapsize:step]
         maps[:, 0:mapsize:step, half:mapsize:step] = noisy_mean(
-            centres + np.roll(centres, 1, axis=1) + corners + np.roll(corners, -1, axis=2))
+            centres + np.roll(centres, 1, axis=1) + corners + np.roll(corners, -1, axis=2)
+        )
         maps[:, half:mapsize:step, 0:mapsize:step] = noisy_mean(
-            centres + np.roll(centres, 1, axis=2) + corners + np.roll(corners, -1, axis=1))
+            centres + np.roll(centres, 1, axis=2) + corners + np.roll(corners, -1, axis=1)
+        )
         step //= 2
         wibble /= wibbledecay
     maps -= maps.min(axis=(1, 2), keepdims=True)
     return maps / maps.max(axis=(1, 2), keepdims=True)
 
 
-# ---------------------------------------------------------------------------------------------------- corruptions
+# ----------------------------------------------------------------------------------------------------
+# corruptions
 
 
 def _shot_noise(x: Batch, rngs) -> Batch:
@@ -211,20 +223,24 @@ def _glass_blur(x: Batch, rngs) -> Batch:
 
 
 def _motion_blur(x: Batch, rngs) -> Batch:
-    # differs: ImageMagick's MotionBlurImage (via Wand, 8-bit PNG round trip) done as its line kernel with numpy
+    # differs: ImageMagick's MotionBlurImage (via Wand, 8-bit PNG round trip) done as its line kernel with
+    # numpy
     radius, sigma = 10, 3.0
     taps = np.arange(2 * int(np.ceil(radius)) + 1)  # ImageMagick's GetOptimalKernelWidth1D: 21 taps
     kernel = np.exp(-(taps**2) / (2 * sigma**2))
     kernel /= kernel.sum()
     angles = np.deg2rad([rng.uniform(-45, 45) for rng in rngs])
-    # tap i samples the pixel i steps along the angle (rounded as ImageMagick's ceil(v - 0.5)): a one-sided trail
+    # tap i samples the pixel i steps along the angle (rounded as ImageMagick's ceil(v - 0.5)): a one-sided
+    # trail
     dc = np.ceil(taps[None, :] * np.cos(angles)[:, None] - 0.5).astype(np.int64)
     dr = np.ceil(taps[None, :] * np.sin(angles)[:, None] - 0.5).astype(np.int64)
     grid = np.arange(SIZE)
     out = np.empty_like(x)
     for s in range(0, len(x), 128):
         e = min(s + 128, len(x))
-        rows = np.clip(grid[None, None, :, None] + dr[s:e, :, None, None], 0, SIZE - 1)  # edge pixels repeated
+        rows = np.clip(
+            grid[None, None, :, None] + dr[s:e, :, None, None], 0, SIZE - 1
+        )  # edge pixels repeated
         cols = np.clip(grid[None, None, None, :] + dc[s:e, :, None, None], 0, SIZE - 1)
         samples = x[np.arange(s, e)[:, None, None, None], rows, cols]
         out[s:e] = np.tensordot(samples, kernel, axes=([1], [0]))
@@ -291,8 +307,9 @@ def _spatter(x: Batch, rngs) -> Batch:
     liquid = np.stack([rng.normal(loc, scale, size=(SIZE, SIZE)) for rng in rngs])
     liquid = ndimage.gaussian_filter(liquid, (0, sigma, sigma), mode="nearest", truncate=4.0)
     liquid[liquid < threshold] = 0
-    mask = ndimage.gaussian_filter((liquid > threshold).astype(np.float64), (0, mask_sigma, mask_sigma),
-                                   mode="nearest", truncate=4.0)
+    mask = ndimage.gaussian_filter(
+        (liquid > threshold).astype(np.float64), (0, mask_sigma, mask_sigma), mode="nearest", truncate=4.0
+    )
     mask[mask < 0.8] = 0
     return x * (1 - mask) + 63 / 255 * mask  # mud of grey 63
 
@@ -301,7 +318,7 @@ def _dotted_line(x: Batch, rngs) -> Batch:
     edges = np.arange(0, 30, 2)
     gaps = np.zeros(SIZE, dtype=bool)  # columns 0-1, 4-5, ..., 24-25 blanked: dashes of 2 px from column 2
     for i in range(1, len(edges), 2):
-        gaps[edges[i - 1]:edges[i]] = True
+        gaps[edges[i - 1] : edges[i]] = True
     for xi, rng in zip(x, rngs, strict=True):
         r0, r1 = rng.integers(0, 27, size=2)
         line = _line(0, r0, 27, r1)
@@ -325,7 +342,9 @@ def _zigzag(x: Batch, rngs) -> Batch:
             points.append(((2 * i + 1) * a, r_i))
         last_full = (2 * a) * (length // (2 * a))
         if length != last_full:
-            points.append((length, r_i / (2 * (length - last_full))))  # the original's formula for the last tip
+            points.append(
+                (length, r_i / (2 * (length - last_full)))
+            )  # the original's formula for the last tip
         pts = np.array(points).T
         rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
         cs, rs = rotation @ pts
@@ -361,7 +380,8 @@ _FUNCTIONS: dict[str, tuple[Callable[[Batch, list | None], Batch], bool]] = {
 assert tuple(_FUNCTIONS) == CORRUPTIONS
 
 
-# ---------------------------------------------------------------------------------------------------- interface
+# ----------------------------------------------------------------------------------------------------
+# interface
 
 
 def _check(images: np.ndarray, seed: int, index: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -375,19 +395,20 @@ def _check(images: np.ndarray, seed: int, index: np.ndarray | None) -> tuple[np.
     else:
         idx = np.asarray(index)
         if idx.shape != (len(x),) or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
-            raise ValueError(f"index must be {len(x)} integers (one per image), got shape {idx.shape} "
-                             f"of {idx.dtype}")
+            raise ValueError(
+                f"index must be {len(x)} integers (one per image), got shape {idx.shape} of {idx.dtype}"
+            )
         if idx.size and idx.min() < 0:
             raise ValueError("index must be non-negative (positions in the test set)")
     return x, idx
 
 
 def corrupt(images: np.ndarray, name: str, seed: int = 0, index: np.ndarray | None = None) -> np.ndarray:
-    """images: N×28×28 float32 in [0, 1] (white digit on black, as MNIST). Returns a new N×28×28 float32 array in
-    [0, 1]. Deterministic: image i gets its randomness from np.random.default_rng([seed, CORRUPTION_ID[name],
-    index[i]]), where index defaults to arange(N) (the image's position in the test set), so the same test image is
-    corrupted the same way whatever subset it is in. Raises ValueError naming the corruption and the known ones for
-    an unknown name."""
+    """images: N×28×28 float32 in [0, 1] (white digit on black, as MNIST). Returns a new N×28×28 float32 array
+    in [0, 1]. Deterministic: image i gets its randomness from np.random.default_rng([seed,
+    CORRUPTION_ID[name], index[i]]), where index defaults to arange(N) (the image's position in the test set),
+    so the same test image is corrupted the same way whatever subset it is in. Raises ValueError naming the
+    corruption and the known ones for an unknown name."""
     if name not in _FUNCTIONS:
         raise ValueError(f"unknown corruption {name!r}; known corruptions: {', '.join(CORRUPTIONS)}")
     x, idx = _check(images, seed, index)
@@ -395,7 +416,9 @@ def corrupt(images: np.ndarray, name: str, seed: int = 0, index: np.ndarray | No
         return np.zeros((0, SIZE, SIZE), dtype=np.float32)
     function, random = _FUNCTIONS[name]
     rngs = [np.random.default_rng([int(seed), CORRUPTION_ID[name], int(i)]) for i in idx] if random else None
-    out = function(np.array(x, dtype=np.float64), rngs)  # a private copy: the caller's images stay as they were
+    out = function(
+        np.array(x, dtype=np.float64), rngs
+    )  # a private copy: the caller's images stay as they were
     return np.clip(out, 0, 1).astype(np.float32)
 
 

@@ -1,7 +1,7 @@
-"""What a trained model costs to run: FLOPs per image (torch's own FLOP counter), parameters, batch-1 latency in
-PyTorch and in ONNX Runtime (median and 95th percentile after a warm-up), throughput at the benchmark's evaluation
-batch, and the checkpoint's and the ONNX file's sizes. All on the CPU, with torch's and ONNX Runtime's threads set
-to the same count."""
+"""What a trained model costs to run: FLOPs per image (torch's own FLOP counter), parameters, batch-1 latency
+in PyTorch and in ONNX Runtime (median and 95th percentile after a warm-up), throughput at the benchmark's
+evaluation batch, and the checkpoint's and the ONNX file's sizes. All on the CPU, with torch's and ONNX
+Runtime's threads set to the same count."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ class CostSettings:
 
 
 def flops_per_image(module: nn.Module, example: torch.Tensor) -> int:
-    """FLOPs of one forward pass on ``example`` (one image), as ``torch.utils.flop_counter`` counts them: 2 per
-    multiply-add of the convolutions and matrix products; element-wise operations and resizing are not counted."""
+    """FLOPs of one forward pass on ``example`` (one image), as ``torch.utils.flop_counter`` counts them: 2
+    per multiply-add of the convolutions and matrix products; element-wise operations and resizing are not
+    counted."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
@@ -57,7 +58,9 @@ def latency_ms(times: np.ndarray) -> dict[str, float]:
     return {"median_ms": float(np.median(times) * 1e3), "p95_ms": float(np.percentile(times, 95) * 1e3)}
 
 
-def onnx_cost(model: nn.Module, ckpt_path: Path, example: np.ndarray, settings: CostSettings) -> dict[str, Any]:
+def onnx_cost(
+    model: nn.Module, ckpt_path: Path, example: np.ndarray, settings: CostSettings
+) -> dict[str, Any]:
     """The model exported as ``mnist-bench export`` does (to a temporary file): its size and ONNX Runtime's
     batch-1 latency."""
     import onnxruntime as ort
@@ -71,8 +74,9 @@ def onnx_cost(model: nn.Module, ckpt_path: Path, example: np.ndarray, settings: 
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        times = timed_calls(lambda: session.run(None, {name: example}), settings.warmup_calls,
-                            settings.latency_calls)
+        times = timed_calls(
+            lambda: session.run(None, {name: example}), settings.warmup_calls, settings.latency_calls
+        )
         return {"onnx_bytes": path.stat().st_size, "onnx_latency": latency_ms(times)}
 
 

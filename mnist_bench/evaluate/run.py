@@ -1,6 +1,7 @@
-"""One trained run evaluated beyond accuracy: its test images corrupted, attacked, its confidence calibrated and
-its cost measured. The results go into the run dir (``evaluation.json``, and ``evaluation.npz`` with each image's
-right or wrong for the paired tests); a later evaluation with the same settings, checkpoint and code reuses them."""
+"""One trained run evaluated beyond accuracy: its test images corrupted, attacked, its confidence calibrated
+and its cost measured. The results go into the run dir (``evaluation.json``, and ``evaluation.npz`` with each
+image's right or wrong for the paired tests); a later evaluation with the same settings, checkpoint and code
+reuses them."""
 
 from __future__ import annotations
 
@@ -24,8 +25,16 @@ from mnist_bench.provenance import source_digest
 from mnist_bench.utils import atomic_path, read_json, write_json_atomic
 
 # the code whose change changes the figures (the report and the pictures are made anew from them every time)
-MEASURING_CODE = ("evaluate/run.py", "evaluate/attacks.py", "evaluate/calibration.py", "evaluate/corruptions.py",
-                  "evaluate/cost.py", "models/**/*.py", "inference/checkpoints.py", "inference/export.py")
+MEASURING_CODE = (
+    "evaluate/run.py",
+    "evaluate/attacks.py",
+    "evaluate/calibration.py",
+    "evaluate/corruptions.py",
+    "evaluate/cost.py",
+    "models/**/*.py",
+    "inference/checkpoints.py",
+    "inference/export.py",
+)
 EVALUATION_FILE = "evaluation.json"
 CORRECT_FILE = "evaluation.npz"
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -50,7 +59,8 @@ class EvaluationError(UserFacingError):
 
 
 def subset(n_test: int, size: int, seed: int) -> np.ndarray:
-    """The test images evaluated: ``size`` positions drawn without replacement by ``seed``, in test-set order."""
+    """The test images evaluated: ``size`` positions drawn without replacement by ``seed``, in test-set
+    order."""
     return np.sort(np.random.default_rng(seed).permutation(n_test)[: min(size, n_test)])
 
 
@@ -79,24 +89,34 @@ def evaluation_key(run_dir: Path, ckpt: Path, settings: Settings) -> str:
     """What a stored evaluation must match to be reused: the settings, the checkpoint (size and time) and the
     evaluation code."""
     stat = ckpt.stat()
-    text = json.dumps({"settings": settings.as_dict(), "ckpt": [stat.st_size, stat.st_mtime_ns],
-                       "code": source_digest(PACKAGE, MEASURING_CODE)}, sort_keys=True)
+    text = json.dumps(
+        {
+            "settings": settings.as_dict(),
+            "ckpt": [stat.st_size, stat.st_mtime_ns],
+            "code": source_digest(PACKAGE, MEASURING_CODE),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _run_facts(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     metrics_path, config_path = run_dir / "metrics.json", run_dir / "config.yaml"
     if not metrics_path.is_file() or not config_path.is_file():
-        raise EvaluationError(f"{run_dir}: not a finished run (no metrics.json or config.yaml). Fix: pass the run "
-                              "dirs of finished runs, or run make benchmark first")
+        raise EvaluationError(
+            f"{run_dir}: not a finished run (no metrics.json or config.yaml). Fix: pass the run "
+            "dirs of finished runs, or run make benchmark first"
+        )
     try:
         metrics = read_json(metrics_path)
         config = yaml.safe_load(config_path.read_text())
     except (OSError, ValueError, yaml.YAMLError) as err:
         raise EvaluationError(f"{run_dir}: its metrics.json or config.yaml does not read ({err})") from None
     if not isinstance(metrics, dict) or metrics.get("status") != "ok":
-        raise EvaluationError(f"{run_dir}: the run did not finish ok (status "
-                              f"{metrics.get('status') if isinstance(metrics, dict) else None!r})")
+        raise EvaluationError(
+            f"{run_dir}: the run did not finish ok (status "
+            f"{metrics.get('status') if isinstance(metrics, dict) else None!r})"
+        )
     data = ((config or {}).get("data") or {}).get("init_args") or {}
     return metrics, data
 
@@ -106,16 +126,25 @@ def _validation_scores(model, data_dir: str, data: dict[str, Any]) -> tuple[np.n
     test_predictions.npz."""
     from mnist_bench.data.datamodule import MNISTDataModule
 
-    dm = MNISTDataModule(data_dir, val_size=int(data.get("val_size", 5000)), split_seed=int(data.get("split_seed", 0)),
-                         dataset=str(data.get("dataset", "mnist")))
+    dm = MNISTDataModule(
+        data_dir,
+        val_size=int(data.get("val_size", 5000)),
+        split_seed=int(data.get("split_seed", 0)),
+        dataset=str(data.get("dataset", "mnist")),
+    )
     dm.setup("fit")
     pixels = (dm.val_set.images.float() / 255.0).numpy()
     return scores_of_pixels(model, pixels).astype(np.float16), dm.val_set.labels.numpy()
 
 
-def evaluate_run(run_dir: str | Path, data_dir: str, settings: Settings,
-                 images: Callable[[str], TestImages], log: Callable[[str], None] = print,
-                 force: bool = False) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path,
+    data_dir: str,
+    settings: Settings,
+    images: Callable[[str], TestImages],
+    log: Callable[[str], None] = print,
+    force: bool = False,
+) -> dict[str, Any]:
     """The run's evaluation, from its run dir when one with the same key is there, else measured now."""
     from mnist_bench.callbacks.predictions import PREDICTIONS_FILE, read_predictions
     from mnist_bench.inference.checkpoints import load_trained, resolve_checkpoint
@@ -158,8 +187,9 @@ def evaluate_run(run_dir: str | Path, data_dir: str, settings: Settings,
     if predictions.get("scores") is None:
         raise EvaluationError(f"{run_dir / PREDICTIONS_FILE}: no class scores in it, so no calibration")
     val_scores, val_target = _validation_scores(model, data_dir, data)
-    calibration = calibrate(val_scores, val_target, np.asarray(predictions["scores"]),
-                            np.asarray(predictions["target"]))
+    calibration = calibrate(
+        val_scores, val_target, np.asarray(predictions["scores"]), np.asarray(predictions["target"])
+    )
     timing["calibration_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -170,29 +200,47 @@ def evaluate_run(run_dir: str | Path, data_dir: str, settings: Settings,
     accuracy = {name: float(right.mean()) for name, right in correct.items()}
     accuracy["corruption/mean"] = float(np.mean([accuracy[f"corruption/{name}"] for name in CORRUPTIONS]))
     record = {
-        "key": key, "run_dir": str(run_dir), "model": model_name, "seed": metrics.get("seed"),
-        "dataset": metrics.get("dataset"), "test_acc": metrics.get("test/acc"), "git_sha": metrics.get("git_sha"),
-        "trained_on": metrics.get("hardware"), "settings": settings.as_dict(),
-        "n_corruption": int(len(test.index)), "n_attack": int(len(test.attack_index)),
+        "key": key,
+        "run_dir": str(run_dir),
+        "model": model_name,
+        "seed": metrics.get("seed"),
+        "dataset": metrics.get("dataset"),
+        "test_acc": metrics.get("test/acc"),
+        "git_sha": metrics.get("git_sha"),
+        "trained_on": metrics.get("hardware"),
+        "settings": settings.as_dict(),
+        "n_corruption": int(len(test.index)),
+        "n_attack": int(len(test.attack_index)),
         "accuracy": accuracy,
         "correct": {name: int(right.sum()) for name, right in correct.items()},
         "calibration": {k: v for k, v in asdict(calibration).items() if not isinstance(v, np.ndarray)},
-        "cost": cost, "timing": timing,
+        "cost": cost,
+        "timing": timing,
     }
-    arrays = {**{name: right for name, right in correct.items()},
-              "calibration/confidence_before": calibration.confidence_before.astype(np.float32),
-              "calibration/confidence_after": calibration.confidence_after.astype(np.float32),
-              "calibration/right": calibration.right.astype(bool)}
+    arrays = {
+        **{name: right for name, right in correct.items()},
+        "calibration/confidence_before": calibration.confidence_before.astype(np.float32),
+        "calibration/confidence_after": calibration.confidence_after.astype(np.float32),
+        "calibration/right": calibration.right.astype(bool),
+    }
     with atomic_path(run_dir / CORRECT_FILE) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, index=test.index, attack_index=test.attack_index,
-                            **{name.replace("/", "__"): values for name, values in arrays.items()})
+        np.savez_compressed(
+            f,
+            index=test.index,
+            attack_index=test.attack_index,
+            **{name.replace("/", "__"): values for name, values in arrays.items()},
+        )
     write_json_atomic(stored, record)
-    log(f"  {model_name}: done in {timing['total_s']:.0f} s (corruptions {timing['corruptions_s']:.0f} s, attacks "
-        f"{timing['attacks_s']:.0f} s, calibration {timing['calibration_s']:.0f} s, cost {timing['cost_s']:.0f} s)")
+    log(
+        f"  {model_name}: done in {timing['total_s']:.0f} s (corruptions {timing['corruptions_s']:.0f} s,"
+        f" attacks {timing['attacks_s']:.0f} s, calibration {timing['calibration_s']:.0f} s, cost"
+        f" {timing['cost_s']:.0f} s)"
+    )
     return record
 
 
 def load_arrays(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """Each image's right or wrong per condition, and its calibration arrays, from the run's ``evaluation.npz``."""
+    """Each image's right or wrong per condition, and its calibration arrays, from the run's
+    ``evaluation.npz``."""
     with np.load(Path(run_dir) / CORRECT_FILE) as f:
         return {name.replace("__", "/"): f[name] for name in f.files}

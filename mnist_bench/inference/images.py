@@ -2,14 +2,15 @@
 
 Two framings, named by the dataset (``DatasetInfo.framing``):
 
-- ``digit`` (MNIST, KMNIST: ink strokes): grayscale; dark ink on a light background detected and inverted (MNIST is
-  light ink on black); the background (uneven light, grey paper) estimated locally and removed, the ink found by
-  Otsu's threshold, specks dropped; cropped to the ink's bounding box; scaled so that the longer side is 20 px,
-  keeping the aspect ratio; placed in a 28×28 field so that the ink's centre of mass is at the centre.
-- ``product`` (Fashion-MNIST: a product photo on a plain background), Zalando's own steps: the edges that have the
-  background's colour (within 5% of the range; specks much smaller than the object ignored) trimmed; the longer side
-  scaled to 28 px; sharpened; centred in the 28×28 field by its box; negated where the object is darker than its
-  background, so that the object is light on black.
+- ``digit`` (MNIST, KMNIST: ink strokes): grayscale; dark ink on a light background detected and inverted
+  (MNIST is light ink on black); the background (uneven light, grey paper) estimated locally and removed, the
+  ink found by Otsu's threshold, specks dropped; cropped to the ink's bounding box; scaled so that the longer
+  side is 20 px, keeping the aspect ratio; placed in a 28×28 field so that the ink's centre of mass is at the
+  centre.
+- ``product`` (Fashion-MNIST: a product photo on a plain background), Zalando's own steps: the edges that have
+  the background's colour (within 5% of the range; specks much smaller than the object ignored) trimmed; the
+  longer side scaled to 28 px; sharpened; centred in the 28×28 field by its box; negated where the object is
+  darker than its background, so that the object is light on black.
 
 Any size and mode that Pillow reads (RGBA, palette, 16-bit, ...).
 """
@@ -27,7 +28,9 @@ from mnist_bench.errors import UserFacingError
 
 FIELD = 28  # the MNIST image
 BOX = 20  # the longer side of the digit inside it
-INK_LEVEL = 0.2  # after background removal, pixels above this fraction of the brightest are ink (for the crop)
+INK_LEVEL = (
+    0.2  # after background removal, pixels above this fraction of the brightest are ink (for the crop)
+)
 MIN_CONTRAST = 0.05  # ink must stand out from the local background by this much (of the full range)
 KEEP_FRACTION = 0.1  # connected ink components smaller than this fraction of the largest are specks
 WORKING_SIZE = 256  # px, the longer side the background and threshold are computed at
@@ -45,10 +48,14 @@ TRIM_TOLERANCE = 0.05  # product framing: pixels this close to the background's 
 
 # each framing in one line, for the ONNX metadata of an exported model
 FRAMING_STEPS = {
-    "digit": ("grayscale; invert dark-on-light; crop to the ink; scale the longer side to 20 px; centre of mass at "
-              "the centre of the 28x28 field"),
-    "product": ("grayscale; trim the edges within 5% of the background's level; scale the longer side to 28 px; "
-                "sharpen; centre the box in the 28x28 field; negate a light background"),
+    "digit": (
+        "grayscale; invert dark-on-light; crop to the ink; scale the longer side to 20 px; centre of mass at "
+        "the centre of the 28x28 field"
+    ),
+    "product": (
+        "grayscale; trim the edges within 5% of the background's level; scale the longer side to 28 px; "
+        "sharpen; centre the box in the 28x28 field; negate a light background"
+    ),
 }
 
 
@@ -63,7 +70,9 @@ def read_image(path: str | Path) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 if img.width * img.height > MAX_PIXELS:
-                    raise ImageError(f"{img.width}×{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit")
+                    raise ImageError(
+                        f"{img.width}×{img.height} pixels is over the {MAX_PIXELS:,}-pixel limit"
+                    )
                 img.load()
                 return ImageOps.exif_transpose(img)
     except ImageError:
@@ -96,13 +105,17 @@ def to_gray(img: Image.Image) -> np.ndarray:
         img = Image.alpha_composite(white, rgba)
     try:
         return np.asarray(img.convert("L"), dtype=np.float64) / 255.0
-    except (ValueError, OSError) as err:  # modes Pillow opens but cannot convert (LAB, some CMYK and HSV files)
+    except (
+        ValueError,
+        OSError,
+    ) as err:  # modes Pillow opens but cannot convert (LAB, some CMYK and HSV files)
         raise ImageError(f"{img.mode} images are not supported ({err}); save it as PNG or JPEG") from None
 
 
 def light_ink_on_dark(gray: np.ndarray, row: bool = False) -> np.ndarray:
-    """Ink as light on black, from a scan or a photograph: dark-on-light images (paper) are inverted; the background (paper, shade, uneven light) is estimated locally by a morphological opening wider than
-    a stroke and taken away; Otsu's threshold finds the ink, and connected components much smaller than the
+    """Ink as light on black, from a scan or a photograph: dark-on-light images (paper) are inverted; the
+    background (paper, shade, uneven light) is estimated locally by a morphological opening wider than a
+    stroke and taken away; Otsu's threshold finds the ink, and connected components much smaller than the
     largest (specks, noise, dirt) are dropped. Returns the ink's contrast, 0 outside the kept strokes and 1 at
     the strongest ink. ``row``: the image is a row of digits (a number), whose height, not its length, is a
     digit's scale."""
@@ -136,17 +149,17 @@ def light_ink_on_dark(gray: np.ndarray, row: bool = False) -> np.ndarray:
 
 
 def noise_floor(contrast: np.ndarray) -> float:
-    """A level that noise alone seldom reaches: the median contrast plus NOISE_SIGMAS robust standard deviations
-    (from the median absolute deviation). Otsu's threshold splits the noise itself where a small, thin digit is a
-    tiny part of a noisy photo; the ink must also stand out from the noise."""
+    """A level that noise alone seldom reaches: the median contrast plus NOISE_SIGMAS robust standard
+    deviations (from the median absolute deviation). Otsu's threshold splits the noise itself where a small,
+    thin digit is a tiny part of a noisy photo; the ink must also stand out from the noise."""
     median = float(np.median(contrast))
     return median + NOISE_SIGMAS * 1.4826 * float(np.median(np.abs(contrast - median)))
 
 
 def stroke_width(gray: np.ndarray, side: int | None = None) -> float:
-    """The width in px of the widest strokes (90th percentile along their centre lines) of light ink on a darker
-    background, from Otsu's threshold of the image less a blurred copy of itself (which follows uneven light but
-    not the strokes) and the distance of each centre-line pixel to the background."""
+    """The width in px of the widest strokes (90th percentile along their centre lines) of light ink on a
+    darker background, from Otsu's threshold of the image less a blurred copy of itself (which follows uneven
+    light but not the strokes) and the distance of each centre-line pixel to the background."""
     from scipy.ndimage import distance_transform_edt
     from skimage.filters import gaussian, threshold_otsu
     from skimage.morphology import skeletonize
@@ -162,10 +175,11 @@ def stroke_width(gray: np.ndarray, side: int | None = None) -> float:
 
 
 def dark_ink(gray: np.ndarray, side: int | None = None) -> bool:
-    """Whether the ink is darker than its paper (pencil on paper) rather than lighter (chalk, MNIST). Told from
-    the frame's border, which shows the paper: the image less a blurred copy of itself (rid of uneven light) is
-    split by Otsu's threshold, and the ink is dark when most of the border is in the lighter part. (Which pixels
-    stand out most from the blur, the rule before, fails where bold ink covers much of the frame.)"""
+    """Whether the ink is darker than its paper (pencil on paper) rather than lighter (chalk, MNIST). Told
+    from the frame's border, which shows the paper: the image less a blurred copy of itself (rid of uneven
+    light) is split by Otsu's threshold, and the ink is dark when most of the border is in the lighter part.
+    (Which pixels stand out most from the blur, the rule before, fails where bold ink covers much of the
+    frame.)"""
     from skimage.filters import gaussian, threshold_otsu
 
     residual = gray - gaussian(gray, sigma=(side or max(gray.shape)) / 10)
@@ -177,8 +191,8 @@ def dark_ink(gray: np.ndarray, side: int | None = None) -> bool:
 
 def paper_on_a_desk(gray: np.ndarray) -> tuple[slice, slice] | None:
     """Where the sheet of paper is, when a photo shows it on a darker desk: the largest light part (Otsu's
-    threshold of the image) when it covers more than PAPER_SHARE of the image but not its border, shrunk by 2% so
-    that the paper's edge is left out; None otherwise."""
+    threshold of the image) when it covers more than PAPER_SHARE of the image but not its border, shrunk by 2%
+    so that the paper's edge is left out; None otherwise."""
     from skimage.filters import threshold_otsu
     from skimage.measure import label, regionprops
 
@@ -231,9 +245,9 @@ def load_digit(path: str | Path) -> np.ndarray:
 
 
 def product_photo(gray: np.ndarray) -> np.ndarray:
-    """A photo of one object on a plain background (any size, 1 = white) → a 28×28 float image in [0, 1], framed
-    as Fashion-MNIST frames its garments: trimmed to the object, the longer side 28 px, centred by its box, the
-    background black."""
+    """A photo of one object on a plain background (any size, 1 = white) → a 28×28 float image in [0, 1],
+    framed as Fashion-MNIST frames its garments: trimmed to the object, the longer side 28 px, centred by its
+    box, the background black."""
     from skimage.filters import gaussian, unsharp_mask
 
     gray = _working_size(gray)
@@ -246,7 +260,9 @@ def product_photo(gray: np.ndarray) -> np.ndarray:
         raise ImageError("no object found (the image is one plain colour)")
     rows, cols = np.nonzero(_without_specks(differs))
     crop = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    if smooth[differs].mean() < background:  # darker than its background (a product on white): negate, as Fashion-
+    if (
+        smooth[differs].mean() < background
+    ):  # darker than its background (a product on white): negate, as Fashion-
         crop, background = 1.0 - crop, 1.0 - background  # MNIST did, so the object is light on black
     crop = np.clip((crop - background) / (1.0 - background), 0, 1)  # the background at 0
     h, w = crop.shape

@@ -1,9 +1,9 @@
 """A handwritten number (a row of digits: a year, a phone number) cut into its digits, left to right.
 
-The ink is found as for one digit (``images.light_ink_on_dark``, at the scale of the row's height). Its connected
-components are the digits, after two repairs: pieces of one digit (a 5's flag, a broken stroke) that lie above one
-another are merged, and a component much wider than a digit (two or more digits that touch) is split at the
-column that crosses the fewest strokes near each expected cut. Each digit is then framed as MNIST
+The ink is found as for one digit (``images.light_ink_on_dark``, at the scale of the row's height). Its
+connected components are the digits, after two repairs: pieces of one digit (a 5's flag, a broken stroke) that
+lie above one another are merged, and a component much wider than a digit (two or more digits that touch) is
+split at the column that crosses the fewest strokes near each expected cut. Each digit is then framed as MNIST
 frames one (``images.mnist_digit``)."""
 
 from __future__ import annotations
@@ -18,17 +18,21 @@ from mnist_bench.inference.images import INK_LEVEL, ImageError, light_ink_on_dar
 # components whose columns overlap by this share of the narrower one, and whose rows overlap by less than this
 # share of the lower one, lie above one another: pieces of one digit
 MERGE_OVERLAP = 0.5
-# a component wider than WIDE times the digits' median height holds touching digits: round(width / (DIGIT_WIDTH
-# times the height)) of them (a single wide 0 or 2 is up to about 1.2 heights wide; two touching about 1.6 and more)
+# a component wider than WIDE times the digits' median height holds touching digits: round(width /
+# (DIGIT_WIDTH times the height)) of them (a single wide 0 or 2 is up to about 1.2 heights wide; two touching
+# about 1.6 and more)
 WIDE = 1.4
 DIGIT_WIDTH = 0.75
-# with a model: a component at least MAY_HOLD_TWO heights wide is read whole and cut in parts at least MIN_PART
-# heights wide; a cut must read better than the whole by SPLIT_MARGIN in mean log confidence
+# with a model: a component at least MAY_HOLD_TWO heights wide is read whole and cut in parts at least
+# MIN_PART heights wide; a cut must read better than the whole by SPLIT_MARGIN in mean log confidence
 MAY_HOLD_TWO = 0.8
 MIN_PART = 0.35
 SPLIT_MARGIN = 0.05
 UNSURE_WIDTH = 1.2  # a digit kept whole though wider than this many heights makes the number uncertain
-SINGLE_WIDTH, WIDE_PENALTY = 1.3, 2.0  # a part wider than 1.3 heights loses 2 in log confidence per height over
+SINGLE_WIDTH, WIDE_PENALTY = (
+    1.3,
+    2.0,
+)  # a part wider than 1.3 heights loses 2 in log confidence per height over
 LOW_PIECE = 0.6  # a piece lower than this share of the digits' median height is part of its neighbour
 
 
@@ -55,9 +59,12 @@ def _column_spans(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
         if merged:
             last = merged[-1]
             overlap = min(last[1], box[1]) - max(last[0], box[0])
-            beside = min(last[3], box[3]) - max(last[2], box[2])  # rows shared: digits side by side share most
-            if (overlap > MERGE_OVERLAP * min(last[1] - last[0], box[1] - box[0])
-                    and beside < MERGE_OVERLAP * min(last[3] - last[2], box[3] - box[2])):
+            beside = min(last[3], box[3]) - max(
+                last[2], box[2]
+            )  # rows shared: digits side by side share most
+            if overlap > MERGE_OVERLAP * min(
+                last[1] - last[0], box[1] - box[0]
+            ) and beside < MERGE_OVERLAP * min(last[3] - last[2], box[3] - box[2]):
                 merged[-1] = _union(last, box)
                 continue
         merged.append(box)
@@ -69,8 +76,11 @@ def _column_spans(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
         if not low:
             break
         k = min(low, key=lambda i: merged[i][3] - merged[i][2])
-        gap = {j: max(merged[j][0] - merged[k][1], merged[k][0] - merged[j][1]) for j in (k - 1, k + 1)
-               if 0 <= j < len(merged)}
+        gap = {
+            j: max(merged[j][0] - merged[k][1], merged[k][0] - merged[j][1])
+            for j in (k - 1, k + 1)
+            if 0 <= j < len(merged)
+        }
         j = min(gap, key=gap.get)
         if gap[j] > LOW_PIECE * height:  # far from every digit: a speck or a stray mark
             del merged[k]
@@ -85,9 +95,9 @@ def _union(a: list[int], b: list[int]) -> list[int]:
 
 
 def _split(ink: np.ndarray, box: tuple[int, int, int, int], width: float) -> list[tuple[int, int, int, int]]:
-    """A component of touching digits cut into round(its width / a digit's width) parts. Each cut is the column,
-    within a third of a digit's width of where an even cut would fall, that crosses the fewest strokes (runs of
-    ink; where two round digits touch, their walls make one run), nearer the even cut on a tie."""
+    """A component of touching digits cut into round(its width / a digit's width) parts. Each cut is the
+    column, within a third of a digit's width of where an even cut would fall, that crosses the fewest strokes
+    (runs of ink; where two round digits touch, their walls make one run), nearer the even cut on a tie."""
     left, right, top, bottom = box
     n = max(2, round((right - left) / width))
     mask = ink[top:bottom, left:right] > INK_LEVEL
@@ -113,13 +123,14 @@ def _framed(ink: np.ndarray, box: tuple[int, int, int, int]) -> DigitBox | None:
     return DigitBox(left, right, int(rows.min()), int(rows.max()) + 1, mnist_digit(piece))
 
 
-def segment(gray: np.ndarray, confidence: Callable[[list[np.ndarray]], np.ndarray] | None = None
-            ) -> list[DigitBox]:
+def segment(
+    gray: np.ndarray, confidence: Callable[[list[np.ndarray]], np.ndarray] | None = None
+) -> list[DigitBox]:
     """The digits of a row, left to right (``gray``: the image, 1 = white, any size). A component wide enough
     to hold touching digits is kept whole or cut in 2 to 4, whichever reads best: with ``confidence`` (the
     model's top probability for each 28x28 image), the cut whose digits' mean log confidence is highest, a cut
-    needing a margin of SPLIT_MARGIN over the whole and parts wider than a digit penalised; without it, by width
-    alone."""
+    needing a margin of SPLIT_MARGIN over the whole and parts wider than a digit penalised; without it, by
+    width alone."""
     ink = light_ink_on_dark(gray, row=True)
     spans = _column_spans(ink)
     if not spans:
@@ -134,8 +145,11 @@ def segment(gray: np.ndarray, confidence: Callable[[list[np.ndarray]], np.ndarra
             continue
         best, best_score = None, -np.inf
         for n in range(1, min(4, int(width // (MIN_PART * height))) + 1):
-            parts = [d for d in (_framed(ink, b) for b in (_split(ink, span, width / n) if n > 1 else [span]))
-                     if d is not None]
+            parts = [
+                d
+                for d in (_framed(ink, b) for b in (_split(ink, span, width / n) if n > 1 else [span]))
+                if d is not None
+            ]
             score = float(np.mean(np.log(np.maximum(confidence([d.image for d in parts]), 1e-6))))
             if n > 1:
                 score -= SPLIT_MARGIN
@@ -148,8 +162,8 @@ def segment(gray: np.ndarray, confidence: Callable[[list[np.ndarray]], np.ndarra
 
 
 def too_wide(digits: list[DigitBox]) -> bool:
-    """Whether a digit's box is wider than one digit can be (UNSURE_WIDTH times the digits' median height): two
-    touching digits read as one confident digit (88 as an 8), so the number is marked uncertain."""
+    """Whether a digit's box is wider than one digit can be (UNSURE_WIDTH times the digits' median height):
+    two touching digits read as one confident digit (88 as an 8), so the number is marked uncertain."""
     if not digits:
         return False
     height = float(np.median([d.bottom - d.top for d in digits]))

@@ -1,6 +1,6 @@
-"""What ``predict``, ``export`` and ``benchmark.ab`` may write over, decided before any work: never an input, a
-checkpoint, a run folder's own files or a benchmark's reuse record (whatever the flags), another existing file only
-with ``--overwrite``. Paths are compared as files
+"""What ``predict``, ``export`` and ``benchmark.ab`` may write over, decided before any work: never an input,
+a checkpoint, a run folder's own files or a benchmark's reuse record (whatever the flags), another existing
+file only with ``--overwrite``. Paths are compared as files
 (``samefile``), so a link, a hard link or another spelling of the same file is the same file."""
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ def is_checkpoint(path: Path) -> bool:
 
 
 def run_folder_of(path: Path) -> Path | None:
-    """The run folder (``config.yaml`` beside ``checkpoints/`` or ``metrics.json``) that holds ``path``, directly
-    or in its ``checkpoints/``, else None."""
+    """The run folder (``config.yaml`` beside ``checkpoints/`` or ``metrics.json``) that holds ``path``,
+    directly or in its ``checkpoints/``, else None."""
     for folder in (path.resolve().parent, path.resolve().parent.parent):
-        if (folder / "config.yaml").is_file() and ((folder / "checkpoints").is_dir() or
-                                                   (folder / "metrics.json").is_file()):
+        if (folder / "config.yaml").is_file() and (
+            (folder / "checkpoints").is_dir() or (folder / "metrics.json").is_file()
+        ):
             return folder
     return None
 
@@ -48,8 +49,8 @@ def is_reuse_record(path: Path) -> bool:
 
 
 def owned(path: Path, inputs: Iterable[Path], checkpoint: Path | None) -> str | None:
-    """Why the existing file ``path`` is never written over (an input, a checkpoint, a file of a run folder or a
-    benchmark's reuse record), else None."""
+    """Why the existing file ``path`` is never written over (an input, a checkpoint, a file of a run folder or
+    a benchmark's reuse record), else None."""
     if not path.exists():
         return None
     if checkpoint is not None and same_file(path, checkpoint) or is_checkpoint(path):
@@ -63,7 +64,8 @@ def owned(path: Path, inputs: Iterable[Path], checkpoint: Path | None) -> str | 
 
 
 def file_in_the_way(path: Path) -> Path | None:
-    """The nearest existing folder above ``path`` when it is a file (so ``path`` cannot be made), else None."""
+    """The nearest existing folder above ``path`` when it is a file (so ``path`` cannot be made), else
+    None."""
     for parent in path.absolute().parents:
         if parent.exists():
             return None if parent.is_dir() else parent

@@ -1,6 +1,6 @@
-"""``predict --sheet FILE.png``: what the model saw, at a glance. One tile per input file: the file as given, the
-prepared 28x28 image the model read, the prediction and its confidence; an uncertain prediction is framed in
-orange and marked '?', a file that failed shows its reason in red."""
+"""``predict --sheet FILE.png``: what the model saw, at a glance. One tile per input file: the file as given,
+the prepared 28x28 image the model read, the prediction and its confidence; an uncertain prediction is framed
+in orange and marked '?', a file that failed shows its reason in red."""
 
 from __future__ import annotations
 
@@ -32,15 +32,18 @@ def _thumbnail(path: Path, boxes: list | None = None) -> Image.Image:
     img.thumbnail((THUMB, THUMB), Image.LANCZOS)
     draw = ImageDraw.Draw(img)
     for left, top, right, bottom in boxes or []:
-        draw.rectangle((left * img.width, top * img.height, right * img.width - 1, bottom * img.height - 1),
-                       outline=BOX_COLOUR)
+        draw.rectangle(
+            (left * img.width, top * img.height, right * img.width - 1, bottom * img.height - 1),
+            outline=BOX_COLOUR,
+        )
     tile = Image.new("RGB", (THUMB, THUMB), "white")
     tile.paste(img, ((THUMB - img.width) // 2, (THUMB - img.height) // 2))
     return tile
 
 
 def contact_sheet(rows: list, path: Path) -> None:
-    """Writes the sheet of ``rows`` (``predict.Prediction``s, with their ``prepared`` images) to ``path`` (PNG)."""
+    """Writes the sheet of ``rows`` (``predict.Prediction``s, with their ``prepared`` images) to ``path``
+    (PNG)."""
     font = ImageFont.load_default()
     tile_w, tile_h = 2 * THUMB + 3 * PAD, THUMB + TEXT_H + 2 * PAD
     n_rows = max(1, -(-len(rows) // COLUMNS))
@@ -54,7 +57,8 @@ def contact_sheet(rows: list, path: Path) -> None:
             h, w = row.prepared.shape
             scale = THUMB / max(h, w)
             seen = Image.fromarray(np.rint(row.prepared * 255).astype(np.uint8)).resize(
-                (max(1, round(w * scale)), max(1, round(h * scale))), Image.NEAREST)
+                (max(1, round(w * scale)), max(1, round(h * scale))), Image.NEAREST
+            )
             sheet.paste(seen.convert("RGB"), (x + 2 * PAD + THUMB, y + PAD + (THUMB - seen.height) // 2))
         name = Path(row.file).name
         name = name if len(name) <= 38 else name[:35] + "..."
@@ -66,9 +70,15 @@ def contact_sheet(rows: list, path: Path) -> None:
             draw.rectangle((x + 2, y + 2, x + tile_w - 3, y + tile_h - 3), outline=FAILED, width=2)
             continue
         mark = "?  uncertain" if row.uncertain else ""
-        label = row.label if len(row.label) <= 24 else row.label[:21] + "..."  # a long number stays in its tile
-        draw.text((x + PAD, text_y + 14), f"{label}  {row.confidence:.3f} {mark}",
-                  fill=UNCERTAIN if row.uncertain else "black", font=font)
+        label = (
+            row.label if len(row.label) <= 24 else row.label[:21] + "..."
+        )  # a long number stays in its tile
+        draw.text(
+            (x + PAD, text_y + 14),
+            f"{label}  {row.confidence:.3f} {mark}",
+            fill=UNCERTAIN if row.uncertain else "black",
+            font=font,
+        )
         label = "digits" if row.digits is not None else "top-3"
         draw.text((x + PAD, text_y + 28), f"{label} {row.top3_text()}"[:44], fill=(90, 90, 90), font=font)
         if row.uncertain:

@@ -8,7 +8,15 @@ from mnist_bench.models.schedulers import WarmupCosineLR
 from mnist_bench.models.vgg import VGG16, VGG16Classifier
 from mnist_bench.models.vit import ViT
 
-__all__ = ["CNN", "VGG16Classifier", "AlexNetClassifier", "ViT", "FasterRCNNClassifier", "MNISTClassifier",
-           "WarmupCosineLR"]
-# the names before the renames, which checkpoints and saved configs of that time hold (mnist_bench.models.AlexNet)
+__all__ = [
+    "CNN",
+    "VGG16Classifier",
+    "AlexNetClassifier",
+    "ViT",
+    "FasterRCNNClassifier",
+    "MNISTClassifier",
+    "WarmupCosineLR",
+]
+# the names before the renames, which checkpoints and saved configs of that time hold
+# (mnist_bench.models.AlexNet)
 RENAMED = {"AlexNet": AlexNet, "VGG16": VGG16, "FasterRCNN": FasterRCNN}

@@ -4,7 +4,8 @@ from mnist_bench.models.finetune import FinetunedClassifier
 
 
 class AlexNetClassifier(FinetunedClassifier):
-    """torchvision's AlexNet features (5 convs, 2.5M parameters) with a slim head; input resized to >= 63 px."""
+    """torchvision's AlexNet features (5 convs, 2.5M parameters) with a slim head; input resized to >= 63
+    px."""
 
     model_name = "alexnet"
     arch = "alexnet"

@@ -1,4 +1,5 @@
-"""The base LightningModule shared by every model, and the contract that predict, export and the run report use."""
+"""The base LightningModule shared by every model, and the contract that predict, export and the run report
+use."""
 
 from __future__ import annotations
 
@@ -43,17 +44,18 @@ def metric_collection(num_classes: int) -> MetricCollection:
 
 
 class MNISTClassifier(LightningModule):
-    """Base for every model: input adaptation, cross-entropy, per-stage accuracy and macro F1, test confusion matrix.
+    """Base for every model: input adaptation, cross-entropy, per-stage accuracy and macro F1, test confusion
+    matrix.
 
     A subclass sets ``model_name``, builds ``self.net`` (a plain ``nn.Module`` mapping the adapted batch to
-    ``self.num_classes`` logits) and overrides only these public hooks where it differs: ``step(batch, stage)``
-    (the batch's loss and predictions), ``epoch_metrics(stage)`` (its own per-epoch values), ``class_scores``
-    and ``attack_logits`` (predict, export, the robustness evaluation), ``extra_metrics`` (metrics.json),
-    ``parameter_groups`` (the optimizer's groups) and ``compile_target``. Everything with a leading underscore
-    is the base's own. ``dataset`` (statistics, class names, image size) comes from the DataModule through a
-    LightningCLI link and is saved with the model's hyperparameters; left out, it is MNIST's. ``compile`` runs
-    ``compile_target()`` through ``torch.compile`` (``compile_mode``) in every Trainer stage. The optimizer and
-    schedule are built in ``models/optimization.py``.
+    ``self.num_classes`` logits) and overrides only these public hooks where it differs: ``step(batch,
+    stage)`` (the batch's loss and predictions), ``epoch_metrics(stage)`` (its own per-epoch values),
+    ``class_scores`` and ``attack_logits`` (predict, export, the robustness evaluation), ``extra_metrics``
+    (metrics.json), ``parameter_groups`` (the optimizer's groups) and ``compile_target``. Everything with a
+    leading underscore is the base's own. ``dataset`` (statistics, class names, image size) comes from the
+    DataModule through a LightningCLI link and is saved with the model's hyperparameters; left out, it is
+    MNIST's. ``compile`` runs ``compile_target()`` through ``torch.compile`` (``compile_mode``) in every
+    Trainer stage. The optimizer and schedule are built in ``models/optimization.py``.
     """
 
     model_name: ClassVar[str] = "model"
@@ -94,8 +96,9 @@ class MNISTClassifier(LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         # nan_strategy="disable": a non-finite loss must show, not be averaged away
-        self.mean_loss = nn.ModuleDict({f"{stage}_loss": MeanMetric(nan_strategy="disable")
-                                        for stage in ("val", "test")})
+        self.mean_loss = nn.ModuleDict(
+            {f"{stage}_loss": MeanMetric(nan_strategy="disable") for stage in ("val", "test")}
+        )
         self.train_loss = TrainingLossWindow(CHECK_EVERY)
         self.test_confusion = MulticlassConfusionMatrix(num_classes=self.num_classes)
         self.stop_on_divergence = True  # the LR finder drives the loss up on purpose and turns this off
@@ -110,8 +113,8 @@ class MNISTClassifier(LightningModule):
             self.to(memory_format=torch.channels_last)
         target = self.compile_target()
         if self.compile_net and getattr(target, "_compiled_call_impl", None) is None:
-            # nn.Module.compile compiles in place: the parameters keep their names, so checkpoints load into an
-            # uncompiled model (predict, export) as they are. Compiling happens at the first batch.
+            # nn.Module.compile compiles in place: the parameters keep their names, so checkpoints load into
+            # an uncompiled model (predict, export) as they are. Compiling happens at the first batch.
             target.compile(mode=self.compile_mode)
 
     def compile_target(self) -> nn.Module:
@@ -124,7 +127,8 @@ class MNISTClassifier(LightningModule):
         """What metrics.json records: the torch.compile mode, or False."""
         return self.compile_mode if self.compile_net else False
 
-    # --- forward and steps -------------------------------------------------------------------------------------
+    # --- forward and steps
+    # -------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         x = self.adapt(x)
         if self.channels_last:
@@ -136,12 +140,13 @@ class MNISTClassifier(LightningModule):
         return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
 
     def step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
-        """One batch of ``stage`` ("train", "val" or "test"), the hook a model overrides to compute differently.
+        """One batch of ``stage`` ("train", "val" or "test"), the hook a model overrides to compute
+        differently.
 
-        Returns ``loss`` (the batch's mean: optimized in training, averaged into ``<stage>/loss``), ``preds`` (a
-        class per image, for accuracy, F1 and the confusion matrix; a model may leave it out in training) and, in
-        test, ``scores`` (N×classes, for the per-image record). Other keys reach the callbacks as they are. The base
-        updates the metrics from what it returns; no host sync happens here.
+        Returns ``loss`` (the batch's mean: optimized in training, averaged into ``<stage>/loss``), ``preds``
+        (a class per image, for accuracy, F1 and the confusion matrix; a model may leave it out in training)
+        and, in test, ``scores`` (N×classes, for the per-image record). Other keys reach the callbacks as they
+        are. The base updates the metrics from what it returns; no host sync happens here.
         """
         x, y = batch
         logits = self(x)
@@ -151,16 +156,17 @@ class MNISTClassifier(LightningModule):
         return out
 
     def epoch_metrics(self, stage: str) -> dict[str, Tensor | float]:
-        """A model's own values at the end of a ``stage`` epoch, named ``<stage>/<name>``: logged beside the loss,
-        accuracy and F1 and kept in the run's history. The model resets what it accumulated for them. None here."""
+        """A model's own values at the end of a ``stage`` epoch, named ``<stage>/<name>``: logged beside the
+        loss, accuracy and F1 and kept in the run's history. The model resets what it accumulated for them.
+        None here."""
         return {}
 
     def _stage_metrics(self, stage: str) -> MetricCollection:
         return getattr(self, f"{stage}_metrics")
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
-        # Metrics are only updated here and logged once per epoch (below): a self.log call per step costs about
-        # as much as this small CNN's optimizer step on a CPU.
+        # Metrics are only updated here and logged once per epoch (below): a self.log call per step costs
+        # about as much as this small CNN's optimizer step on a CPU.
         out = self.step(batch, stage)
         if "preds" in out:
             self._stage_metrics(stage).update(out["preds"], batch[1])
@@ -168,16 +174,18 @@ class MNISTClassifier(LightningModule):
         return out
 
     def _update_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
-        # Adds a batch's mean loss to the epoch mean, weighted by the batch size. For validation and test the loss
-        # is repeated once per image instead of passed as ``weight``: with nan_strategy="disable", torchmetrics
-        # 1.9 ignores weights.
+        # Adds a batch's mean loss to the epoch mean, weighted by the batch size. For validation and test the
+        # loss is repeated once per image instead of passed as ``weight``: with nan_strategy="disable",
+        # torchmetrics 1.9 ignores weights.
         if stage == "train":
             self.train_loss.add(loss, batch_size, self.global_step)
         else:
             self.mean_loss[f"{stage}_loss"].update(loss.detach().expand(batch_size))
 
     def _epoch_loss(self, stage: str) -> Tensor:
-        if stage == "train":  # the rank's own mean (ranks train on equal shares); sync_dist averages the ranks
+        if (
+            stage == "train"
+        ):  # the rank's own mean (ranks train on equal shares); sync_dist averages the ranks
             return self.train_loss.mean()
         return self.mean_loss[f"{stage}_loss"].compute()  # reduced over ranks by torchmetrics
 
@@ -190,7 +198,9 @@ class MNISTClassifier(LightningModule):
     def _log_epoch(self, stage: str) -> None:
         metrics = self._stage_metrics(stage)
         values = {f"{stage}/loss": self._epoch_loss(stage)}
-        if any(metric.update_called for metric in metrics.values()):  # a step that gave no preds (train) has none
+        if any(
+            metric.update_called for metric in metrics.values()
+        ):  # a step that gave no preds (train) has none
             values.update(metrics.compute())
         # torchmetrics has reduced the metrics over DDP ranks already (sync_dist averages equal numbers); the
         # training loss is averaged here. On one device sync_dist is a no-op.
@@ -204,8 +214,8 @@ class MNISTClassifier(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._total_steps is not None:
             checkpoint["mnist_bench_total_steps"] = int(self._total_steps)
-        # Config values arrive as jsonargparse's typed subclasses (PositiveInt, ...); stored as plain numbers, the
-        # checkpoint stays loadable with torch.load(weights_only=True).
+        # Config values arrive as jsonargparse's typed subclasses (PositiveInt, ...); stored as plain numbers,
+        # the checkpoint stays loadable with torch.load(weights_only=True).
         for key in ("hyper_parameters", "datamodule_hyper_parameters"):
             if key in checkpoint:
                 checkpoint[key] = plain_values(checkpoint[key])
@@ -217,8 +227,10 @@ class MNISTClassifier(LightningModule):
         if len(batch[1]) == 1 and self._needs_two_images():
             # e.g. --data.train_subset 129 at batch size 128: the epoch's last batch holds one image
             if not self._warned_single_image:
-                rank_zero_warn("a training batch of one image is skipped: BatchNorm1d layers need two or more "
-                               "(batch statistics); the rest of the epoch trains as usual")
+                rank_zero_warn(
+                    "a training batch of one image is skipped: BatchNorm1d layers need two or more "
+                    "(batch statistics); the rest of the epoch trains as usual"
+                )
                 self._warned_single_image = True
             self._skipped_batches += 1
             return None  # Lightning skips the step
@@ -234,8 +246,8 @@ class MNISTClassifier(LightningModule):
         return self._has_batchnorm_1d
 
     def check_finite(self) -> None:
-        """Stops the run at the first non-finite training loss (one host sync, every CHECK_EVERY steps). Under DDP
-        every rank learns of it, so that all stop together."""
+        """Stops the run at the first non-finite training loss (one host sync, every CHECK_EVERY steps). Under
+        DDP every rank learns of it, so that all stop together."""
         if not self.stop_on_divergence:
             self.train_loss.fold()
             return
@@ -247,7 +259,8 @@ class MNISTClassifier(LightningModule):
             if not str(self.trainer.precision).startswith(("32", "64")):
                 fix += " or use --trainer.precision=32-true"
             raise DivergenceError(
-                f"training loss became NaN or infinite at epoch {self.current_epoch}, step {step}: {fix}")
+                f"training loss became NaN or infinite at epoch {self.current_epoch}, step {step}: {fix}"
+            )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._step(batch, "val")
@@ -259,17 +272,21 @@ class MNISTClassifier(LightningModule):
 
     def on_fit_start(self) -> None:
         if getattr(self.trainer.datamodule, "batch_size", None) == 1 and self._needs_two_images():
-            raise ConfigError(f"data.batch_size 1: {type(self).__name__}'s BatchNorm1d layers cannot train on one "
-                              "image at a time (their batch statistics need two). Fix: data.batch_size 2 or more")
+            raise ConfigError(
+                f"data.batch_size 1: {type(self).__name__}'s BatchNorm1d layers cannot train on one "
+                "image at a time (their batch statistics need two). Fix: data.batch_size 2 or more"
+            )
 
     def on_train_epoch_start(self) -> None:
         self._trained_batches = self._skipped_batches = 0
 
     def on_train_epoch_end(self) -> None:
         if self._skipped_batches and not self._trained_batches:
-            raise ConfigError(f"no batch of epoch {self.current_epoch} trained: each held one image, and "
-                              f"{type(self).__name__}'s BatchNorm1d layers need two. Fix: data.batch_size (and the "
-                              "images per device) of 2 or more")
+            raise ConfigError(
+                f"no batch of epoch {self.current_epoch} trained: each held one image, and "
+                f"{type(self).__name__}'s BatchNorm1d layers need two. Fix: data.batch_size (and the "
+                "images per device) of 2 or more"
+            )
         self.check_finite()
         self._log_epoch("train")
 
@@ -279,7 +296,8 @@ class MNISTClassifier(LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
-    # --- the contract that predict, export and the run report rely on -----------------------------------------
+    # --- the contract that predict, export and the run report rely on
+    # -----------------------------------------
     onnx_kind: ClassVar[str] = "classifier"  # how export.py writes the model: "classifier" or "detector"
 
     @torch.no_grad()
@@ -289,8 +307,8 @@ class MNISTClassifier(LightningModule):
         return self(x).float().softmax(dim=1)
 
     def attack_logits(self, x: Tensor) -> Tensor:
-        """N×classes differentiable logits for a normalized batch, for gradient attacks (``evaluate.attacks``):
-        here the network's own logits, in float32."""
+        """N×classes differentiable logits for a normalized batch, for gradient attacks
+        (``evaluate.attacks``): here the network's own logits, in float32."""
         return self(x).float()
 
     def extra_metrics(self) -> dict[str, Any]:
@@ -304,7 +322,8 @@ class MNISTClassifier(LightningModule):
     def on_test_epoch_start(self) -> None:
         self.test_confusion.reset()
 
-    # --- optimization ------------------------------------------------------------------------------------------
+    # --- optimization
+    # ------------------------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]] | Any:
         """What the optimizer gets; models override this for per-group LRs or weight decay."""
         return self.parameters()
@@ -317,9 +336,12 @@ class MNISTClassifier(LightningModule):
         optimizer = self.build_optimizer()
         if self.scheduler is None:
             return optimizer
-        schedule, total_steps = build_schedule(self.scheduler, optimizer,
-                                               lambda: self.trainer.estimated_stepping_batches,
-                                               self._resumed_total_steps)
+        schedule, total_steps = build_schedule(
+            self.scheduler,
+            optimizer,
+            lambda: self.trainer.estimated_stepping_batches,
+            self._resumed_total_steps,
+        )
         self._total_steps = total_steps
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 

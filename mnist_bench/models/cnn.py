@@ -17,12 +17,25 @@ class CNN(MNISTClassifier):
     model_name = "cnn"
     bf16_on_cpu = True  # faster in bf16 than in fp32 where the CPU has native bf16 (docs/performance.md)
 
-    def __init__(self, channels: Sequence[PositiveInt] = (32, 64), hidden: PositiveInt = 128,
-                 dropout: ClosedUnitInterval = 0.3, **kwargs):
+    def __init__(
+        self,
+        channels: Sequence[PositiveInt] = (32, 64),
+        hidden: PositiveInt = 128,
+        dropout: ClosedUnitInterval = 0.3,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if self.image_size // 2 ** len(channels) < 1:
-            raise ConfigError(f"model.channels has {len(channels)} pooling stages, which halve {self.image_size} px "
-                              f"to nothing. Fix: at most {self.image_size.bit_length() - 1} stages at this image_size")
+            raise ConfigError(
+                f"model.channels has {len(channels)} pooling stages, which halve {self.image_size} px "
+                f"to nothing. Fix: at most {self.image_size.bit_length() - 1} stages at this image_size"
+            )
         self.save_hyperparameters(logger=False)
-        self.net = SmallCNN(in_chans=self.adapt.in_chans, image_size=self.image_size, channels=tuple(channels),
-                            hidden=hidden, dropout=dropout, num_classes=self.num_classes)
+        self.net = SmallCNN(
+            in_chans=self.adapt.in_chans,
+            image_size=self.image_size,
+            channels=tuple(channels),
+            hidden=hidden,
+            dropout=dropout,
+            num_classes=self.num_classes,
+        )

@@ -1,4 +1,5 @@
-"""Faster R-CNN as a classifier: it finds the box around the digit's (or garment's) ink and names its class."""
+"""Faster R-CNN as a classifier: it finds the box around the digit's (or garment's) ink and names its
+class."""
 
 from __future__ import annotations
 
@@ -26,13 +27,15 @@ from mnist_bench.models.components.detection import (
     label_to_digit,
 )
 
-# A pixel is ink when it is brighter than half a grey level (the normalization round trip leaves ~1e-7 on zeros).
+# A pixel is ink when it is brighter than half a grey level (the normalization round trip leaves ~1e-7 on
+# zeros).
 INK_THRESHOLD = 0.5 / 255
 
 
 @contextmanager
 def _training_mode(*modules: nn.Module) -> Iterator[None]:
-    """Puts the RPN and RoI heads (no batch norm or dropout in either) in training mode so they return losses."""
+    """Puts the RPN and RoI heads (no batch norm or dropout in either) in training mode so they return
+    losses."""
     before = [m.training for m in modules]
     for m in modules:
         m.training = True
@@ -45,7 +48,8 @@ def _training_mode(*modules: nn.Module) -> Iterator[None]:
 
 @dataclass
 class Detections:
-    """One batch's answer: the top detection per image as a digit, box and score, plus what the metrics need."""
+    """One batch's answer: the top detection per image as a digit, box and score, plus what the metrics
+    need."""
 
     digits: Tensor  # N, the predicted digit
     boxes: Tensor  # N×4, the box of that prediction (x1, y1, x2, y2, input pixels)
@@ -59,13 +63,14 @@ class Detections:
 class FasterRCNNClassifier(MNISTClassifier):
     """torchvision's Faster R-CNN on a small stride-2 backbone, trained on the box around each digit's ink.
 
-    * Targets: the tight box around the ink (pixels above half a grey level) of each (augmented) training image,
-      computed on the device; label = digit + 1, 0 being background (``components.detection.digit_to_label``).
+    * Targets: the tight box around the ink (pixels above half a grey level) of each (augmented) training
+      image, computed on the device; label = digit + 1, 0 being background
+      (``components.detection.digit_to_label``).
     * Classification: the digit of the highest-scoring detection. With no detection above ``score_threshold``
-      the fallback is the box classifier's best digit for the RPN's top proposal; ``*/fallback_rate`` reports how
-      often that happened.
-    * Losses: ``train/loss``, ``val/loss`` and ``test/loss`` are the detection loss, the sum of torchvision's four
-      (RPN objectness, RPN box regression, RoI classification, RoI box regression), not a cross-entropy.
+      the fallback is the box classifier's best digit for the RPN's top proposal; ``*/fallback_rate`` reports
+      how often that happened.
+    * Losses: ``train/loss``, ``val/loss`` and ``test/loss`` are the detection loss, the sum of torchvision's
+      four (RPN objectness, RPN box regression, RoI classification, RoI box regression), not a cross-entropy.
     * Localization: ``*/iou`` is the mean IoU of the chosen box with the ink box; ``test/map50`` is COCO-style
       mAP at IoU 0.5 (torchmetrics, pycocotools backend).
     """
@@ -92,25 +97,46 @@ class FasterRCNNClassifier(MNISTClassifier):
     ):
         if not 0.0 <= score_threshold <= 1.0:
             raise ConfigError(f"model.score_threshold must be in [0, 1], got {score_threshold}")
-        for key, value in (("roi_output_size", roi_output_size), ("rois_per_image", rois_per_image),
-                           ("rpn_proposals_train", rpn_proposals_train), ("rpn_proposals_test", rpn_proposals_test),
-                           ("detections_per_image", detections_per_image)):
+        for key, value in (
+            ("roi_output_size", roi_output_size),
+            ("rois_per_image", rois_per_image),
+            ("rpn_proposals_train", rpn_proposals_train),
+            ("rpn_proposals_test", rpn_proposals_test),
+            ("detections_per_image", detections_per_image),
+        ):
             if value < 1:
                 raise ConfigError(f"model.{key} must be at least 1, got {value}")
         super().__init__(**kwargs)
         self.save_hyperparameters(logger=False)
         self.detector = build_faster_rcnn(
-            num_classes=self.num_classes, mean=self.dataset.mean, std=self.dataset.std, in_chans=self.adapt.in_chans,
-            image_size=self.image_size, channels=channels, anchor_sizes=anchor_sizes, aspect_ratios=aspect_ratios,
-            roi_output_size=roi_output_size, representation_size=representation_size,
-            rpn_proposals_train=rpn_proposals_train, rpn_proposals_test=rpn_proposals_test,
-            rois_per_image=rois_per_image, detections_per_image=detections_per_image, score_threshold=score_threshold)
-        self.localization = nn.ModuleDict({f"{stage}_{name}": MeanMetric()
-                                           for stage in ("val", "test") for name in ("iou", "fallback_rate")})
+            num_classes=self.num_classes,
+            mean=self.dataset.mean,
+            std=self.dataset.std,
+            in_chans=self.adapt.in_chans,
+            image_size=self.image_size,
+            channels=channels,
+            anchor_sizes=anchor_sizes,
+            aspect_ratios=aspect_ratios,
+            roi_output_size=roi_output_size,
+            representation_size=representation_size,
+            rpn_proposals_train=rpn_proposals_train,
+            rpn_proposals_test=rpn_proposals_test,
+            rois_per_image=rois_per_image,
+            detections_per_image=detections_per_image,
+            score_threshold=score_threshold,
+        )
+        self.localization = nn.ModuleDict(
+            {
+                f"{stage}_{name}": MeanMetric()
+                for stage in ("val", "test")
+                for name in ("iou", "fallback_rate")
+            }
+        )
         self.map50 = MeanAveragePrecision(iou_thresholds=[0.5], backend="pycocotools")
         self.final: dict[str, float | None] = {}
 
-    # --- detection -----------------------------------------------------------------------------------------------
+    # --- detection
+    # -----------------------------------------------------------------------------------------------
     def images(self, x: Tensor) -> Tensor:
         """The detector's images: the DataModule's normalized batch back to [0, 1] pixels (its transform
         normalizes them again with the same mean and std, set explicitly for one channel)."""
@@ -152,13 +178,15 @@ class FasterRCNNClassifier(MNISTClassifier):
         missed = fallback.nonzero().flatten().tolist()
         fallback_probs = torch.zeros(len(missed), self.num_classes, device=x.device)
         if missed:
-            fallback_probs, boxes[missed] = self._fallback(features, proposals, images.image_sizes,
-                                                           original_sizes, missed)
+            fallback_probs, boxes[missed] = self._fallback(
+                features, proposals, images.image_sizes, original_sizes, missed
+            )
             digits[missed] = fallback_probs.argmax(dim=1)
         return Detections(digits, boxes, scores, fallback, fallback_probs, found, losses)
 
-    def _losses(self, images: ImageList, features: dict[str, Tensor],
-                targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    def _losses(
+        self, images: ImageList, features: dict[str, Tensor], targets: list[dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
         """The four detection losses, from the RPN and RoI heads in training mode."""
         det = self.detector
         with _training_mode(det.rpn, det.roi_heads):
@@ -166,20 +194,30 @@ class FasterRCNNClassifier(MNISTClassifier):
             _, roi_losses = det.roi_heads(features, proposals, images.image_sizes, targets)
         return {**rpn_losses, **roi_losses}
 
-    def _fallback(self, features: dict[str, Tensor], proposals: list[Tensor], image_sizes: list[tuple[int, int]],
-                  original_sizes: list[tuple[int, int]], index: list[int]) -> tuple[Tensor, Tensor]:
-        """For images with no detection: the box classifier's digit probabilities (background excluded) for the
-        RPN's top proposal, or for the whole image when the RPN kept none, and that box."""
+    def _fallback(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        original_sizes: list[tuple[int, int]],
+        index: list[int],
+    ) -> tuple[Tensor, Tensor]:
+        """For images with no detection: the box classifier's digit probabilities (background excluded) for
+        the RPN's top proposal, or for the whole image when the RPN kept none, and that box."""
         top = self._top_boxes(proposals, image_sizes, index)
-        class_logits = self._box_logits({k: v[index] for k, v in features.items()}, top,
-                                        [image_sizes[i] for i in index])
+        class_logits = self._box_logits(
+            {k: v[index] for k, v in features.items()}, top, [image_sizes[i] for i in index]
+        )
         probs = class_logits.softmax(dim=1)
-        boxes = torch.cat([resize_boxes(b, image_sizes[i], original_sizes[i]) for b, i in zip(top, index,
-                                                                                              strict=True)])
+        boxes = torch.cat(
+            [resize_boxes(b, image_sizes[i], original_sizes[i]) for b, i in zip(top, index, strict=True)]
+        )
         return probs, boxes
 
     @staticmethod
-    def _top_boxes(proposals: list[Tensor], image_sizes: list[tuple[int, int]], index: list[int]) -> list[Tensor]:
+    def _top_boxes(
+        proposals: list[Tensor], image_sizes: list[tuple[int, int]], index: list[int]
+    ) -> list[Tensor]:
         """The RPN's top proposal of each image in ``index``, or the whole image where it kept none."""
         top = []
         for i in index:
@@ -188,25 +226,32 @@ class FasterRCNNClassifier(MNISTClassifier):
             top.append(proposals[i][:1] if len(proposals[i]) else whole)
         return top
 
-    def _box_logits(self, features: dict[str, Tensor], boxes: list[Tensor],
-                    image_sizes: list[tuple[int, int]]) -> Tensor:
+    def _box_logits(
+        self, features: dict[str, Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]]
+    ) -> Tensor:
         """The box classifier's digit logits (background dropped) for one box per image."""
         heads = self.detector.roi_heads
-        class_logits, _ = heads.box_predictor(heads.box_head(heads.box_roi_pool(features, boxes, image_sizes)))
+        class_logits, _ = heads.box_predictor(
+            heads.box_head(heads.box_roi_pool(features, boxes, image_sizes))
+        )
         return class_logits[:, LABEL_OFFSET:].float()
 
     def attack_logits(self, x: Tensor) -> Tensor:
-        """For gradient attacks: the box classifier's digit logits on the RPN's top proposal (the fallback path),
-        differentiable in the pixels; the choice of box is not (the detections' threshold, NMS and top-1 have no
-        gradient at all)."""
+        """For gradient attacks: the box classifier's digit logits on the RPN's top proposal (the fallback
+        path), differentiable in the pixels; the choice of box is not (the detections' threshold, NMS and
+        top-1 have no gradient at all)."""
         det = self.detector
-        pixels = (x * self.dataset.std + self.dataset.mean).expand(-1, self.adapt.in_chans, -1, -1)  # no clamp:
+        pixels = (x * self.dataset.std + self.dataset.mean).expand(
+            -1, self.adapt.in_chans, -1, -1
+        )  # no clamp:
         images, _ = det.transform(pixels)  # its gradient is 0 at a background pixel that rounds below 0
         features = {"0": det.backbone(images.tensors)}
         with torch.no_grad():
             proposals, _ = det.rpn(images, features)
         index = list(range(len(x)))
-        return self._box_logits(features, self._top_boxes(proposals, images.image_sizes, index), images.image_sizes)
+        return self._box_logits(
+            features, self._top_boxes(proposals, images.image_sizes, index), images.image_sizes
+        )
 
     def forward(self, x: Tensor) -> Detections:
         return self.detect(x)
@@ -215,10 +260,11 @@ class FasterRCNNClassifier(MNISTClassifier):
         """The backbone: proposals and detections change shape from batch to batch."""
         return self.detector.backbone
 
-    # --- steps ---------------------------------------------------------------------------------------------------
+    # --- steps
+    # ---------------------------------------------------------------------------------------------------
     def step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
-        """The detection loss; outside training also the digits, the chosen and the true boxes (and at test the
-        class scores), with the localization metrics updated."""
+        """The detection loss; outside training also the digits, the chosen and the true boxes (and at test
+        the class scores), with the localization metrics updated."""
         x, y = batch
         targets = self.targets(x, y)
         if stage == "train":
@@ -229,7 +275,12 @@ class FasterRCNNClassifier(MNISTClassifier):
         truth = torch.cat([t["boxes"] for t in targets])
         self.localization[f"{stage}_iou"].update(box_iou_pairs(out.boxes, truth))
         self.localization[f"{stage}_fallback_rate"].update(out.fallback.float())
-        result = {"loss": sum(out.losses.values()), "preds": out.digits, "boxes": out.boxes, "true_boxes": truth}
+        result = {
+            "loss": sum(out.losses.values()),
+            "preds": out.digits,
+            "boxes": out.boxes,
+            "true_boxes": truth,
+        }
         if stage == "test":
             self.map50.update(out.all, targets)
             result["scores"] = self._scores(out)
@@ -239,8 +290,10 @@ class FasterRCNNClassifier(MNISTClassifier):
         """``*/iou`` and ``*/fallback_rate`` after validation and test, and ``test/map50``."""
         if stage == "train":
             return {}
-        values = {f"{stage}/{name}": self.localization[f"{stage}_{name}"].compute()
-                  for name in ("iou", "fallback_rate")}
+        values = {
+            f"{stage}/{name}": self.localization[f"{stage}_{name}"].compute()
+            for name in ("iou", "fallback_rate")
+        }
         if stage == "test":
             values["test/map50"] = self.map50.compute()["map_50"]
             self.map50.reset()
@@ -252,8 +305,11 @@ class FasterRCNNClassifier(MNISTClassifier):
 
     def extra_metrics(self) -> dict[str, Any]:
         """Added to metrics.json by the run report."""
-        return {"test/iou": self.final.get("test/iou"), "test/map50": self.final.get("test/map50"),
-                "test/fallback_rate": self.final.get("test/fallback_rate")}
+        return {
+            "test/iou": self.final.get("test/iou"),
+            "test/map50": self.final.get("test/map50"),
+            "test/fallback_rate": self.final.get("test/fallback_rate"),
+        }
 
     @torch.no_grad()
     def class_scores(self, x: Tensor) -> Tensor:

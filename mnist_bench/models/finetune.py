@@ -1,4 +1,5 @@
-"""Shared base of the ImageNet-backbone models (VGG16, AlexNet): weights, backbone LR, freeze-then-unfreeze."""
+"""Shared base of the ImageNet-backbone models (VGG16, AlexNet): weights, backbone LR,
+freeze-then-unfreeze."""
 
 from __future__ import annotations
 
@@ -35,10 +36,10 @@ class FreezeThenUnfreeze(BaseFinetuning):
 class FinetunedClassifier(MNISTClassifier):
     """A torchvision ImageNet architecture adapted to the dataset: 1 channel, its classes.
 
-    ``weights``: ``imagenet`` (must load, else a clear error), ``auto`` (ImageNet if the file is there, else random
-    init with a loud warning), ``none``, or a path to a local ``.pth``. Whether weights were loaded is recorded as
-    ``pretrained`` in metrics.json. ``backbone_lr_scale`` multiplies the LR of the pretrained features (the new head
-    gets the full LR); it applies only when weights were loaded.
+    ``weights``: ``imagenet`` (must load, else a clear error), ``auto`` (ImageNet if the file is there, else
+    random init with a loud warning), ``none``, or a path to a local ``.pth``. Whether weights were loaded is
+    recorded as ``pretrained`` in metrics.json. ``backbone_lr_scale`` multiplies the LR of the pretrained
+    features (the new head gets the full LR); it applies only when weights were loaded.
 
     Plain VGG and AlexNet have no batch norm, so they need a gentler LR (and a warmup) than BN networks.
     """
@@ -46,13 +47,22 @@ class FinetunedClassifier(MNISTClassifier):
     arch: ClassVar[str]
     bf16_on_cpu = True  # both faster in bf16 where the CPU has native bf16 (results/vgg16_avx2_probe/)
 
-    def __init__(self, weights: str = "auto", image_size: PositiveInt | None = None, hidden: PositiveInt = 256,
-                 dropout: ClosedUnitInterval = 0.5, backbone_lr_scale: float = 0.1,
-                 freeze_backbone_epochs: NonNegativeInt = 0, **kwargs: Any):
+    def __init__(
+        self,
+        weights: str = "auto",
+        image_size: PositiveInt | None = None,
+        hidden: PositiveInt = 256,
+        dropout: ClosedUnitInterval = 0.5,
+        backbone_lr_scale: float = 0.1,
+        freeze_backbone_epochs: NonNegativeInt = 0,
+        **kwargs: Any,
+    ):
         min_size = ARCHS[self.arch][2]
         image_size = image_size or min_size  # left out: the smallest input the architecture takes
         if image_size < min_size:
-            raise ConfigError(f"model.image_size={image_size} is too small for {self.arch}: it needs >= {min_size} px")
+            raise ConfigError(
+                f"model.image_size={image_size} is too small for {self.arch}: it needs >= {min_size} px"
+            )
         if not 0.0 < backbone_lr_scale <= 1.0:
             raise ConfigError(f"model.backbone_lr_scale must be in (0, 1], got {backbone_lr_scale}")
         if freeze_backbone_epochs < 0:
@@ -63,8 +73,14 @@ class FinetunedClassifier(MNISTClassifier):
         self.pretrained = state_dict is not None
         self.backbone_lr_scale = backbone_lr_scale if self.pretrained else 1.0
         self.freeze_backbone_epochs = freeze_backbone_epochs
-        self.net = TorchvisionBackbone(self.arch, state_dict=state_dict, in_chans=self.adapt.in_chans,
-                                       hidden=hidden, dropout=dropout, num_classes=self.num_classes)
+        self.net = TorchvisionBackbone(
+            self.arch,
+            state_dict=state_dict,
+            in_chans=self.adapt.in_chans,
+            hidden=hidden,
+            dropout=dropout,
+            num_classes=self.num_classes,
+        )
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         base_lr = class_and_kwargs(self.optimizer)[1].get("lr")

@@ -1,5 +1,5 @@
-"""What a model's config arguments arrive as (jsonargparse's factories and typed values), and the checks on them
-that must fail when the model is built, not at the first step."""
+"""What a model's config arguments arrive as (jsonargparse's factories and typed values), and the checks on
+them that must fail when the model is built, not at the first step."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from mnist_bench.errors import ConfigError
 
 
 def class_and_kwargs(factory: Any) -> tuple[type | None, dict[str, Any]]:
-    """The class that a config's ``class_path`` factory (a ``functools.partial``) builds, and the arguments it has."""
+    """The class that a config's ``class_path`` factory (a ``functools.partial``) builds, and the arguments it
+    has."""
     if inspect.isclass(factory):
         return factory, {}
     if isinstance(factory, functools.partial):
@@ -23,7 +24,8 @@ def class_and_kwargs(factory: Any) -> tuple[type | None, dict[str, Any]]:
 
 
 def plain_values(value: Any) -> Any:
-    """``value`` with subclasses of bool, int, float and str (jsonargparse's typed values) made plain, recursively."""
+    """``value`` with subclasses of bool, int, float and str (jsonargparse's typed values) made plain,
+    recursively."""
     if isinstance(value, dict):
         return {plain_values(k): plain_values(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -43,5 +45,10 @@ def check_learning_rates(optimizer: Any, scheduler: Any) -> None:
             value = kwargs.get(key)
             if value is None or isinstance(value, Tensor):
                 continue
-            if not isinstance(value, (int, float)) or value != value or value < 0 or (value == 0 and key != "eta_min"):
+            if (
+                not isinstance(value, (int, float))
+                or value != value
+                or value < 0
+                or (value == 0 and key != "eta_min")
+            ):
                 raise ConfigError(f"model.{where}.init_args.{key} must be a positive number, got {value!r}")

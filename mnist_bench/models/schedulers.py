@@ -9,13 +9,19 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 class WarmupCosineLR(LambdaLR):
-    """Linear warmup over ``warmup_pct`` of ``total_steps``, then cosine decay to ``min_lr_ratio`` × the base LR.
+    """Linear warmup over ``warmup_pct`` of ``total_steps``, then cosine decay to ``min_lr_ratio`` × the base
+    LR.
 
     ``total_steps`` is filled in by :class:`~mnist_bench.models.base.MNISTClassifier` from the trainer.
     """
 
-    def __init__(self, optimizer: Optimizer, total_steps: int | None = None, warmup_pct: float = 0.05,
-                 min_lr_ratio: float = 0.0):
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        total_steps: int | None = None,
+        warmup_pct: float = 0.05,
+        min_lr_ratio: float = 0.0,
+    ):
         if total_steps is None or total_steps < 1:
             raise ValueError(f"total_steps must be >= 1, got {total_steps}")
         if not 0.0 <= warmup_pct < 1.0:

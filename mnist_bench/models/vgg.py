@@ -4,7 +4,8 @@ from mnist_bench.models.finetune import FinetunedClassifier
 
 
 class VGG16Classifier(FinetunedClassifier):
-    """torchvision's VGG16 features (13 convs, 14.7M parameters) with a slim head; input resized to >= 32 px."""
+    """torchvision's VGG16 features (13 convs, 14.7M parameters) with a slim head; input resized to >= 32
+    px."""
 
     model_name = "vgg16"
     arch = "vgg16"

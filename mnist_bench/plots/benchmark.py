@@ -28,12 +28,24 @@ def curves_figure(rows: list[dict[str, Any]]):
             label = f"{row['model']} {stage}"
             ax_loss.plot(epochs, loss, style, color=colour, marker="o", ms=3, label=label)
             if any(a is not None for a in acc):  # the detector has no train accuracy
-                ax_acc.plot(epochs, [100 * a if a is not None else None for a in acc], style, color=colour,
-                            marker="o", ms=3, label=label)
+                ax_acc.plot(
+                    epochs,
+                    [100 * a if a is not None else None for a in acc],
+                    style,
+                    color=colour,
+                    marker="o",
+                    ms=3,
+                    label=label,
+                )
     ax_loss.set_yscale("log")
-    detection = sorted({r["model"] for r in rows if (r.get("loss_kind") or "cross-entropy") != "cross-entropy"})
-    ax_loss.set_title("loss per epoch (log scale)" + (f"\n{', '.join(detection)}: detection loss, the others "
-                                                      "cross-entropy" if detection else ""), fontsize=10)
+    detection = sorted(
+        {r["model"] for r in rows if (r.get("loss_kind") or "cross-entropy") != "cross-entropy"}
+    )
+    ax_loss.set_title(
+        "loss per epoch (log scale)"
+        + (f"\n{', '.join(detection)}: detection loss, the others cross-entropy" if detection else ""),
+        fontsize=10,
+    )
     ax_acc.set_title("accuracy per epoch (%)")
     ax_acc.set_ylim(top=100)
     lows = [100 * h[k] for r in rows for h in r.get("history") or [] for k in ("val/acc",) if h.get(k)]
@@ -72,7 +84,9 @@ def tradeoff_figure(summary: list[dict[str, Any]], subtitle: str = ""):
     return fig
 
 
-def write_plots(rows: list[dict[str, Any]], summary: list[dict[str, Any]], out: Path, subtitle: str = "") -> list[Path]:
+def write_plots(
+    rows: list[dict[str, Any]], summary: list[dict[str, Any]], out: Path, subtitle: str = ""
+) -> list[Path]:
     first_ok = {}
     for row in rows:
         if row.get("status") == "ok":
@@ -81,7 +95,8 @@ def write_plots(rows: list[dict[str, Any]], summary: list[dict[str, Any]], out: 
         save_figure(curves_figure(list(first_ok.values())), out / "training_curves.png"),
         save_figure(tradeoff_figure(summary, subtitle), out / "accuracy_vs_time.png"),
     ]
-    # each model's confusion matrix and misclassified digits (and the detector's boxes), drawn by its run (first seed)
+    # each model's confusion matrix and misclassified digits (and the detector's boxes), drawn by its run
+    # (first seed)
     for model, row in first_ok.items():
         if not row.get("run_dir"):
             continue
@@ -123,8 +138,16 @@ def paired_tests_figure(comparison: dict[str, Any]):
         for c in range(k):
             if text[r][c]:
                 dark = abs(diff[r, c]) > 0.6 * limit  # white on the darkest cells
-                ax.text(c, r, text[r][c], ha="center", va="center", fontsize=8, color="white" if dark else "black",
-                        fontweight="bold" if significant[r, c] else "normal")
+                ax.text(
+                    c,
+                    r,
+                    text[r][c],
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if dark else "black",
+                    fontweight="bold" if significant[r, c] else "normal",
+                )
             if significant[r, c]:
                 ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, lw=2, ec="black"))
     ax.set_xticks(range(k), models, rotation=30, ha="right")

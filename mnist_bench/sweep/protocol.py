@@ -1,6 +1,7 @@
-"""What a sweep's worker and the trial it starts agree on: the ``MNIST_BENCH_TRIAL`` environment variable (JSON:
-storage URL, study name, trial id, monitored metric, the pruner's name and arguments), the exit code of a pruned
-run, and that a trial ends with its worker. The worker's side is :mod:`mnist_bench.sweep.study`; the trial's is
+"""What a sweep's worker and the trial it starts agree on: the ``MNIST_BENCH_TRIAL`` environment variable
+(JSON: storage URL, study name, trial id, monitored metric, the pruner's name and arguments), the exit code of
+a pruned run, and that a trial ends with its worker. The worker's side is :mod:`mnist_bench.sweep.study`; the
+trial's is
 :class:`mnist_bench.callbacks.pruning.TrialPruning`, which ``mnist-bench fit`` adds when the variable is set.
 """
 
@@ -18,15 +19,18 @@ PRUNED_EXIT = 3
 TRIAL_KEYS = ("storage", "study", "trial_id", "monitor", "pruner")
 
 
-def trial_environment(storage: str, study: str, trial_id: int, monitor: str, pruner: dict[str, Any]) -> dict[str, str]:
+def trial_environment(
+    storage: str, study: str, trial_id: int, monitor: str, pruner: dict[str, Any]
+) -> dict[str, str]:
     """The variable a worker sets for the run of one trial."""
     spec = {"storage": storage, "study": study, "trial_id": trial_id, "monitor": monitor, "pruner": pruner}
     return {TRIAL_VARIABLE: json.dumps(spec)}
 
 
 def die_with_worker() -> None:
-    """A trial's run ends with the sweep worker that started it (Linux: the kernel sends SIGKILL when the worker
-    goes), so that a killed sweep leaves no run training alone. Called first thing in a trial's process."""
+    """A trial's run ends with the sweep worker that started it (Linux: the kernel sends SIGKILL when the
+    worker goes), so that a killed sweep leaves no run training alone. Called first thing in a trial's
+    process."""
     if not os.environ.get(TRIAL_VARIABLE) or not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -49,14 +53,16 @@ def trial_from_environment() -> dict[str, Any] | None:
         spec = json.loads(text)
         return {key: spec[key] for key in TRIAL_KEYS}
     except (ValueError, KeyError, TypeError):
-        raise UserFacingError(f"{TRIAL_VARIABLE} is set but is not a sweep's trial ({text[:80]!r}). Fix: unset it; "
-                              "mnist-bench sweep sets it for the runs it starts") from None
+        raise UserFacingError(
+            f"{TRIAL_VARIABLE} is set but is not a sweep's trial ({text[:80]!r}). Fix: unset it; "
+            "mnist-bench sweep sets it for the runs it starts"
+        ) from None
 
 
 def open_trial(storage: str, study: str, trial_id: int, pruner: dict[str, Any]) -> Any:
-    """The worker's trial, opened in the run's process: the study with the worker's pruner built again (Optuna keeps
-    samplers and pruners out of the storage), and its storage opened as the worker opens it (SQLite waits for a lock
-    as long)."""
+    """The worker's trial, opened in the run's process: the study with the worker's pruner built again (Optuna
+    keeps samplers and pruners out of the storage), and its storage opened as the worker opens it (SQLite
+    waits for a lock as long)."""
     import optuna
 
     from mnist_bench.sweep.optuna_parts import make_pruner, make_storage

@@ -1,4 +1,5 @@
-"""A sweep's search space: a YAML of config keys, each a range or a list, applied to a run as LightningCLI overrides.
+"""A sweep's search space: a YAML of config keys, each a range or a list, applied to a run as LightningCLI
+overrides.
 
 ```yaml
 objective: val/acc          # a metric of the run's last epoch (history), or test/acc, ... from metrics.json
@@ -11,9 +12,10 @@ params:
   data.batch_size: {low: 64, high: 256, step: 64}                                       # int
 ```
 
-Any config key ``mnist-bench fit`` accepts can be searched; a trial is an ordinary run with these overrides. A space
-is data, like a config: its keys are config keys only (never ``--config``, ``--allow-imports`` or another option), and
-no value may name code outside what the sweep's own command line allows (see :func:`check_value`).
+Any config key ``mnist-bench fit`` accepts can be searched; a trial is an ordinary run with these overrides. A
+space is data, like a config: its keys are config keys only (never ``--config``, ``--allow-imports`` or
+another option), and no value may name code outside what the sweep's own command line allows (see
+:func:`check_value`).
 """
 
 from __future__ import annotations
@@ -33,21 +35,45 @@ from mnist_bench.errors import ConfigError
 DIRECTIONS = ("maximize", "minimize")
 # the sections of a fit config a space may set; options of the command (config, allow-imports, print_config,
 # ckpt_path, ...) are not config values
-CONFIG_SECTIONS = ("model", "data", "trainer", "optimizer", "lr_scheduler", "seed_everything", "test_weights",
-                   "best_monitor")
+CONFIG_SECTIONS = (
+    "model",
+    "data",
+    "trainer",
+    "optimizer",
+    "lr_scheduler",
+    "seed_everything",
+    "test_weights",
+    "best_monitor",
+)
 KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 DOTTED = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\s*$")
 CONFIG_FILE = re.compile(r"\.(ya?ml|json|jsonnet)\s*$", re.IGNORECASE)
 # keys that decide where a run writes: a trial writes only into its own run folder, which the sweep decides
-WRITES_TO = frozenset({"default_root_dir", "dirpath", "filename", "save_dir", "root_dir", "log_dir", "logdir",
-                       "ckpt_path", "weights_save_path", "output", "path", "tracking_uri", "save_path"})
+WRITES_TO = frozenset(
+    {
+        "default_root_dir",
+        "dirpath",
+        "filename",
+        "save_dir",
+        "root_dir",
+        "log_dir",
+        "logdir",
+        "ckpt_path",
+        "weights_save_path",
+        "output",
+        "path",
+        "tracking_uri",
+        "save_path",
+    }
+)
 PLAIN = (str, int, float, bool, type(None))
 MAX_VALUE_CHARS = 10_000  # a longer value is no hyperparameter (and past the command line's limit)
 
 
 @dataclass(frozen=True)
 class Param:
-    """One searched config key: a float or int range (``log`` for log-uniform, ``step`` for a grid), or choices."""
+    """One searched config key: a float or int range (``log`` for log-uniform, ``step`` for a grid), or
+    choices."""
 
     key: str
     kind: str  # "float", "int" or "categorical"
@@ -61,7 +87,9 @@ class Param:
         if self.kind == "categorical":
             return trial.suggest_categorical(self.key, list(self.choices))
         if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+            return trial.suggest_int(
+                self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
         return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
 
 
@@ -86,11 +114,15 @@ class SearchSpace:
                 grid[p.key] = list(p.choices)
             elif p.step is not None:
                 count = int(math.floor((p.high - p.low) / p.step + 1e-9)) + 1  # never past high
-                grid[p.key] = [float(p.low + i * p.step) if p.kind == "float" else int(p.low + i * p.step)
-                               for i in range(count)]
+                grid[p.key] = [
+                    float(p.low + i * p.step) if p.kind == "float" else int(p.low + i * p.step)
+                    for i in range(count)
+                ]
             else:
-                raise ConfigError(f"{self.source}: the grid sampler needs choices or a step for {p.key}. Fix: give "
-                                  "it choices: [...] or a step")
+                raise ConfigError(
+                    f"{self.source}: the grid sampler needs choices or a step for {p.key}. Fix: give "
+                    "it choices: [...] or a step"
+                )
         return grid
 
 
@@ -104,26 +136,32 @@ def check_key(key: str, source: str) -> None:
     """A space key is a config key (``model.init_args.dropout``), never an option of the command."""
     where = f"{source}: params.{key}"
     if key.lstrip("-").split(".")[0] not in CONFIG_SECTIONS:
-        raise ConfigError(f"{where}: a space searches config keys only, not the command's options such as "
-                          f"--config or --allow-imports. Fix: a key under {', '.join(CONFIG_SECTIONS[:3])}, ...")
+        raise ConfigError(
+            f"{where}: a space searches config keys only, not the command's options such as "
+            f"--config or --allow-imports. Fix: a key under {', '.join(CONFIG_SECTIONS[:3])}, ..."
+        )
     if not KEY.match(key):
-        raise ConfigError(f"{where}: not a config key (dotted names only, no '-' or '='). Fix: a key such as "
-                          "model.init_args.dropout")
+        raise ConfigError(
+            f"{where}: not a config key (dotted names only, no '-' or '='). Fix: a key such as "
+            "model.init_args.dropout"
+        )
     writes = next((part for part in key.split(".") if part in WRITES_TO), None)
     if writes:
         raise ConfigError(_writes_message(where, writes))
 
 
 def _writes_message(where: str, name: str) -> str:
-    return (f"{where}: {name!r} decides where files are written, and a trial writes only into its own run folder. "
-            "Fix: drop it from the space")
+    return (
+        f"{where}: {name!r} decides where files are written, and a trial writes only into its own run folder."
+        " Fix: drop it from the space"
+    )
 
 
 def check_value(value: Any, where: str, allowed: tuple[str, ...] = (), section: bool = False) -> None:
-    """A space value, however nested, names no code outside the import allowlist and ``allowed`` (the sweep's own
-    --allow-imports), no other config file and no option. A string is read as the YAML the trial's parser reads.
-    ``section``: the value of a whole section (``trainer``, ``model``, ...), where a string with a path in it is a
-    config file to the trial's parser, whatever its name."""
+    """A space value, however nested, names no code outside the import allowlist and ``allowed`` (the sweep's
+    own --allow-imports), no other config file and no option. A string is read as the YAML the trial's parser
+    reads. ``section``: the value of a whole section (``trainer``, ``model``, ...), where a string with a path
+    in it is a config file to the trial's parser, whatever its name."""
     if isinstance(value, dict):
         for key, item in value.items():
             check_value(item, where, allowed)
@@ -137,23 +175,31 @@ def check_value(value: Any, where: str, allowed: tuple[str, ...] = (), section: 
             check_value(item, where, allowed)
         return
     if not isinstance(value, PLAIN):
-        raise ConfigError(f"{where}: {str(value)[:60]!r} is not a plain value ({type(value).__name__}). Fix: a "
-                          "number, a string, true/false, or a list or mapping of those")
+        raise ConfigError(
+            f"{where}: {str(value)[:60]!r} is not a plain value ({type(value).__name__}). Fix: a "
+            "number, a string, true/false, or a list or mapping of those"
+        )
     if not isinstance(value, str):
         return
     if len(value) > MAX_VALUE_CHARS:
-        raise ConfigError(f"{where}: a value {len(value):,} characters long. Fix: at most {MAX_VALUE_CHARS:,}")
+        raise ConfigError(
+            f"{where}: a value {len(value):,} characters long. Fix: at most {MAX_VALUE_CHARS:,}"
+        )
     text = value.strip()
     if text.startswith("-") and not _number_text(text):
         raise ConfigError(f"{where}: the value {value!r} reads as a command-line option. Fix: a config value")
     if CONFIG_FILE.search(text) or _names_file(text) or (section and ("/" in text or "\\" in text)):
-        raise ConfigError(f"{where}: the value {value!r} names a config file, which the trial would read. Fix: "
-                          "give the values themselves")
+        raise ConfigError(
+            f"{where}: the value {value!r} names a config file, which the trial would read. Fix: "
+            "give the values themselves"
+        )
     if DOTTED.match(text):  # an import path (a class_path, or a class given by name): the allowlist decides
         if not any(within(text, package) for package in (*IMPORT_ALLOWLIST, *allowed)):
-            raise ConfigError(f"{where}: the value {value!r} names code outside mnist_bench, torch.optim and "
-                              "Lightning's trainer classes. Fix: if it is your own package, allow it on the sweep's "
-                              f"command line: --allow-imports {text.split('.')[0]}")
+            raise ConfigError(
+                f"{where}: the value {value!r} names code outside mnist_bench, torch.optim and "
+                "Lightning's trainer classes. Fix: if it is your own package, allow it on the sweep's "
+                f"command line: --allow-imports {text.split('.')[0]}"
+            )
         return
     if text != value or any(mark in text for mark in ("[", "{", ":", "\n")):
         try:
@@ -183,10 +229,14 @@ def parse_param(key: str, spec: Any, source: str, allowed: tuple[str, ...] = ())
     where = f"{source}: params.{key}"
     check_key(key, source)
     if not isinstance(spec, dict):
-        raise ConfigError(f"{where} must be a mapping ({{low: ..., high: ...}} or {{choices: [...]}}), got {spec!r}")
+        raise ConfigError(
+            f"{where} must be a mapping ({{low: ..., high: ...}} or {{choices: [...]}}), got {spec!r}"
+        )
     unknown = set(spec) - {"type", "low", "high", "log", "step", "choices"}
     if unknown:
-        raise ConfigError(f"{where}: unknown entries {sorted(unknown)}. Fix: low, high, log, step, choices, type")
+        raise ConfigError(
+            f"{where}: unknown entries {sorted(unknown)}. Fix: low, high, log, step, choices, type"
+        )
     kind = spec.get("type")
     if "choices" in spec or kind == "categorical":
         choices = spec.get("choices")
@@ -214,27 +264,37 @@ def parse_param(key: str, spec: Any, source: str, allowed: tuple[str, ...] = ())
 
 
 def load_space(path: str | Path, allowed: tuple[str, ...] | list[str] = ()) -> SearchSpace:
-    """Reads and checks a search-space YAML; every mistake is one line that names the file and the key. ``allowed``:
-    the packages the sweep's own command line allows its trials to import."""
+    """Reads and checks a search-space YAML; every mistake is one line that names the file and the key.
+    ``allowed``: the packages the sweep's own command line allows its trials to import."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        json.dumps(raw, default=str)  # a structure that refers to itself (an anchor inside its own value) fails
+        json.dumps(
+            raw, default=str
+        )  # a structure that refers to itself (an anchor inside its own value) fails
     except OSError as err:
-        raise ConfigError(f"--space {path}: cannot read it ({err.strerror}). Fix: give a search-space YAML") from None
+        raise ConfigError(
+            f"--space {path}: cannot read it ({err.strerror}). Fix: give a search-space YAML"
+        ) from None
     except UnicodeDecodeError as err:
-        raise ConfigError(f"--space {path}: not UTF-8 text (byte {err.start}). Fix: save it as UTF-8") from None
+        raise ConfigError(
+            f"--space {path}: not UTF-8 text (byte {err.start}). Fix: save it as UTF-8"
+        ) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"--space {path}: not valid YAML ({str(err).splitlines()[0]})") from None
     except (ValueError, RecursionError):
-        raise ConfigError(f"--space {path}: a value refers to itself (a YAML anchor used inside its own value). "
-                          "Fix: write the values out") from None
+        raise ConfigError(
+            f"--space {path}: a value refers to itself (a YAML anchor used inside its own value). "
+            "Fix: write the values out"
+        ) from None
     if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict) or not raw["params"]:
         raise ConfigError(f"--space {path}: needs a params mapping of config keys to ranges or choices")
     unknown = set(raw) - {"objective", "direction", "sampler", "pruner", "params"}
     if unknown:
-        raise ConfigError(f"--space {path}: unknown entries {sorted(unknown)}. Fix: objective, direction, sampler, "
-                          "pruner, params")
+        raise ConfigError(
+            f"--space {path}: unknown entries {sorted(unknown)}. Fix: objective, direction, sampler, "
+            "pruner, params"
+        )
     direction = raw.get("direction", "maximize")
     if direction not in DIRECTIONS:
         raise ConfigError(f"--space {path}: direction {direction!r}. Fix: maximize or minimize")
@@ -246,9 +306,14 @@ def load_space(path: str | Path, allowed: tuple[str, ...] | list[str] = ()) -> S
         if not isinstance(value, dict):
             raise ConfigError(f"--space {path}: {section} must be a name or a mapping with a name")
         named[section] = value
-    return SearchSpace(params=params, objective=str(raw.get("objective", "val/acc")), direction=direction,
-                       sampler={"name": "tpe", **named["sampler"]}, pruner={"name": "median", **named["pruner"]},
-                       source=str(path))
+    return SearchSpace(
+        params=params,
+        objective=str(raw.get("objective", "val/acc")),
+        direction=direction,
+        sampler={"name": "tpe", **named["sampler"]},
+        pruner={"name": "median", **named["pruner"]},
+        source=str(path),
+    )
 
 
 def override_args(values: dict[str, Any]) -> list[str]:

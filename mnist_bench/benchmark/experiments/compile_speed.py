@@ -1,15 +1,17 @@
-"""`make bench-compile`: each model's recipe trained eagerly and under ``torch.compile``, side by side on this machine.
+"""`make bench-compile`: each model's recipe trained eagerly and under ``torch.compile``, side by side on this
+machine.
 
-For every recipe (a model's config, with the dataset's overlays after it), a short real fit (the config's model, optimizer, precision and batch size, on the DataModule's
-images) runs twice: as configured, and with ``model.init_args.compile: true``. Each runs two epochs of
-``TRAIN_BATCHES`` and a half batches (so the smaller last batch of an epoch is met, as in a real run) with a short
-validation after each epoch (eval mode compiles its own graph). From the batch times:
+For every recipe (a model's config, with the dataset's overlays after it), a short real fit (the config's
+model, optimizer, precision and batch size, on the DataModule's images) runs twice: as configured, and with
+``model.init_args.compile: true``. Each runs two epochs of ``TRAIN_BATCHES`` and a half batches (so the
+smaller last batch of an epoch is met, as in a real run) with a short validation after each epoch (eval mode
+compiles its own graph). From the batch times:
 
 - steady-state training images/s, eager and compiled (median batch time of the second epoch's full batches);
-- compile time: the compiled fit's total time less what its batches would take at the compiled steady rate (with an
-  empty inductor cache, as a first run meets it);
-- the full recipe's training time predicted both ways (its epochs × batches per epoch at each steady rate, plus the
-  compile time), and which one wins within the run's own time.
+- compile time: the compiled fit's total time less what its batches would take at the compiled steady rate
+  (with an empty inductor cache, as a first run meets it);
+- the full recipe's training time predicted both ways (its epochs × batches per epoch at each steady rate,
+  plus the compile time), and which one wins within the run's own time.
 
 Writes ``results/compile.json`` and ``results/compile.md``.
 """
@@ -39,7 +41,8 @@ FULL_TRAIN_IMAGES = 55_000  # the DataModule's training split (60,000 less val_s
 
 
 class BatchClock(Callback):
-    """Wall time of every training batch (and of each validation pass), the device synchronized at each edge."""
+    """Wall time of every training batch (and of each validation pass), the device synchronized at each
+    edge."""
 
     def __init__(self) -> None:
         self.batches: list[tuple[int, int, float]] = []  # (epoch, images, seconds)
@@ -71,12 +74,19 @@ def measure(recipe: Recipe, data_dir: str, compile_net: bool, root: Path) -> dic
     planned = planned_config(recipe, [])
     batch_size = int((planned.get("data") or {}).get("batch_size", 128))
     clock = BatchClock()
-    args = [*recipe.config_args(), f"--data.data_dir={data_dir}",
-            f"--data.train_subset={TRAIN_BATCHES * batch_size + batch_size // 2}",
-            f"--trainer.default_root_dir={root}", "--trainer.max_epochs=2", "--trainer.logger=false",
-            f"--trainer.limit_val_batches={VAL_BATCHES}", "--trainer.num_sanity_val_steps=0",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            f"--model.init_args.compile={str(compile_net).lower()}"]
+    args = [
+        *recipe.config_args(),
+        f"--data.data_dir={data_dir}",
+        f"--data.train_subset={TRAIN_BATCHES * batch_size + batch_size // 2}",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.max_epochs=2",
+        "--trainer.logger=false",
+        f"--trainer.limit_val_batches={VAL_BATCHES}",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--model.init_args.compile={str(compile_net).lower()}",
+    ]
     cli = MNISTBenchCLI(args=args, run=False)
     cli.trainer.callbacks.append(clock)
     torch._dynamo.reset()
@@ -108,8 +118,9 @@ def compare_compiled(recipe: Recipe, data_dir: str) -> dict[str, Any]:
     # what the compiled fit spent beyond its batches at the compiled steady rate (the eager fit's own start-up
     # and validation are taken out as well, so that only compiling is left)
     batches = 2 * (TRAIN_BATCHES + 0.5)  # the half batches counted as half a step
-    compile_s = max(0.0, (compiled["fit_s"] - batches * compiled["step_s"])
-                    - (eager["fit_s"] - batches * eager["step_s"]))
+    compile_s = max(
+        0.0, (compiled["fit_s"] - batches * compiled["step_s"]) - (eager["fit_s"] - batches * eager["step_s"])
+    )
     steps = eager["recipe_steps"]
     eager_recipe = steps * eager["step_s"]
     compiled_recipe = compile_s + steps * compiled["step_s"]
@@ -132,27 +143,36 @@ def compare_compiled(recipe: Recipe, data_dir: str) -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]], header: str) -> str:
-    lines = [header, "",
-             "| model | precision | batch | eager img/s | compiled img/s | speed-up | compile s | recipe steps | "
-             "recipe train s eager | recipe train s compiled | compile wins |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        header,
+        "",
+        "| model | precision | batch | eager img/s | compiled img/s | speed-up | compile s | recipe steps | "
+        "recipe train s eager | recipe train s compiled | compile wins |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | — | — | — | — | — | — | — | — | — | fails: {r['error']} |")
             continue
-        lines.append(f"| {r['model']} | {r['precision']} | {r['batch_size']} | {r['eager_img_s']:,.0f} | "
-                     f"{r['compiled_img_s']:,.0f} | {r['speedup']:.2f}× | {r['compile_s']:.1f} | "
-                     f"{r['recipe_steps']:,} | {r['recipe_train_s_eager']:.0f} | {r['recipe_train_s_compiled']:.0f} | "
-                     f"{'yes' if r['compile_wins'] else 'no'} |")
+        lines.append(
+            f"| {r['model']} | {r['precision']} | {r['batch_size']} | {r['eager_img_s']:,.0f} | "
+            f"{r['compiled_img_s']:,.0f} | {r['speedup']:.2f}× | {r['compile_s']:.1f} | "
+            f"{r['recipe_steps']:,} | {r['recipe_train_s_eager']:.0f} | {r['recipe_train_s_compiled']:.0f} | "
+            f"{'yes' if r['compile_wins'] else 'no'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist_bench.benchmark.experiments.compile_speed",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_bench.benchmark.experiments.compile_speed", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--configs", nargs="+", default=None, help="model configs (default: configs/*.yaml)")
-    parser.add_argument("--dataset", default=DEFAULT_DATASET,
-                        help="each config with configs/data/<dataset>.yaml after it (default mnist)")
+    parser.add_argument(
+        "--dataset",
+        default=DEFAULT_DATASET,
+        help="each config with configs/data/<dataset>.yaml after it (default mnist)",
+    )
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--output", default="results/compile.json")
     args = parser.parse_args(argv)
@@ -169,13 +189,20 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # noqa: BLE001 - a model that does not compile is a finding, not a crash
             from mnist_bench.errors import first_line
 
-            rows.append({"config": recipe.describe(), "model": config.stem, "error": first_line(f"{type(err).__name__}: "
-                                                                                          f"{err}")[:200]})
+            rows.append(
+                {
+                    "config": recipe.describe(),
+                    "model": config.stem,
+                    "error": first_line(f"{type(err).__name__}: {err}")[:200],
+                }
+            )
         print(markdown(rows[-1:], ""), file=sys.stderr, flush=True)
     device = device_description(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    header = (f"torch.compile against eager on {device}, CPU capability {torch.backends.cpu.get_cpu_capability()}; "
-              f"git {git_sha()}; {TRAIN_BATCHES} full batches and a half batch per epoch, 2 epochs, each fit "
-              "once eager and once compiled (mode default).")
+    header = (
+        f"torch.compile against eager on {device}, CPU capability {torch.backends.cpu.get_cpu_capability()}; "
+        f"git {git_sha()}; {TRAIN_BATCHES} full batches and a half batch per epoch, 2 epochs, each fit "
+        "once eager and once compiled (mode default)."
+    )
     out = Path(args.output)
     write_json_atomic(out, {"header": header, "versions": versions(), "rows": rows})
     out.with_suffix(".md").write_text(markdown(rows, header))

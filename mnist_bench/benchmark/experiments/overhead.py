@@ -32,13 +32,16 @@ from mnist_bench.utils import write_json_atomic
 
 normalize = MNIST_SPEC.info.normalize
 
+
 def cnn_precision(config: dict, device: torch.device) -> str:
     """The precision ``mnist-bench fit`` resolves for this config on this device."""
     from mnist_bench.models import CNN
     from mnist_bench.precision import detect, resolve
 
     hardware = detect("cuda" if device.type == "cuda" else "cpu")
-    return resolve(config.get("trainer", {}).get("precision"), hardware, CNN.bf16_on_cpu, CNN.mixed_precision)[0]
+    return resolve(
+        config.get("trainer", {}).get("precision"), hardware, CNN.bf16_on_cpu, CNN.mixed_precision
+    )[0]
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
@@ -46,8 +49,8 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
 
 
 def time_plain_loop(config: dict, data_dir: str, device: torch.device) -> float:
-    """configs/cnn.yaml's network, optimizer, schedule, augmentation and precision in a hand-written loop, with the
-    data on the device as the DataModule keeps it."""
+    """configs/cnn.yaml's network, optimizer, schedule, augmentation and precision in a hand-written loop,
+    with the data on the device as the DataModule keeps it."""
     model_args = config["model"]["init_args"]
     data_args = config.get("data", {})
     epochs = config["trainer"]["max_epochs"]
@@ -57,16 +60,22 @@ def time_plain_loop(config: dict, data_dir: str, device: torch.device) -> float:
     dm = MNISTDataModule(data_dir=data_dir, **{k: v for k, v in data_args.items() if k != "data_dir"})
     dm.setup("fit")
     dm.train_set, dm.val_set = dm.train_set.to(device), dm.val_set.to(device)
-    net = SmallCNN(1, 28, tuple(model_args["channels"]), model_args["hidden"], model_args["dropout"]).to(device)
+    net = SmallCNN(1, 28, tuple(model_args["channels"]), model_args["hidden"], model_args["dropout"]).to(
+        device
+    )
     channels_last = model_args.get("channels_last", False)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt_args = model_args["optimizer"]["init_args"]
     opt = torch.optim.AdamW(net.parameters(), **opt_args)
-    batches = ShuffledBatches(dm.train_set, dm.batch_size)  # what the DataModule serves Lightning on one device
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, total_steps=epochs * len(batches),
-                                                **model_args["scheduler"]["init_args"])
-    # the Lightning module updates train accuracy and F1 each step too, and sums the training loss on the device
+    batches = ShuffledBatches(
+        dm.train_set, dm.batch_size
+    )  # what the DataModule serves Lightning on one device
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, total_steps=epochs * len(batches), **model_args["scheduler"]["init_args"]
+    )
+    # the Lightning module updates train accuracy and F1 each step too, and sums the training loss on the
+    # device
     metrics = metric_collection(MNIST_SPEC.info.num_classes).to(device)
     smoothing = model_args.get("label_smoothing", 0.0)
     train_s = 0.0
@@ -97,9 +106,14 @@ def time_plain_loop(config: dict, data_dir: str, device: torch.device) -> float:
         train_loss = float(loss_sum) / len(dm.train_set)
         sync(device)
         train_s += time.perf_counter() - start
-        val_acc = validate(net, dm, dtype, channels_last)  # as Lightning does between epochs; not timed, as there
-        print(f"  plain loop: epoch {epoch + 1}/{epochs}  train/loss {train_loss:.4f}  train/acc {train_acc:.4f}  "
-              f"val/acc {val_acc:.4f}  ({train_s:.1f} s of training so far)", flush=True)
+        val_acc = validate(
+            net, dm, dtype, channels_last
+        )  # as Lightning does between epochs; not timed, as there
+        print(
+            f"  plain loop: epoch {epoch + 1}/{epochs}  train/loss {train_loss:.4f}  train/acc"
+            f" {train_acc:.4f}  val/acc {val_acc:.4f}  ({train_s:.1f} s of training so far)",
+            flush=True,
+        )
     return train_s
 
 
@@ -126,18 +140,35 @@ def time_lightning(config_path: str, data_dir: str, extra: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist_bench.benchmark.experiments.overhead", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_bench.benchmark.experiments.overhead", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--config", default="configs/cnn.yaml")
-    parser.add_argument("--seed_epochs", type=int, default=SEED_EPOCHS, help="epochs of the seed pipeline (the notebook: 5)")
+    parser.add_argument(
+        "--seed_epochs", type=int, default=SEED_EPOCHS, help="epochs of the seed pipeline (the notebook: 5)"
+    )
     parser.add_argument("--skip_seed", action="store_true", help="skip the (slow) seed pipeline")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="alternate Lightning and the plain loop this many times (the median ratio counts)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="alternate Lightning and the plain loop this many times (the median ratio counts)",
+    )
     parser.add_argument("--output", default="results/overhead.json")
-    parser.add_argument("--root", help="the Lightning runs go to <root>/lightning_logs/cnn/ (default: the config's "
-                        "trainer.default_root_dir, else the current folder)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="auto: the GPU when there is one, as mnist-bench fit does")
+    parser.add_argument(
+        "--root",
+        help=(
+            "the Lightning runs go to <root>/lightning_logs/cnn/ (default: the config's "
+            "trainer.default_root_dir, else the current folder)"
+        ),
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="auto: the GPU when there is one, as mnist-bench fit does",
+    )
     args = parser.parse_args(argv)
     config = yaml.safe_load(Path(args.config).read_text())
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
@@ -186,10 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_json_atomic(Path(args.output), result)
     print(json.dumps(result, indent=2))
-    print(f"Lightning overhead over the plain loop: {100 * (overhead - 1):+.1f}% (median of {len(pair_ratios)} "
-          f"back-to-back pairs; fastest over fastest: {100 * (train_s / plain_s - 1):+.1f}%)")
+    print(
+        f"Lightning overhead over the plain loop: {100 * (overhead - 1):+.1f}% (median of {len(pair_ratios)} "
+        f"back-to-back pairs; fastest over fastest: {100 * (train_s / plain_s - 1):+.1f}%)"
+    )
     if seed_s:
-        print(f"time/train_s vs the seed pipeline: {train_s:.1f} s / {seed_s:.1f} s = {train_s / seed_s:.2f}x")
+        print(
+            f"time/train_s vs the seed pipeline: {train_s:.1f} s / {seed_s:.1f} s = {train_s / seed_s:.2f}x"
+        )
     return 0
 
 

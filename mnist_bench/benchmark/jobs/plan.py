@@ -1,9 +1,10 @@
 """The benchmark's runs as a list: what to run, what is already done, and where each run may run.
 
-The list (model × seed, in order) is the same for a sequential run, ``--jobs N`` and a SLURM job array, so that any of
-them gives the same table. A finished run is recorded in ``<results>/runs/<model>-seed<seed>.json`` with a key made of
-everything that decides its result (the config files, the extra arguments, the seed, the data folder and the code);
-rerunning the benchmark with the same key reuses the run instead of training it again.
+The list (model × seed, in order) is the same for a sequential run, ``--jobs N`` and a SLURM job array, so
+that any of them gives the same table. A finished run is recorded in
+``<results>/runs/<model>-seed<seed>.json`` with a key made of everything that decides its result (the config
+files, the extra arguments, the seed, the data folder and the code); rerunning the benchmark with the same key
+reuses the run instead of training it again.
 """
 
 from __future__ import annotations
@@ -21,16 +22,25 @@ from mnist_bench.provenance import source_digest
 from mnist_bench.utils import CPUS_VARIABLE, read_json, write_json_atomic
 
 DEFAULT_SEED = 42
-PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # the tree that holds mnist_bench/ (and configs/ in a clone)
-# the code a run executes: the package and its dependencies, less the modules that only read finished runs (a new
-# column or plot does not make the runs done before stale)
+PACKAGE_ROOT = (
+    Path(__file__).resolve().parents[3]
+)  # the tree that holds mnist_bench/ (and configs/ in a clone)
+# the code a run executes: the package and its dependencies, less the modules that only read finished runs (a
+# new column or plot does not make the runs done before stale)
 RUN_CODE = ("mnist_bench/**/*.py", "pyproject.toml")
-READS_FINISHED_RUNS = tuple(f"mnist_bench/{name}.py" for name in (
-    "benchmark/__init__", "benchmark/__main__", "benchmark/seed_unit", "benchmark/seed_pipeline",
-    *(f"benchmark/jobs/{m}" for m in ("__init__", "estimate", "plan")),
-    *(f"benchmark/report/{m}" for m in ("__init__", "aggregate", "comparison", "stats", "table")),
-    *(f"benchmark/experiments/{m}" for m in ("__init__", "overhead", "compile_speed", "ab")),
-    *(f"plots/{m}" for m in ("benchmark", "robustness"))))
+READS_FINISHED_RUNS = tuple(
+    f"mnist_bench/{name}.py"
+    for name in (
+        "benchmark/__init__",
+        "benchmark/__main__",
+        "benchmark/seed_unit",
+        "benchmark/seed_pipeline",
+        *(f"benchmark/jobs/{m}" for m in ("__init__", "estimate", "plan")),
+        *(f"benchmark/report/{m}" for m in ("__init__", "aggregate", "comparison", "stats", "table")),
+        *(f"benchmark/experiments/{m}" for m in ("__init__", "overhead", "compile_speed", "ab")),
+        *(f"plots/{m}" for m in ("benchmark", "robustness")),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -49,9 +59,9 @@ def run_list(models: list[str], seeds: int) -> list[Run]:
 
 
 def run_key(run: Run, recipe: Recipe, data_dir: str, extra: list[str]) -> str:
-    """What decides a run's result, hashed: its config files, the extra arguments, the seed, the data folder and the
-    code it executes (every source file of the package but the benchmark's reporting, so an uncommitted change counts
-    too)."""
+    """What decides a run's result, hashed: its config files, the extra arguments, the seed, the data folder
+    and the code it executes (every source file of the package but the benchmark's reporting, so an
+    uncommitted change counts too)."""
     parts = {
         "model": run.model,
         "seed": run.seed,
@@ -68,24 +78,28 @@ def ledger_path(results: Path, run: Run) -> Path:
 
 
 def placement(environment: dict[str, Any], jobs: int) -> str:
-    """Where the runs train: the hardware (CPU capability and cores, GPUs) and how many share it. A run done with
-    other hardware or another number of jobs (fewer threads, another precision) is not reused."""
+    """Where the runs train: the hardware (CPU capability and cores, GPUs) and how many share it. A run done
+    with other hardware or another number of jobs (fewer threads, another precision) is not reused."""
     gpus = ", ".join(environment.get("gpus") or []) or "no GPU"
-    return (f"{environment.get('cpu_capability')} x{environment.get('cpu_cores')} cores; {gpus}; "
-            f"{jobs} job{'s' if jobs > 1 else ''}")
+    return (
+        f"{environment.get('cpu_capability')} x{environment.get('cpu_cores')} cores; {gpus}; "
+        f"{jobs} job{'s' if jobs > 1 else ''}"
+    )
 
 
 KEY_FILE = "benchmark_key.txt"  # in a run dir: the key of the benchmark run that made it
 
 
-def record_done(results: Path, run: Run, key: str, where: str, row: dict[str, Any],
-                seed_unit_s: float | None) -> None:
-    """Keeps a run's row (ok or failed) under its key and placement, and stamps the key into the run's folder, so
-    that a record pointed at another run (another config, the same model and seed) is told from its own."""
+def record_done(
+    results: Path, run: Run, key: str, where: str, row: dict[str, Any], seed_unit_s: float | None
+) -> None:
+    """Keeps a run's row (ok or failed) under its key and placement, and stamps the key into the run's folder,
+    so that a record pointed at another run (another config, the same model and seed) is told from its own."""
     if row.get("status") == "ok" and row.get("run_dir") and Path(row["run_dir"]).is_dir():
         (Path(row["run_dir"]) / KEY_FILE).write_text(key + "\n")
-    write_json_atomic(ledger_path(results, run), {"key": key, "placement": where, "seed_unit_s": seed_unit_s,
-                                                  "row": row})
+    write_json_atomic(
+        ledger_path(results, run), {"key": key, "placement": where, "seed_unit_s": seed_unit_s, "row": row}
+    )
 
 
 def read_record(results: Path, run: Run) -> dict[str, Any] | None:
@@ -95,7 +109,11 @@ def read_record(results: Path, run: Run) -> dict[str, Any] | None:
         entry = read_json(path) if path.is_file() else None
     except (OSError, ValueError):
         return None
-    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not isinstance(entry.get("row"), dict):
+    if (
+        not isinstance(entry, dict)
+        or not isinstance(entry.get("key"), str)
+        or not isinstance(entry.get("row"), dict)
+    ):
         return None
     return entry
 
@@ -113,8 +131,13 @@ def done_before(results: Path, run: Run, key: str, where: str) -> dict[str, Any]
         metrics = read_json(run_dir / "metrics.json")
     except (OSError, ValueError):
         return None
-    if not isinstance(metrics, dict) or row.get("status") != "ok" or metrics.get("status") != "ok" \
-            or not (run_dir / PREDICTIONS_FILE).is_file() or stamped_key(run_dir) is None:
+    if (
+        not isinstance(metrics, dict)
+        or row.get("status") != "ok"
+        or metrics.get("status") != "ok"
+        or not (run_dir / PREDICTIONS_FILE).is_file()
+        or stamped_key(run_dir) is None
+    ):
         return None
     return {**entry, "row": checked_against_run(ledger_path(results, run), run, key, row, metrics)}
 
@@ -127,19 +150,23 @@ def stamped_key(run_dir: Path) -> str | None:
         return None
 
 
-def checked_against_run(record: Path, run: Run, key: str, row: dict[str, Any],
-                        metrics: dict[str, Any]) -> dict[str, Any]:
+def checked_against_run(
+    record: Path, run: Run, key: str, row: dict[str, Any], metrics: dict[str, Any]
+) -> dict[str, Any]:
     """A recorded row as its run's own ``metrics.json`` has it: the figures are the run's, and a record that
-    names another model or seed, a run made for another key, or whose figures differ from the run's, is a failed
-    row that says so."""
+    names another model or seed, a run made for another key, or whose figures differ from the run's, is a
+    failed row that says so."""
     from mnist_bench.benchmark.report.aggregate import checked, predictions_disagree
     from mnist_bench.benchmark.report.row import MEAN_OVER_SEEDS, failed_row
     from mnist_bench.benchmark.seed_unit import was_measured
 
     differ = [k for k in ("model", "seed") if metrics.get(k) != row.get(k)]
     if (stamp := stamped_key(Path(str(row.get("run_dir") or "")))) != key:
-        differ.append("the recipe (the run was not made for this config, seed, code and data)" if stamp else
-                      f"its origin (the run has no {KEY_FILE}: the benchmark did not make it)")
+        differ.append(
+            "the recipe (the run was not made for this config, seed, code and data)"
+            if stamp
+            else f"its origin (the run has no {KEY_FILE}: the benchmark did not make it)"
+        )
     if metrics.get("seed") != run.seed:
         differ.append(f"seed (the run is seed {run.seed})")
     differ += [k for k in MEAN_OVER_SEEDS if k in metrics and k != "time/fit_su" and row.get(k) != metrics[k]]
@@ -149,20 +176,30 @@ def checked_against_run(record: Path, run: Run, key: str, row: dict[str, Any],
     if (edited := predictions_disagree(row.get("run_dir"), metrics.get("test/acc"))) is not None:
         differ.append(edited)
     if differ:
-        return failed_row(run.model, run.seed,
-                          f"{record} disagrees with {row.get('run_dir')}/metrics.json on {', '.join(differ)}: "
-                          "rerun with --force to train it again")
-    # seed units are not in the run's metrics.json: the fit su come from its own fit time and a unit this machine
-    # measured (else none), never from the record
+        return failed_row(
+            run.model,
+            run.seed,
+            f"{record} disagrees with {row.get('run_dir')}/metrics.json on {', '.join(differ)}: "
+            "rerun with --force to train it again",
+        )
+    # seed units are not in the run's metrics.json: the fit su come from its own fit time and a unit this
+    # machine measured (else none), never from the record
     unit = row.get("seed_unit_s") if was_measured(row.get("seed_unit_s")) else None
-    return checked({**row, **metrics, "run_dir": row.get("run_dir"), "seed_unit_s": unit,
-                    "time/fit_su": round(fit_s / unit, 3) if unit and isinstance(fit_s, (int, float)) else None})
+    return checked(
+        {
+            **row,
+            **metrics,
+            "run_dir": row.get("run_dir"),
+            "seed_unit_s": unit,
+            "time/fit_su": round(fit_s / unit, 3) if unit and isinstance(fit_s, (int, float)) else None,
+        }
+    )
 
 
 def job_environments(jobs: int, gpus: list[str], cpus: list[int]) -> list[dict[str, str]]:
-    """The environment of each of ``jobs`` parallel slots: one job keeps the whole machine; else each its own GPU
-    (``CUDA_VISIBLE_DEVICES``) when there are GPUs, round robin, else its own share of the CPU cores (``MNIST_BENCH_CPUS``, which the run pins itself to, and as many
-    threads)."""
+    """The environment of each of ``jobs`` parallel slots: one job keeps the whole machine; else each its own
+    GPU (``CUDA_VISIBLE_DEVICES``) when there are GPUs, round robin, else its own share of the CPU cores
+    (``MNIST_BENCH_CPUS``, which the run pins itself to, and as many threads)."""
     if jobs < 1:
         raise ValueError("jobs must be >= 1")
     if jobs == 1:
@@ -172,7 +209,9 @@ def job_environments(jobs: int, gpus: list[str], cpus: list[int]) -> list[dict[s
     shares = [cpus[k::jobs] for k in range(jobs)]
     if any(not share for share in shares):
         raise ValueError(f"{jobs} jobs but only {len(cpus)} CPU cores: at most one job per core")
-    return [{CPUS_VARIABLE: ",".join(map(str, share)), "OMP_NUM_THREADS": str(len(share))} for share in shares]
+    return [
+        {CPUS_VARIABLE: ",".join(map(str, share)), "OMP_NUM_THREADS": str(len(share))} for share in shares
+    ]
 
 
 def visible_gpus() -> list[str]:
@@ -188,4 +227,8 @@ def visible_gpus() -> list[str]:
 
 
 def usable_cpus() -> list[int]:
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    return (
+        sorted(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else list(range(os.cpu_count() or 1))
+    )

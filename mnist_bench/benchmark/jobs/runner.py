@@ -24,8 +24,8 @@ STOPPING = threading.Event()  # set on Ctrl-C: no run starts after it
 
 
 def stop_all_runs() -> None:
-    """Ctrl-C for every run going on: SIGINT to each run's process group (Lightning stops at the next step), then
-    SIGKILL to what is left after INTERRUPT_GRACE_S. No run starts after this."""
+    """Ctrl-C for every run going on: SIGINT to each run's process group (Lightning stops at the next step),
+    then SIGKILL to what is left after INTERRUPT_GRACE_S. No run starts after this."""
     STOPPING.set()
     groups = list(RUNNING)
     for group in groups:
@@ -44,22 +44,32 @@ def _signal_group(group: int, sig: int) -> None:
         pass
 
 
-def run_logged(cmd: list[str], log_file: Path, timeout_s: float | None = None,
-               echo: Callable[[str], bool] = lambda line: False,
-               keep: Callable[[str], bool] = lambda line: False,
-               env: dict[str, str] | None = None, label: str = "",
-               on_keep: Callable[[str], None] = lambda line: None) -> tuple[int | None, list[str], list[str]]:
-    """Runs ``cmd`` with its output in ``log_file``; returns (exit code, last lines, every line for which ``keep``
-    is true), exit code None when it ran longer than ``timeout_s`` and was killed with all its processes (a silent
-    child, DDP ranks too). Lines for which ``echo`` is true are printed (after ``label``, when several runs share
-    the terminal); ``on_keep`` hears each kept line as it comes. ``env`` is added to this process's environment."""
+def run_logged(
+    cmd: list[str],
+    log_file: Path,
+    timeout_s: float | None = None,
+    echo: Callable[[str], bool] = lambda line: False,
+    keep: Callable[[str], bool] = lambda line: False,
+    env: dict[str, str] | None = None,
+    label: str = "",
+    on_keep: Callable[[str], None] = lambda line: None,
+) -> tuple[int | None, list[str], list[str]]:
+    """Runs ``cmd`` with its output in ``log_file``; returns (exit code, last lines, every line for which
+    ``keep`` is true), exit code None when it ran longer than ``timeout_s`` and was killed with all its
+    processes (a silent child, DDP ranks too). Lines for which ``echo`` is true are printed (after ``label``,
+    when several runs share the terminal); ``on_keep`` hears each kept line as it comes. ``env`` is added to
+    this process's environment."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     lines: deque[str] = deque(maxlen=200)
     kept: list[str] = []
     start = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    with open(log_file, "w") as log, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                      text=True, env=env, start_new_session=True) as proc:
+    with (
+        open(log_file, "w") as log,
+        subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+        ) as proc,
+    ):
         RUNNING.add(proc.pid)
         log.write(" ".join(cmd) + "\n")
         killed = threading.Event()
@@ -83,7 +93,10 @@ def run_logged(cmd: list[str], log_file: Path, timeout_s: float | None = None,
                     kept.append(line.rstrip())
                     on_keep(line.rstrip())
                 if echo(line):
-                    print(f"  {label}{line.rstrip()}   [{time.perf_counter() - start:.0f} s since start]", flush=True)
+                    print(
+                        f"  {label}{line.rstrip()}   [{time.perf_counter() - start:.0f} s since start]",
+                        flush=True,
+                    )
             code = proc.wait()
         except KeyboardInterrupt:  # Ctrl-C reaches only this process: the run is in a session of its own
             stop_all_runs()
@@ -96,27 +109,49 @@ def run_logged(cmd: list[str], log_file: Path, timeout_s: float | None = None,
     return (None if timed_out else code), list(lines), kept
 
 
-def run_one(recipe: Recipe, seed: int, data_dir: str, root: Path, extra: list[str],
-            log_file: Path, timeout_s: float | None = None, env: dict[str, str] | None = None, label: str = "",
-            on_run_dir: Callable[[Path], None] = lambda run_dir: None) -> dict[str, Any]:
+def run_one(
+    recipe: Recipe,
+    seed: int,
+    data_dir: str,
+    root: Path,
+    extra: list[str],
+    log_file: Path,
+    timeout_s: float | None = None,
+    env: dict[str, str] | None = None,
+    label: str = "",
+    on_run_dir: Callable[[Path], None] = lambda run_dir: None,
+) -> dict[str, Any]:
     """``mnist-bench fit`` of one recipe in a subprocess; its output goes to the terminal and to ``log_file``.
 
-    The row is the ``metrics.json`` of the run dir the run names; a crash, an out-of-memory kill or a timeout gives a
-    failed row with the reason, never a missing one. ``env`` pins the run (its GPU or CPU cores); ``on_run_dir``
-    hears the run dir as soon as the run names it.
+    The row is the ``metrics.json`` of the run dir the run names; a crash, an out-of-memory kill or a timeout
+    gives a failed row with the reason, never a missing one. ``env`` pins the run (its GPU or CPU cores);
+    ``on_run_dir`` hears the run dir as soon as the run names it.
     """
     log_root = root / "lightning_logs"
     before = set(log_root.glob("*/version_*"))
     cmd = [
-        sys.executable, "-m", "mnist_bench", "fit", *recipe.config_args(), f"--seed_everything={seed}",
-        f"--data.data_dir={data_dir}", f"--trainer.default_root_dir={root}",
-        "--trainer.enable_progress_bar=false", *extra,
+        sys.executable,
+        "-m",
+        "mnist_bench",
+        "fit",
+        *recipe.config_args(),
+        f"--seed_everything={seed}",
+        f"--data.data_dir={data_dir}",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.enable_progress_bar=false",
+        *extra,
     ]
-    code, lines, named_lines = run_logged(cmd, log_file, timeout_s,
-                                          echo=lambda line: line.startswith("[") or line.startswith("mnist-bench:"),
-                                          keep=lambda line: line.startswith(RUN_DIR_LINE), env=env, label=label,
-                                          on_keep=lambda line: on_run_dir(Path(line[len(RUN_DIR_LINE):].strip())))
-    named = [Path(line[len(RUN_DIR_LINE):].strip()) for line in named_lines]
+    code, lines, named_lines = run_logged(
+        cmd,
+        log_file,
+        timeout_s,
+        echo=lambda line: line.startswith("[") or line.startswith("mnist-bench:"),
+        keep=lambda line: line.startswith(RUN_DIR_LINE),
+        env=env,
+        label=label,
+        on_keep=lambda line: on_run_dir(Path(line[len(RUN_DIR_LINE) :].strip())),
+    )
+    named = [Path(line[len(RUN_DIR_LINE) :].strip()) for line in named_lines]
     new = sorted(set(log_root.glob("*/version_*")) - before, key=lambda p: p.stat().st_mtime)
     run_dir = named[-1] if named else (new[-1] if new else None)
     metrics_path = run_dir / "metrics.json" if run_dir is not None else None
@@ -125,22 +160,34 @@ def run_one(recipe: Recipe, seed: int, data_dir: str, root: Path, extra: list[st
     if metrics_path is not None and metrics_path.is_file():
         row = read_json(metrics_path)
         if code != 0 and row.get("status") == "ok":
-            row = {**row, "status": "failed", "error": f"exit code {code} after the test pass (log: {log_file})"}
+            row = {
+                **row,
+                "status": "failed",
+                "error": f"exit code {code} after the test pass (log: {log_file})",
+            }
         return row
     tail = lines[-30:]
-    reason = next((line for line in reversed(tail) if "error" in line.lower()), tail[-1] if tail else "no output")
+    reason = next(
+        (line for line in reversed(tail) if "error" in line.lower()), tail[-1] if tail else "no output"
+    )
     return failed_row(recipe.model, seed, f"exit code {code}: {reason} (log: {log_file})")
 
 
-RUN_DIR_WAIT_S = 120.0  # a parallel job starts when the one before it has made its run dir, or after this long
+RUN_DIR_WAIT_S = (
+    120.0  # a parallel job starts when the one before it has made its run dir, or after this long
+)
 
 
-def run_all(runs: list, train: Callable[..., dict[str, Any]], environments: list[dict[str, str]],
-            done: Callable[[Any, dict[str, Any]], None] = lambda run, row: None) -> dict[Any, dict[str, Any]]:
+def run_all(
+    runs: list,
+    train: Callable[..., dict[str, Any]],
+    environments: list[dict[str, str]],
+    done: Callable[[Any, dict[str, Any]], None] = lambda run, row: None,
+) -> dict[Any, dict[str, Any]]:
     """Trains ``runs`` with ``train(run, env=..., label=..., on_run_dir=...)``, as many at once as there are
-    ``environments`` (each run gets a free one). Runs start one at a time, each when the one before it has made its
-    run dir, so that two runs of a model never pick the same ``version_<n>``. ``done`` hears each row as it comes;
-    returns the rows by run, whatever order they finished in."""
+    ``environments`` (each run gets a free one). Runs start one at a time, each when the one before it has
+    made its run dir, so that two runs of a model never pick the same ``version_<n>``. ``done`` hears each row
+    as it comes; returns the rows by run, whatever order they finished in."""
     import queue
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 

@@ -14,8 +14,8 @@ from mnist_bench.utils import read_json
 
 
 def bad_figure(row: dict[str, Any]) -> str | None:
-    """What is wrong with an ok row's figures (from a file someone may have edited), or None: each one a finite
-    number or absent (None), fractions within [0, 1], and the test accuracy given."""
+    """What is wrong with an ok row's figures (from a file someone may have edited), or None: each one a
+    finite number or absent (None), fractions within [0, 1], and the test accuracy given."""
     for key in MEAN_OVER_SEEDS:
         value = row.get(key)
         if value is None and key != "test/acc":
@@ -28,8 +28,8 @@ def bad_figure(row: dict[str, Any]) -> str | None:
 
 
 def predictions_disagree(run_dir: str | Path | None, accuracy: Any) -> str | None:
-    """Whether a row's test accuracy is not the one its run's per-image predictions give (an edited figure), and
-    how; None when they agree or the run kept no predictions."""
+    """Whether a row's test accuracy is not the one its run's per-image predictions give (an edited figure),
+    and how; None when they agree or the run kept no predictions."""
     from mnist_bench.callbacks.predictions import PREDICTIONS_FILE, read_predictions
 
     path = Path(run_dir or "") / PREDICTIONS_FILE
@@ -46,11 +46,15 @@ def predictions_disagree(run_dir: str | Path | None, accuracy: Any) -> str | Non
 
 
 def checked(row: dict[str, Any]) -> dict[str, Any]:
-    """An ok row whose figures are not numbers becomes a failed row that says which; other rows as they are."""
+    """An ok row whose figures are not numbers becomes a failed row that says which; other rows as they
+    are."""
     problem = bad_figure(row) if row.get("status") == "ok" else None
     if problem is None:
         return row
-    return {**failed_row(row.get("model"), row.get("seed"), f"a damaged row: {problem}"), "run_dir": row.get("run_dir")}
+    return {
+        **failed_row(row.get("model"), row.get("seed"), f"a damaged row: {problem}"),
+        "run_dir": row.get("run_dir"),
+    }
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -63,11 +67,24 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ok = [r for r in runs if r.get("status") == "ok"]
         seeds = [r.get("seed") for r in runs]
         if not ok:
-            table.append({"model": model, "status": "failed", "error": runs[-1].get("error"), "seeds": seeds,
-                          "n_ok": 0, "n_runs": len(runs)})
+            table.append(
+                {
+                    "model": model,
+                    "status": "failed",
+                    "error": runs[-1].get("error"),
+                    "seeds": seeds,
+                    "n_ok": 0,
+                    "n_runs": len(runs),
+                }
+            )
             continue
-        summary: dict[str, Any] = {"model": model, "status": "ok" if len(ok) == len(runs) else "partial",
-                                   "seeds": seeds, "n_ok": len(ok), "n_runs": len(runs)}
+        summary: dict[str, Any] = {
+            "model": model,
+            "status": "ok" if len(ok) == len(runs) else "partial",
+            "seeds": seeds,
+            "n_ok": len(ok),
+            "n_runs": len(runs),
+        }
         for key in SAME_FOR_EVERY_SEED:
             summary[key] = ok[0].get(key)
         officials = [r.get("test/official") for r in ok]  # one run on an unofficial test set marks its model
@@ -86,8 +103,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_images_interval(row: dict[str, Any]) -> tuple[float, float] | None:
-    """The 95% interval of a row's test accuracy from the number of test images it was scored on (for a mean over
-    seeds: the interval of one run with that accuracy)."""
+    """The 95% interval of a row's test accuracy from the number of test images it was scored on (for a mean
+    over seeds: the interval of one run with that accuracy)."""
     acc, n = row.get("test/acc"), row.get("test/images")
     if not isinstance(acc, (int, float)) or not isinstance(n, int) or n <= 0:
         return None
@@ -100,8 +117,8 @@ def with_intervals(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def rows_from_run_dirs(run_dirs: list[Path]) -> list[dict[str, Any]]:
-    """One row per run dir (``lightning_logs/<model>/version_<n>``), from its metrics.json; a run dir without one
-    (killed before its test pass) is a failed row. ``run_dir`` is the folder as found here."""
+    """One row per run dir (``lightning_logs/<model>/version_<n>``), from its metrics.json; a run dir without
+    one (killed before its test pass) is a failed row. ``run_dir`` is the folder as found here."""
     rows = []
     for run_dir in run_dirs:
         path = Path(run_dir) / "metrics.json"
@@ -113,6 +130,8 @@ def rows_from_run_dirs(run_dirs: list[Path]) -> list[dict[str, Any]]:
         if row is not None and not isinstance(row, dict):
             row = failed_row(model, None, f"{path} is not a metrics record")
         if row is None:
-            row = failed_row(model, None, f"no metrics.json in {run_dir}: the run stopped before its test pass")
+            row = failed_row(
+                model, None, f"no metrics.json in {run_dir}: the run stopped before its test pass"
+            )
         rows.append(checked({**row, "run_dir": str(run_dir)}))
     return rows

@@ -8,11 +8,13 @@ from typing import Any
 
 from mnist_bench.benchmark.report.stats import LEVEL, PairedTest, paired_tests
 
-PAIRED_TEST_METHOD = (f"McNemar's exact test on the test images both models scored (only the images on which exactly one of the two "
-       f"is right count), for each seed both ran; p-values corrected for the number of pairs by Holm's method; "
-       f"significant = Holm-adjusted p < {1 - LEVEL:.2f}. A test on one seed compares two trained models on this "
-       f"test set; whether the recipes differ also depends on the seed-to-seed spread (the seeds' interval in the "
-       f"table).")
+PAIRED_TEST_METHOD = (
+    "McNemar's exact test on the test images both models scored (only the images on which exactly one of the"
+    " two is right count), for each seed both ran; p-values corrected for the number of pairs by Holm's"
+    f" method; significant = Holm-adjusted p < {1 - LEVEL:.2f}. A test on one seed compares two trained"
+    " models on this test set; whether the recipes differ also depends on the seed-to-seed spread (the"
+    " seeds' interval in the table)."
+)
 
 
 def compare_models(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -30,17 +32,26 @@ def _first_seed_tests(tests: Sequence[PairedTest]) -> dict[tuple[str, str], Pair
 
 
 def markdown_section(comparison: dict[str, Any]) -> str:
-    tests = [PairedTest(**{k: v for k, v in t.items() if k not in ("significant", "reading")})
-             for t in comparison["tests"]]
+    tests = [
+        PairedTest(**{k: v for k, v in t.items() if k not in ("significant", "reading")})
+        for t in comparison["tests"]
+    ]
     lines = ["## Paired tests between models", "", comparison["method"], ""]
     if not tests:
-        lines.append("No pair of models could be compared" + (": " + "; ".join(comparison["not_compared"])
-                                                              if comparison["not_compared"] else "."))
+        lines.append(
+            "No pair of models could be compared"
+            + (": " + "; ".join(comparison["not_compared"]) if comparison["not_compared"] else ".")
+        )
         return "\n".join(lines) + "\n"
     chosen = _first_seed_tests(tests)
     models = list(dict.fromkeys([t.a for t in tests] + [t.b for t in tests]))
-    lines += ["Row model minus column model, in accuracy points on the shared test images, with the Holm-adjusted "
-              "p-value (* significant):", ""]
+    lines += [
+        (
+            "Row model minus column model, in accuracy points on the shared test images, with the"
+            " Holm-adjusted p-value (* significant):"
+        ),
+        "",
+    ]
     lines.append("| | " + " | ".join(models) + " |")
     lines.append("|---|" + "---:|" * len(models))
     for row_model in models:

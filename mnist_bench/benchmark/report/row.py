@@ -1,4 +1,5 @@
-"""The results row: what a run's ``metrics.json`` holds that the benchmark reads, and how the results table shows it.
+"""The results row: what a run's ``metrics.json`` holds that the benchmark reads, and how the results table
+shows it.
 
 One :class:`Field` per key, in the table's order. The run report writes the keys, the aggregation averages or
 copies them over seeds, the tables format them, a failed run's row empties its test figures, and the contract
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 
-# --- how a value reads in the table --------------------------------------------------------------------------------
+# --- how a value reads in the table
+# --------------------------------------------------------------------------------
 def percent(v: Any) -> str:
     return f"{100 * v:.2f}%" if isinstance(v, (int, float)) else "—"
 
@@ -52,17 +54,18 @@ def test_images(row: dict[str, Any]) -> str:
     return f"{text} (unofficial)" if unofficial_test(row) else text
 
 
-# --- the fields ------------------------------------------------------------------------------------------------------
+# --- the fields
+# ------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Field:
     """One key of the row.
 
-    ``header`` and ``fmt``: its table column (no header: not a column). ``fmt`` takes the value, or the whole row
-    when ``from_row``. ``shown``: "always", or "when_present" (in some row; the detector's localization, figures
-    only the benchmark measures). ``over_seeds``: "mean" (mean ± std over a model's ok seeds), "first" (the first
-    ok seed's, the same for every seed) or "own" (computed for the summary itself). ``fraction``: a figure in
-    [0, 1]. ``test_figure``: scored by the test pass (empty in a failed run's row). ``contract``: part of
-    metrics.json's contract (DESIGN.md).
+    ``header`` and ``fmt``: its table column (no header: not a column). ``fmt`` takes the value, or the whole
+    row when ``from_row``. ``shown``: "always", or "when_present" (in some row; the detector's localization,
+    figures only the benchmark measures). ``over_seeds``: "mean" (mean ± std over a model's ok seeds), "first"
+    (the first ok seed's, the same for every seed) or "own" (computed for the summary itself). ``fraction``: a
+    figure in [0, 1]. ``test_figure``: scored by the test pass (empty in a failed run's row). ``contract``:
+    part of metrics.json's contract (DESIGN.md).
     """
 
     key: str
@@ -82,7 +85,15 @@ FIELDS: tuple[Field, ...] = (
     Field("test/acc", "test acc", percent, over_seeds="mean", fraction=True, test_figure=True, contract=True),
     Field("test/acc_ci", "95% CI (test images)", interval, shown="when_present", over_seeds="own"),
     Field("test/acc_seed_ci", "95% CI (seeds)", interval, shown="when_present", over_seeds="own"),
-    Field("test/f1", "macro F1", number(".4f"), over_seeds="mean", fraction=True, test_figure=True, contract=True),
+    Field(
+        "test/f1",
+        "macro F1",
+        number(".4f"),
+        over_seeds="mean",
+        fraction=True,
+        test_figure=True,
+        contract=True,
+    ),
     Field("test/loss", "test loss", number(".4f"), over_seeds="mean", test_figure=True, contract=True),
     Field("test/images", "test imgs", test_images, from_row=True, shown="when_present", over_seeds="first"),
     Field("test/iou", "box IoU", number(".3f"), shown="when_present", over_seeds="mean", fraction=True),
@@ -116,19 +127,38 @@ SAME_FOR_EVERY_SEED = tuple(f.key for f in FIELDS if f.over_seeds == "first")
 FRACTIONS = tuple(f.key for f in FIELDS if f.fraction)
 CONTRACT = tuple(f.key for f in FIELDS if f.contract)
 # the raw csv's further columns, after the table's own and their std
-CSV_EXTRA = ("test/full_images", "test/official", "seed", "seeds", "n_ok", "n_runs", "batch_size", "loss_kind",
-             "error")
+CSV_EXTRA = (
+    "test/full_images",
+    "test/official",
+    "seed",
+    "seeds",
+    "n_ok",
+    "n_runs",
+    "batch_size",
+    "loss_kind",
+    "error",
+)
 
 
 def failed_row(model: str | None, seed: int | None, error: str) -> dict[str, Any]:
     """A run that gave no figures: its model, seed and why."""
-    return {"model": model, "seed": seed, "status": "failed", "error": error, **{k: None for k in TEST_FIGURES}}
+    return {
+        "model": model,
+        "seed": seed,
+        "status": "failed",
+        "error": error,
+        **{k: None for k in TEST_FIGURES},
+    }
 
 
 def table_fields(rows: Sequence[dict[str, Any]]) -> list[Field]:
-    """The columns for these rows: every "always" column, and a "when_present" one where some row has a value."""
-    return [f for f in FIELDS if f.header is not None
-            and (f.shown == "always" or any(r.get(f.key) is not None for r in rows))]
+    """The columns for these rows: every "always" column, and a "when_present" one where some row has a
+    value."""
+    return [
+        f
+        for f in FIELDS
+        if f.header is not None and (f.shown == "always" or any(r.get(f.key) is not None for r in rows))
+    ]
 
 
 def cell(row: dict[str, Any], field: Field) -> str:

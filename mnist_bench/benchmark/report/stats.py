@@ -3,9 +3,9 @@
 - An accuracy measured on n test images is a binomial proportion: its 95% interval is Wilson's score interval
   (statsmodels' ``proportion_confint``), the test set's share of the uncertainty.
 - Over seeds, the mean accuracy gets Student's t interval (scipy): the training run's share.
-- Two models scored on the same test images are compared image by image with McNemar's exact test (statsmodels),
-  which looks only at the images on which exactly one of them is right; the family of pairwise tests is corrected
-  for multiple comparisons by Holm's method.
+- Two models scored on the same test images are compared image by image with McNemar's exact test
+  (statsmodels), which looks only at the images on which exactly one of them is right; the family of pairwise
+  tests is corrected for multiple comparisons by Holm's method.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ def wilson_interval(correct: int, n: int, level: float = LEVEL) -> tuple[float, 
     return max(0.0, min(float(low), share)), min(1.0, max(float(high), share))
 
 
-def seed_interval(values: Sequence[float], level: float = LEVEL,
-                  bounds: tuple[float, float] | None = None) -> tuple[float, float] | None:
-    """Student's t interval for the mean of ``values`` (one per seed), cut to ``bounds`` (an accuracy's [0, 1]);
-    None with fewer than two."""
+def seed_interval(
+    values: Sequence[float], level: float = LEVEL, bounds: tuple[float, float] | None = None
+) -> tuple[float, float] | None:
+    """Student's t interval for the mean of ``values`` (one per seed), cut to ``bounds`` (an accuracy's [0,
+    1]); None with fewer than two."""
     from scipy import stats
 
     if len(values) < 2:
@@ -50,8 +51,8 @@ def seed_interval(values: Sequence[float], level: float = LEVEL,
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, float]:
-    """McNemar's exact test on paired outcomes (booleans, one per image): (images only A got right, images only
-    B got right, two-sided p-value)."""
+    """McNemar's exact test on paired outcomes (booleans, one per image): (images only A got right, images
+    only B got right, two-sided p-value)."""
     from statsmodels.stats.contingency_tables import mcnemar
 
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
@@ -97,15 +98,17 @@ class PairedTest:
             ahead, behind = (self.a, self.b) if diff > 0 else (self.b, self.a)
             lead = f"{ahead} vs {behind}: {abs(diff)} more correct out of {self.n:,}"
         verdict = "significant" if self.significant else "not significant"
-        return (f"{lead} ({self.a} alone right on {self.only_a}, {self.b} alone on {self.only_b}), "
-                f"p {_p(self.p)}, Holm-adjusted {_p(self.p_holm)}: {verdict}")
+        return (
+            f"{lead} ({self.a} alone right on {self.only_a}, {self.b} alone on {self.only_b}), "
+            f"p {_p(self.p)}, Holm-adjusted {_p(self.p_holm)}: {verdict}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "significant": self.significant, "reading": self.reading()}
 
 
 def _p(p: float | None) -> str:
-    """"= 0.41", "< 0.001"."""
+    """ "= 0.41", "< 0.001"."""
     if p is None:
         return "—"
     return f"= {p:.2g}" if p >= 0.001 else "< 0.001"
@@ -126,9 +129,9 @@ def load_correct(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def paired_tests(rows: Sequence[dict[str, Any]]) -> tuple[list[PairedTest], list[str]]:
-    """McNemar's exact test for every pair of models, on each seed both ran (ok runs with per-image predictions,
-    on the test images both scored, with the same labels), Holm-corrected over the whole family. Returns the tests
-    and what could not be compared, in words."""
+    """McNemar's exact test for every pair of models, on each seed both ran (ok runs with per-image
+    predictions, on the test images both scored, with the same labels), Holm-corrected over the whole family.
+    Returns the tests and what could not be compared, in words."""
     runs: dict[tuple[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     skipped: list[str] = []
     models: list[str] = []
@@ -137,7 +140,9 @@ def paired_tests(rows: Sequence[dict[str, Any]]) -> tuple[list[PairedTest], list
             continue
         loaded = load_correct(row["run_dir"])
         if loaded is None:
-            skipped.append(f"{row['model']} (seed {row.get('seed')}): no per-image predictions in {row['run_dir']}")
+            skipped.append(
+                f"{row['model']} (seed {row.get('seed')}): no per-image predictions in {row['run_dir']}"
+            )
             continue
         runs[(row["model"], row.get("seed"))] = loaded
         if row["model"] not in models:
@@ -152,8 +157,19 @@ def paired_tests(rows: Sequence[dict[str, Any]]) -> tuple[list[PairedTest], list
                 skipped.append(f"{a} vs {b} (seed {seed}): not scored on the same test images")
                 continue
             only_a, only_b, p = mcnemar_exact(right_a[at_a], right_b[at_b])
-            tests.append(PairedTest(a, b, seed, len(common), int(right_a[at_a].sum()), int(right_b[at_b].sum()),
-                                    only_a, only_b, p))
+            tests.append(
+                PairedTest(
+                    a,
+                    b,
+                    seed,
+                    len(common),
+                    int(right_a[at_a].sum()),
+                    int(right_b[at_b].sum()),
+                    only_a,
+                    only_b,
+                    p,
+                )
+            )
     for test, adjusted in zip(tests, holm([t.p for t in tests]), strict=True):
         test.p_holm = adjusted
     return tests, skipped

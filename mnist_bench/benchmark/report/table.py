@@ -32,8 +32,10 @@ def test_set_note(rows: Sequence[dict[str, Any]]) -> str:
         text += f"; scored on part of the test set: {', '.join(partial)} (see test imgs)"
     unofficial = sorted(r["model"] for r in rows if unofficial_test(r))
     if unofficial:
-        text += (f"; not the published test set (its size or md5 differs, so the figures are not comparable with "
-                 f"published ones): {', '.join(unofficial)}")
+        text += (
+            f"; not the published test set (its size or md5 differs, so the figures are not comparable with "
+            f"published ones): {', '.join(unofficial)}"
+        )
     return text
 
 

@@ -19,7 +19,9 @@ class InputAdapter(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+            )
         if x.shape[1] != self.in_chans:
             x = x.expand(-1, self.in_chans, -1, -1)
         return x

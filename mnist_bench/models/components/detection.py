@@ -1,5 +1,5 @@
-"""Parts of the detector: ink boxes as targets, the label mapping, a small backbone and torchvision's Faster R-CNN
-sized for 28-px images."""
+"""Parts of the detector: ink boxes as targets, the label mapping, a small backbone and torchvision's Faster
+R-CNN sized for 28-px images."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from mnist_bench.models.components.batched_rcnn import BatchedRoIHeads, BatchedRPN, BatchedTransform
 
-# The detector's class 0 is background, so digit d is detector label d + 1. These two functions are the only place
-# that knows it.
+# The detector's class 0 is background, so digit d is detector label d + 1. These two functions are the only
+# place that knows it.
 LABEL_OFFSET = 1
 
 
@@ -30,8 +30,8 @@ def label_to_digit(labels: Tensor) -> Tensor:
 def ink_boxes(pixels: Tensor, threshold: float = 0.0) -> Tensor:
     """The tight box (x1, y1, x2, y2) around each image's ink, the pixels brighter than ``threshold``.
 
-    ``pixels`` is N×1×H×W (or N×H×W) in [0, 1]. Box edges are pixel edges: a digit whose ink spans columns 4..19
-    gets x1 = 4, x2 = 20. An image with no ink gets the whole image, so every target is a valid box.
+    ``pixels`` is N×1×H×W (or N×H×W) in [0, 1]. Box edges are pixel edges: a digit whose ink spans columns
+    4..19 gets x1 = 4, x2 = 20. An image with no ink gets the whole image, so every target is a valid box.
     """
     ink = pixels.reshape(pixels.shape[0], pixels.shape[-2], pixels.shape[-1]) > threshold
     height, width = ink.shape[-2:]
@@ -45,19 +45,25 @@ def ink_boxes(pixels: Tensor, threshold: float = 0.0) -> Tensor:
 
     y1, y2 = span(rows, height)
     x1, x2 = span(cols, width)
-    return torch.stack([x1, y1, x2, y2], dim=1).to(pixels.dtype if pixels.is_floating_point() else torch.float32)
+    return torch.stack([x1, y1, x2, y2], dim=1).to(
+        pixels.dtype if pixels.is_floating_point() else torch.float32
+    )
 
 
 class DigitBackbone(nn.Module):
-    """conv-BN-ReLU stages with a max-pool after each but the last: stride 2 for two stages, a 14×14 feature map
-    for a 28-px digit, fine enough for pixel-accurate boxes."""
+    """conv-BN-ReLU stages with a max-pool after each but the last: stride 2 for two stages, a 14×14 feature
+    map for a 28-px digit, fine enough for pixel-accurate boxes."""
 
     def __init__(self, in_chans: int = 1, channels: Sequence[int] = (32, 64, 64)):
         super().__init__()
         layers: list[nn.Module] = []
         ch = in_chans
         for i, out in enumerate(channels):
-            layers += [nn.Conv2d(ch, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(ch, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+            ]
             if i == 0:
                 layers.append(nn.MaxPool2d(2))
             ch = out
@@ -89,9 +95,9 @@ def build_faster_rcnn(
 ) -> FasterRCNN:
     """torchvision's Faster R-CNN (RPN, RoI heads, box coder, NMS) on :class:`DigitBackbone`.
 
-    No resize to 800 px: ``min_size = max_size = image_size``. Anchors (``aspect_ratios`` are height / width) cover
-    digits from a thin 1 to a wide 0. The transform normalizes with the dataset's ``mean`` and ``std``; the box
-    predictor has ``num_classes`` + 1 outputs (0 is background).
+    No resize to 800 px: ``min_size = max_size = image_size``. Anchors (``aspect_ratios`` are height / width)
+    cover digits from a thin 1 to a wide 0. The transform normalizes with the dataset's ``mean`` and ``std``;
+    the box predictor has ``num_classes`` + 1 outputs (0 is background).
     """
     backbone = DigitBackbone(in_chans, channels)
     anchors = AnchorGenerator(sizes=(tuple(anchor_sizes),), aspect_ratios=(tuple(aspect_ratios),))
@@ -125,15 +131,36 @@ def batched(model: FasterRCNN, size_divisible: int) -> FasterRCNN:
     """``model`` with its transform, RPN and RoI heads replaced by the batched ones of ``batched_rcnn``: the
     same modules (weights), thresholds and sizes."""
     rpn, heads, transform = model.rpn, model.roi_heads, model.transform
-    model.transform = BatchedTransform(transform.min_size, transform.max_size, transform.image_mean,
-                                       transform.image_std, size_divisible=size_divisible)
+    model.transform = BatchedTransform(
+        transform.min_size,
+        transform.max_size,
+        transform.image_mean,
+        transform.image_std,
+        size_divisible=size_divisible,
+    )
     model.rpn = BatchedRPN(
-        rpn.anchor_generator, rpn.head, rpn.proposal_matcher.high_threshold, rpn.proposal_matcher.low_threshold,
-        rpn.fg_bg_sampler.batch_size_per_image, rpn.fg_bg_sampler.positive_fraction, rpn._pre_nms_top_n,
-        rpn._post_nms_top_n, rpn.nms_thresh, rpn.score_thresh)
+        rpn.anchor_generator,
+        rpn.head,
+        rpn.proposal_matcher.high_threshold,
+        rpn.proposal_matcher.low_threshold,
+        rpn.fg_bg_sampler.batch_size_per_image,
+        rpn.fg_bg_sampler.positive_fraction,
+        rpn._pre_nms_top_n,
+        rpn._post_nms_top_n,
+        rpn.nms_thresh,
+        rpn.score_thresh,
+    )
     model.roi_heads = BatchedRoIHeads(
-        heads.box_roi_pool, heads.box_head, heads.box_predictor, heads.proposal_matcher.high_threshold,
-        heads.proposal_matcher.low_threshold, heads.fg_bg_sampler.batch_size_per_image,
-        heads.fg_bg_sampler.positive_fraction, heads.box_coder.weights, heads.score_thresh, heads.nms_thresh,
-        heads.detections_per_img)
+        heads.box_roi_pool,
+        heads.box_head,
+        heads.box_predictor,
+        heads.proposal_matcher.high_threshold,
+        heads.proposal_matcher.low_threshold,
+        heads.fg_bg_sampler.batch_size_per_image,
+        heads.fg_bg_sampler.positive_fraction,
+        heads.box_coder.weights,
+        heads.score_thresh,
+        heads.nms_thresh,
+        heads.detections_per_img,
+    )
     return model

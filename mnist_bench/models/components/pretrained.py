@@ -1,9 +1,9 @@
 """torchvision ImageNet backbones (VGG16, AlexNet) with a 1-channel stem and a slim 10-class head.
 
 ImageNet weights are read from torch.hub's cache (``$TORCH_HOME/hub/checkpoints/<file>``, default
-``~/.cache/torch``) or from a path, with ``weights_only=True``. When the cache lacks them, ``imagenet`` and ``auto``
-fetch torchvision's file into it first, checked against the sha256 prefix in its name as torch.hub does; offline,
-that fails at once and ``auto`` trains from scratch.
+``~/.cache/torch``) or from a path, with ``weights_only=True``. When the cache lacks them, ``imagenet`` and
+``auto`` fetch torchvision's file into it first, checked against the sha256 prefix in its name as torch.hub
+does; offline, that fails at once and ``auto`` trains from scratch.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class WeightsError(UserFacingError):
 
 
 def imagenet_weights_path(arch: str) -> Path:
-    """Where torchvision would cache the ImageNet weights, e.g. ``~/.cache/torch/hub/checkpoints/vgg16-397923af.pth``."""
+    """Where torchvision would cache the ImageNet weights, e.g.
+    ``~/.cache/torch/hub/checkpoints/vgg16-397923af.pth``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(ARCHS[arch][1].url)
 
 
@@ -63,8 +64,8 @@ def expected_hash_prefix(path: Path) -> str:
 
 def download_weights(url: str, path: Path, timeout_s: float | None = None) -> None:
     """Fetches ``url`` to ``path`` through a temporary file, checks its sha256 prefix, then moves it in place.
-    Raises OSError (urllib's errors included) when the file can't be fetched, WeightsError when it is not the one
-    named."""
+    Raises OSError (urllib's errors included) when the file can't be fetched, WeightsError when it is not the
+    one named."""
     path.parent.mkdir(parents=True, exist_ok=True)
     print(f"downloading {url} to {path}", file=sys.stderr, flush=True)
     digest = hashlib.sha256()
@@ -72,17 +73,24 @@ def download_weights(url: str, path: Path, timeout_s: float | None = None) -> No
     tmp = Path(tmp_name)
     try:
         deadline = time.monotonic() + DOWNLOAD_LIMIT_S
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s or CONNECT_TIMEOUT_S) as response:
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(url, timeout=timeout_s or CONNECT_TIMEOUT_S) as response,
+        ):
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
                 if out.tell() > MAX_DOWNLOAD_BYTES or time.monotonic() > deadline:
-                    raise OSError(f"stopped after {out.tell():,} bytes: larger than {MAX_DOWNLOAD_BYTES:,} bytes "
-                                  f"or slower than {DOWNLOAD_LIMIT_S:.0f} s")
+                    raise OSError(
+                        f"stopped after {out.tell():,} bytes: larger than {MAX_DOWNLOAD_BYTES:,} bytes "
+                        f"or slower than {DOWNLOAD_LIMIT_S:.0f} s"
+                    )
         prefix = expected_hash_prefix(path)
         if not digest.hexdigest().startswith(prefix):
-            raise WeightsError(f"downloaded {url}, but its sha256 {digest.hexdigest()[:16]}... does not start with "
-                               f"{prefix} as its name says: not the published file, so it was not used")
+            raise WeightsError(
+                f"downloaded {url}, but its sha256 {digest.hexdigest()[:16]}... does not start with "
+                f"{prefix} as its name says: not the published file, so it was not used"
+            )
         os.replace(tmp, path)
     except http.client.HTTPException as err:  # a connection cut off mid-file, a garbled reply
         raise OSError(f"{type(err).__name__}: {err}") from None
@@ -103,7 +111,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def resolve_weights(arch: str, weights: str) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """Returns (state dict or None, description). ``weights`` is imagenet, auto, none or a path to a .pth file."""
+    """Returns (state dict or None, description). ``weights`` is imagenet, auto, none or a path to a .pth
+    file."""
     if weights == "none":
         return None, "random init (weights: none)"
     if weights in ("imagenet", "auto"):
@@ -114,39 +123,56 @@ def resolve_weights(arch: str, weights: str) -> tuple[dict[str, torch.Tensor] | 
                 download_weights(url, path)
             except (OSError, urllib.error.URLError) as err:  # offline, refused, timed out, cut off, disk full
                 reason = getattr(err, "reason", None) or err
-                fix = (f"download {url} on a machine with internet and copy it to {path} (or point TORCH_HOME "
-                       f"elsewhere), or pass --model.init_args.weights=none to train from scratch")
+                fix = (
+                    f"download {url} on a machine with internet and copy it to {path} (or point TORCH_HOME "
+                    f"elsewhere), or pass --model.init_args.weights=none to train from scratch"
+                )
                 if weights == "imagenet":
-                    raise WeightsError(f"ImageNet weights for {arch} not at {path} and not downloadable "
-                                       f"({reason}): {fix}") from None
-                warnings.warn(f"\n*** {arch}: no ImageNet weights at {path} and the download failed ({reason}); "
-                              f"TRAINING FROM SCRATCH (metrics.json records pretrained: false). To fine-tune "
-                              f"instead: {fix}.\n", stacklevel=2)
+                    raise WeightsError(
+                        f"ImageNet weights for {arch} not at {path} and not downloadable ({reason}): {fix}"
+                    ) from None
+                warnings.warn(
+                    f"\n*** {arch}: no ImageNet weights at {path} and the download failed ({reason}); "
+                    f"TRAINING FROM SCRATCH (metrics.json records pretrained: false). To fine-tune "
+                    f"instead: {fix}.\n",
+                    stacklevel=2,
+                )
                 return None, f"random init (no ImageNet weights at {path})"
         return _read_state_dict(path), f"ImageNet weights from {path}"
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise WeightsError(f"weights file {path} not found (model.init_args.weights is imagenet, auto, none or a path)")
+        raise WeightsError(
+            f"weights file {path} not found (model.init_args.weights is imagenet, auto, none or a path)"
+        )
     return _read_state_dict(path), f"weights from {path}"
 
 
 class TorchvisionBackbone(nn.Module):
-    """A torchvision VGG16/AlexNet ``features`` stack, its RGB stem summed to ``in_chans`` channels when weights are
-    loaded (timm's ``adapt_input_conv``), then global average pooling and a slim head.
+    """A torchvision VGG16/AlexNet ``features`` stack, its RGB stem summed to ``in_chans`` channels when
+    weights are loaded (timm's ``adapt_input_conv``), then global average pooling and a slim head.
 
     The ImageNet head (two 4096-wide layers, ~120M parameters in VGG16) is replaced by
-    ``Linear(C, hidden) - ReLU - Dropout - Linear(hidden, num_classes)``: at 32-64 px the features end at 1×1 or 2×2,
-    so the 7×7×512 input the ImageNet head expects would be 49 copies of the same vector.
+    ``Linear(C, hidden) - ReLU - Dropout - Linear(hidden, num_classes)``: at 32-64 px the features end at 1×1
+    or 2×2, so the 7×7×512 input the ImageNet head expects would be 49 copies of the same vector.
     """
 
-    def __init__(self, arch: str, state_dict: dict[str, torch.Tensor] | None = None, in_chans: int = 1,
-                 hidden: int = 256, dropout: float = 0.5, num_classes: int = 10):
+    def __init__(
+        self,
+        arch: str,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        in_chans: int = 1,
+        hidden: int = 256,
+        dropout: float = 0.5,
+        num_classes: int = 10,
+    ):
         super().__init__()
         build = ARCHS[arch][0]
         net = build(weights=None)  # never let torchvision download
         features: nn.Sequential = net.features
         if state_dict is not None:
-            feats = {k.removeprefix("features."): v for k, v in state_dict.items() if k.startswith("features.")}
+            feats = {
+                k.removeprefix("features."): v for k, v in state_dict.items() if k.startswith("features.")
+            }
             if STEM_KEY.removeprefix("features.") not in feats:
                 raise WeightsError(f"the weights have no {STEM_KEY}: not a torchvision {arch} state dict")
             stem = feats["0.weight"]
@@ -156,14 +182,21 @@ class TorchvisionBackbone(nn.Module):
             try:
                 features.load_state_dict(feats)
             except RuntimeError as err:
-                raise WeightsError(f"the weights do not fit torchvision's {arch}: {first_line(err)}") from None
+                raise WeightsError(
+                    f"the weights do not fit torchvision's {arch}: {first_line(err)}"
+                ) from None
         else:
             self._replace_stem(features, in_chans)
         self.features = features
         out_channels = [m for m in features if isinstance(m, nn.Conv2d)][-1].out_channels
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(out_channels, hidden), nn.ReLU(inplace=True),
-                                  nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(out_channels, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
 
     @staticmethod
     def _replace_stem(features: nn.Sequential, in_chans: int) -> None:
@@ -171,7 +204,8 @@ class TorchvisionBackbone(nn.Module):
         if old.in_channels == in_chans:
             return
         new = nn.Conv2d(in_chans, old.out_channels, old.kernel_size, old.stride, old.padding)
-        # torchvision's own init for this conv (Kaiming, fan-out), so from-scratch runs start like the original
+        # torchvision's own init for this conv (Kaiming, fan-out), so from-scratch runs start like the
+        # original
         nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
         nn.init.zeros_(new.bias)
         features[0] = new

@@ -1,8 +1,8 @@
-"""A Vision Transformer written from scratch: patch embedding, class token, learned positions, pre-norm blocks of
-multi-head self-attention and an MLP, stochastic depth, and a linear head on the class token.
+"""A Vision Transformer written from scratch: patch embedding, class token, learned positions, pre-norm blocks
+of multi-head self-attention and an MLP, stochastic depth, and a linear head on the class token.
 
-The layout and parameter names follow the standard ViT (and timm's ``VisionTransformer``), so its parameter count
-and output shape can be cross-checked against timm's.
+The layout and parameter names follow the standard ViT (and timm's ``VisionTransformer``), so its parameter
+count and output shape can be cross-checked against timm's.
 """
 
 from __future__ import annotations
@@ -77,10 +77,18 @@ class DropPath(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)), each branch with stochastic depth."""
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)), each branch with stochastic
+    depth."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop: float = 0.0, attn_drop: float = 0.0,
-                 drop_path: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, attn_drop, drop)
@@ -95,12 +103,23 @@ class Block(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """ViT: patches + class token + learned position embeddings, ``depth`` pre-norm blocks, final norm, linear head
-    on the class token. Stochastic depth grows linearly from 0 to ``drop_path`` over the blocks."""
+    """ViT: patches + class token + learned position embeddings, ``depth`` pre-norm blocks, final norm, linear
+    head on the class token. Stochastic depth grows linearly from 0 to ``drop_path`` over the blocks."""
 
-    def __init__(self, image_size: int = 28, patch_size: int = 4, in_chans: int = 1, num_classes: int = 10,
-                 dim: int = 128, depth: int = 6, num_heads: int = 4, mlp_ratio: float = 2.0, drop: float = 0.0,
-                 attn_drop: float = 0.0, drop_path: float = 0.0):
+    def __init__(
+        self,
+        image_size: int = 28,
+        patch_size: int = 4,
+        in_chans: int = 1,
+        num_classes: int = 10,
+        dim: int = 128,
+        depth: int = 6,
+        num_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         self.patch_embed = PatchEmbed(image_size, patch_size, in_chans, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
