@@ -11,6 +11,15 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 REAL_DATA = Path(os.environ.get("MNIST_BENCH_DATA", ROOT / "data"))
 
 
+def run_main(args: list[str], capsys) -> tuple[int, str]:
+    """``mnist-bench ARGS`` in this process: its exit code and what it wrote to stderr."""
+    from mnist_bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    return exit_info.value.code, capsys.readouterr().err
+
+
 @pytest.fixture(autouse=True)
 def no_weight_downloads(monkeypatch):
     """Tests never download: ImageNet weights come from a closed port on this machine (connection refused),
