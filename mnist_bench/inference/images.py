@@ -18,6 +18,7 @@ Any size and mode that Pillow reads (RGBA, palette, 16-bit, ...).
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -113,12 +114,18 @@ def to_gray(img: Image.Image) -> np.ndarray:
 
 
 def light_ink_on_dark(gray: np.ndarray, row: bool = False) -> np.ndarray:
-    """Ink as light on black, from a scan or a photograph: dark-on-light images (paper) are inverted; the
-    background (paper, shade, uneven light) is estimated locally by a morphological opening wider than a
-    stroke and taken away; Otsu's threshold finds the ink, and connected components much smaller than the
-    largest (specks, noise, dirt) are dropped. Returns the ink's contrast, 0 outside the kept strokes and 1 at
-    the strongest ink. ``row``: the image is a row of digits (a number), whose height, not its length, is a
-    digit's scale."""
+    """:func:`ink_in_window`'s ink alone."""
+    return ink_in_window(gray, row)[0]
+
+
+def ink_in_window(gray: np.ndarray, row: bool = False) -> tuple[np.ndarray, Window]:
+    """Ink as light on black, from a scan or a photograph, and the part of ``gray`` it covers (all of it, or
+    the sheet of paper in a photo of paper on a desk) as shares of ``gray``'s width and height: dark-on-light
+    images (paper) are inverted; the background (paper, shade, uneven light) is estimated locally by a
+    morphological opening wider than a stroke and taken away; Otsu's threshold finds the ink, and connected
+    components much smaller than the largest (specks, noise, dirt) are dropped. Returns the ink's contrast, 0
+    outside the kept strokes and 1 at the strongest ink. ``row``: the image is a row of digits (a number),
+    whose height, not its length, is a digit's scale."""
     from skimage.filters import gaussian, threshold_otsu
     from skimage.measure import label
     from skimage.morphology import dilation, disk, opening
@@ -128,7 +135,10 @@ def light_ink_on_dark(gray: np.ndarray, row: bool = False) -> np.ndarray:
     sigma = SMOOTHING_PX * side / WORKING_SIZE  # 1 px for a photo, nothing for a 28-px digit
     if sigma >= 0.5:
         gray = gaussian(gray, sigma=sigma)  # sensor noise and JPEG blocks
+    window = Window()
     if (sheet := paper_on_a_desk(gray)) is not None:  # a photo of the paper on a desk: the paper, dark ink
+        (height, width), (rows, cols) = gray.shape, sheet
+        window = Window(cols.start / width, rows.start / height, cols.stop / width, rows.stop / height)
         gray = 1.0 - gray[sheet]
     elif dark_ink(gray, side):
         gray = 1.0 - gray
@@ -145,7 +155,33 @@ def light_ink_on_dark(gray: np.ndarray, row: bool = False) -> np.ndarray:
     areas[0] = 0
     keep = np.isin(components, np.nonzero(areas >= KEEP_FRACTION * areas.max())[0])
     top = float(np.percentile(contrast[keep], 95))
-    return np.clip(contrast / top, 0, 1) * dilation(keep, disk(1))
+    return np.clip(contrast / top, 0, 1) * dilation(keep, disk(1)), window
+
+
+@dataclass(frozen=True)
+class Window:
+    """A part of an image as shares of its width and height: left, top, right, bottom (exclusive)."""
+
+    left: float = 0.0
+    top: float = 0.0
+    right: float = 1.0
+    bottom: float = 1.0
+
+    def share(
+        self, box: tuple[int, int, int, int], shape: tuple[int, ...]
+    ) -> tuple[float, float, float, float]:
+        """``box`` (left, top, right, bottom in px of an image of ``shape`` that fills this window) as shares
+        of the whole image."""
+        height, width = shape[:2]
+        x = self.right - self.left
+        y = self.bottom - self.top
+        left, top, right, bottom = box
+        return (
+            self.left + x * left / width,
+            self.top + y * top / height,
+            self.left + x * right / width,
+            self.top + y * bottom / height,
+        )
 
 
 def noise_floor(contrast: np.ndarray) -> float:

@@ -1,6 +1,6 @@
 """A handwritten number (a row of digits: a year, a phone number) cut into its digits, left to right.
 
-The ink is found as for one digit (``images.light_ink_on_dark``, at the scale of the row's height). Its
+The ink is found as for one digit (``images.ink_in_window``, at the scale of the row's height). Its
 connected components are the digits, after two repairs: pieces of one digit (a 5's flag, a broken stroke) that
 lie above one another are merged, and a component much wider than a digit (two or more digits that touch) is
 split at the column that crosses the fewest strokes near each expected cut. Each digit is then framed as MNIST
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_bench.inference.images import INK_LEVEL, ImageError, light_ink_on_dark, mnist_digit
+from mnist_bench.inference.images import INK_LEVEL, ImageError, ink_in_window, mnist_digit
 
 # components whose columns overlap by this share of the narrower one, and whose rows overlap by less than this
 # share of the lower one, lie above one another: pieces of one digit
@@ -38,13 +38,15 @@ LOW_PIECE = 0.6  # a piece lower than this share of the digits' median height is
 
 @dataclass
 class DigitBox:
-    """One digit of the row: its columns and rows in the working-size image, and its 28x28 framing."""
+    """One digit of the row: its columns and rows in the prepared ink, its 28x28 framing, and its box as
+    shares of the whole image (left, top, right, bottom), where a sheet draws it."""
 
     left: int
     right: int  # exclusive
     top: int
     bottom: int  # exclusive
     image: np.ndarray
+    share: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
 
 
 def _column_spans(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -131,7 +133,7 @@ def segment(
     model's top probability for each 28x28 image), the cut whose digits' mean log confidence is highest, a cut
     needing a margin of SPLIT_MARGIN over the whole and parts wider than a digit penalised; without it, by
     width alone."""
-    ink = light_ink_on_dark(gray, row=True)
+    ink, window = ink_in_window(gray, row=True)
     spans = _column_spans(ink)
     if not spans:
         raise ImageError("no ink found")
@@ -158,6 +160,8 @@ def segment(
             if score > best_score:
                 best, best_score = parts, score
         digits += best
+    for d in digits:
+        d.share = window.share((d.left, d.top, d.right, d.bottom), ink.shape)
     return digits
 
 

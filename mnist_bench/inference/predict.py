@@ -77,7 +77,7 @@ def read_number(
 ) -> np.ndarray:
     """``path`` read as a row of digits into ``row`` (the string, the lowest digit confidence, each digit's
     class, confidence and box); returns the digits' 28x28 images side by side."""
-    from mnist_bench.inference.images import _working_size, read_image, to_gray
+    from mnist_bench.inference.images import read_image, to_gray
     from mnist_bench.inference.number import segment, too_wide
 
     def probabilities(images: list[np.ndarray]) -> torch.Tensor:
@@ -87,12 +87,8 @@ def read_number(
     gray = to_gray(read_image(path))
     digits = segment(gray, lambda images: probabilities(images).max(dim=1).values.numpy())
     values, classes = probabilities([d.image for d in digits]).max(dim=1)
-    h, w = _working_size(gray, row=True).shape
     names = [model.dataset.class_names[k] for k in classes.tolist()]
-    row.digits = [
-        (name, v, (d.left / w, d.top / h, d.right / w, d.bottom / h))
-        for name, v, d in zip(names, values.tolist(), digits, strict=True)
-    ]
+    row.digits = [(name, v, d.share) for name, v, d in zip(names, values.tolist(), digits, strict=True)]
     row.label, row.confidence = "".join(names), min(values.tolist())
     row.uncertain = row.confidence < uncertain_below or too_wide(digits)
     return np.concatenate([d.image for d in digits], axis=1)

@@ -153,3 +153,20 @@ def test_a_digit_box_wider_than_a_digit_makes_the_number_uncertain():
     assert not too_wide([DigitBox(0, 60, 0, 100, blank), DigitBox(70, 150, 0, 100, blank)])
     assert too_wide([DigitBox(0, 60, 0, 100, blank), DigitBox(70, 200, 0, 100, blank)])
     assert not too_wide([])
+
+
+def test_boxes_are_shares_of_the_whole_photo_when_the_paper_lies_on_a_desk():
+    """A row on a sheet of paper photographed on a darker desk is read from the paper alone; each digit's box
+    is still given as shares of the whole photo, where the sheet draws it."""
+    row = strokes(["bar", "ring", "seven"], gap=30)
+    h, w = row.shape
+    top, left = 50, 70
+    photo = np.full((h + 90, w + 130), 0.25)
+    photo[top : top + h, left : left + w] = row
+    on_paper, on_desk = segment(row), segment(photo)
+    assert len(on_paper) == len(on_desk) == 3
+    for alone, placed in zip(on_paper, on_desk, strict=True):
+        # the box in the photo's pixels, against the same digit's box in the row's pixels moved by the offset
+        got = np.multiply(placed.share, [photo.shape[1], photo.shape[0]] * 2)
+        want = np.multiply(alone.share, [w, h] * 2) + [left, top, left, top]
+        assert np.abs(got - want).max() < 0.03 * w, (got, want)
