@@ -183,7 +183,8 @@ class MNISTBenchCLI(LightningCLI):
             )
         except SystemExit as stop:
             # Lightning 2.6's _call_and_handle_interrupt ends a run stopped by Ctrl-C with sys.exit(1), after
-            # its graceful shutdown; the convention (and main()) says 130
+            # its graceful shutdown (since PR #19976, 2.4.0; exit codes: issue #19916); the convention says
+            # 130
             if stop.code == 1 and self._ctrl_c.seen:
                 raise RunInterrupted(self._how_to_go_on()) from None
             raise
@@ -220,7 +221,7 @@ class MNISTBenchCLI(LightningCLI):
         # One checkpoint per run, the newest, saved at the end of each training epoch (so it holds the whole
         # epoch, train metrics too), and last.ckpt linked to it. (With a monitor, Lightning 2.6 refreshes
         # last.ckpt only when the monitored metric improves, which would resume a killed run from a stale
-        # epoch.)
+        # epoch: Lightning-AI/pytorch-lightning PR #21244, 2.6.0; keep this while that holds.)
         parser.set_defaults(
             {
                 "checkpoint.save_top_k": 1,

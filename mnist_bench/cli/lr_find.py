@@ -58,7 +58,9 @@ def unbias_smoothing(finder: Any) -> bool:
     """Lightning 2.6's range test divides its running loss by ``1 - beta ** (global_step + 1)`` with the
     global step already counted up, one step too many: the first losses read about half their size (2.3 reads
     1.2), the curve seems to rise at the smallest rates, and the suggestion lands just after that false peak.
-    Corrected here, only where Lightning's code is the one with the off-by-one; returns whether it was
+    Corrected here, only where Lightning's code is the one with the off-by-one (``_LRCallback`` in
+    lightning/pytorch/tuner/lr_finder.py, unchanged from 2.6.5 to master; no upstream issue yet, the nearest
+    is Lightning-AI/pytorch-lightning#14167), so it retires itself once fixed; returns whether it was
     corrected."""
     import inspect
 

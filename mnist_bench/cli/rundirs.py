@@ -140,7 +140,8 @@ class CompleteCheckpointIO(TorchCheckpointIO):
     """Each checkpoint is written to a temporary file in its own folder, synced, and renamed into place, so a
     full disk leaves the previous checkpoint (and last.ckpt) as they were and no partial file; the error names
     the checkpoint's folder. (Lightning 2.6's writer stages the file in the system's temporary folder, which
-    may be on another disk, and copies it over: a failed copy leaves a truncated checkpoint.)"""
+    may be on another disk, and copies it over: a failed copy leaves a truncated checkpoint.
+    Lightning-AI/pytorch-lightning#21253 asks to write in place; removable once a release does.)"""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None

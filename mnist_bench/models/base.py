@@ -176,7 +176,8 @@ class MNISTClassifier(LightningModule):
     def _update_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
         # Adds a batch's mean loss to the epoch mean, weighted by the batch size. For validation and test the
         # loss is repeated once per image instead of passed as ``weight``: with nan_strategy="disable",
-        # torchmetrics 1.9 ignores weights.
+        # torchmetrics 1.9 ignores weights (Lightning-AI/torchmetrics#3434; drop this once a release has its
+        # fix, PR #3433).
         if stage == "train":
             self.train_loss.add(loss, batch_size, self.global_step)
         else:
