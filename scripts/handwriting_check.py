@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mnist_bench.benchmark.report.stats import mcnemar_exact  # noqa: E402
 from mnist_bench.inference import images as current  # noqa: E402
 from mnist_bench.inference.checkpoints import class_probabilities, load_trained  # noqa: E402
 from mnist_bench.provenance import cpu_name, git_sha  # noqa: E402
@@ -36,13 +37,21 @@ from tests.photos import photograph  # noqa: E402
 
 
 def preparation_at(rev: str):
-    """mnist_bench/inference/images.py as it was at ``rev``, imported on its own."""
-    text = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:mnist_bench/inference/images.py"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    """The preparation (mnist_bench/inference/images.py, mnist_bench/use/images.py before the rename) as it
+    was at ``rev``, imported on its own."""
+    for where in ("inference", "use"):
+        shown = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{rev}:mnist_bench/{where}/images.py"],
+            capture_output=True,
+            text=True,
+        )
+        if shown.returncode == 0:
+            break
+    else:
+        raise SystemExit(
+            f"handwriting_check: no mnist_bench/inference/images.py at {rev}: {shown.stderr.strip()}"
+        )
+    text = shown.stdout
     path = Path(tempfile.mkdtemp()) / f"images_{rev}.py"
     path.write_text(text)
     spec = importlib.util.spec_from_file_location(f"images_{rev}", path)
@@ -180,6 +189,11 @@ def main() -> int:
             g: {name: [float(right[name][idx].mean()), len(idx)] for name in preparations}
             for g, idx in sorted(groups.items())
         }
+        # the same images read both ways: McNemar's exact test on those only one preparation reads right
+        for g, idx in groups.items():
+            ours, theirs = (right[name][idx] for name in preparations)
+            only_ours, only_theirs, p = mcnemar_exact(ours, theirs)
+            tables[axis][g]["paired"] = [only_ours, only_theirs, p]
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     env = {
@@ -215,6 +229,12 @@ def main() -> int:
     lines = [
         "# Reading digits that are not MNIST's",
         "",
+        (
+            "p: McNemar's exact test on the kind's images, paired (each image read through both"
+            " preparations), from the images only one of them reads right; not corrected for the number of"
+            " kinds."
+        ),
+        "",
         f"Checkpoint {args.ckpt_path}{trained}; {len(items)} images; made by `scripts/handwriting_check.py`. "
         f"Ran on {env['cpu']}, {env['threads']} threads, git {env['git']}, {env['date']}; preparation time: "
         + ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items())
@@ -225,12 +245,17 @@ def main() -> int:
         lines += [
             f"## By {axis}",
             "",
-            "| kind | images | " + " | ".join(names) + " |",
-            "|---|---:|" + "---:|" * len(names),
+            "| kind | images | " + " | ".join(names) + f" | right only {names[0]} / only {names[1]} | p |",
+            "|---|---:|" + "---:|" * len(names) + "---:|---:|",
         ]
         for group, cells in rows.items():
-            n = next(iter(cells.values()))[1]
-            lines.append(f"| {group} | {n} | " + " | ".join(f"{cells[name][0]:.1%}" for name in names) + " |")
+            n = cells[names[0]][1]
+            only_ours, only_theirs, p = cells["paired"]
+            lines.append(
+                f"| {group} | {n} | "
+                + " | ".join(f"{cells[name][0]:.1%}" for name in names)
+                + f" | {only_ours} / {only_theirs} | {p:.2g} |"
+            )
         lines.append("")
     lines += [
         "## Numbers (`predict --number`)",
