@@ -1,3 +1,5 @@
+"""The callbacks every run gets (the CLI adds them), one job per file."""
+
 from mnist_bench.callbacks.figures import TestFigures
 from mnist_bench.callbacks.history import EpochHistory
 from mnist_bench.callbacks.predictions import TestPredictions

@@ -1,0 +1,1 @@
+"""`mnist-bench sweep`: Optuna studies whose trials are ordinary `fit` runs."""
