@@ -73,7 +73,7 @@ lint: install ## Lint with ruff and shellcheck
 tensorboard: install ## Open TensorBoard on the runs, at http://127.0.0.1:6006
 	$(BIN)/tensorboard --logdir lightning_logs --host 127.0.0.1 --port 6006
 
-benchmark: $(SETUP) ## Train MODELS (default: all configs) and write results/benchmark.{md,csv,json} and plots
+benchmark: $(SETUP) ## Train MODELS (default: all configs) on DATASET; write $(RESULTS)/benchmark.{md,csv,json}, plots
 	$(PY) -m mnist_bench.benchmark --models $(MODELS) --seeds $(SEEDS) --data_dir $(DATA_DIR) --config_dir $(CONFIG_DIR) --dataset $(DATASET) --results $(RESULTS) $(if $(JOBS),--jobs $(JOBS)) $(if $(FORCE),--force) $(BENCH_ARGS) -- $(ARGS)
 
 robustness: $(SETUP) ## Corrupt, attack, calibrate and cost the runs of RESULTS/benchmark.json; write RESULTS/robustness.md

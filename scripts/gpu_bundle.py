@@ -82,7 +82,7 @@ def travelling_bytes() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make gpu-bundle", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="make gpu-bundle", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", nargs="?", default="gpu-bundle")
     parser.add_argument(
         "--python-versions",

@@ -5,8 +5,8 @@ test digits dilated by 1 to 4 px, each as a clean scan and through the photo syn
 commit's, side by side; and rows of 2 to 8 digits (fonts and MNIST digits, some touching) read as numbers by
 ``predict --number``'s segmentation.
 
-    .venv/bin/python scripts/handwriting_check.py --ckpt_path lightning_logs/cnn/version_0 [--baseline
-    e5acb0d]
+    .venv/bin/python scripts/handwriting_check.py --ckpt_path lightning_logs/cnn/version_0 \
+        [--baseline e5acb0d]
 
 Writes results/handwriting.md and results/handwriting.json (the accuracy by kind)."""
 
@@ -125,7 +125,7 @@ def read_numbers(model, test, used: np.ndarray, per_length: int) -> list[dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", required=True)
     parser.add_argument("--baseline", default="e5acb0d", help="the commit whose preparation is compared")
     parser.add_argument(

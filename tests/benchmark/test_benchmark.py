@@ -165,6 +165,44 @@ def test_a_dataset_without_a_data_overlay_is_one_line_naming_the_file(capsys):
     assert "have: mnist, fashion_mnist" in err and "data: {dataset: kmnist}" in err
 
 
+@pytest.mark.parametrize(
+    "dataset, overlay, said",
+    [
+        ("../vit", None, "letters, digits, '_' and '-' only"),
+        ("", None, "letters, digits"),
+        ("fashion-mnist", None, "did you mean fashion_mnist?"),
+        ("mine", "", "no data: section"),
+        ("mine", "model: {class_path: CNN}\n", "no data: section"),
+        ("mine", "data: [\n", "not a readable YAML file"),
+        ("mine", "data: {dataset: fashion-mnist}\n", "'fashion-mnist' is not a known dataset"),
+    ],
+)
+def test_a_dataset_or_overlay_that_cannot_work_is_one_line_before_any_run(
+    dataset, overlay, said, tmp_path, capsys
+):
+    configs = tmp_path / "configs"
+    (configs / "data").mkdir(parents=True)
+    (configs / "cnn.yaml").write_text((ROOT / "configs" / "cnn.yaml").read_text())
+    if overlay is not None:
+        (configs / "data" / f"{dataset}.yaml").write_text(overlay)
+    (configs / "data" / "fashion_mnist.yaml").write_text("data: {dataset: fashion_mnist}\n")
+    code = benchmark_main(
+        [
+            "--models",
+            "cnn",
+            "--config_dir",
+            str(configs),
+            "--dataset",
+            dataset,
+            "--results",
+            str(tmp_path / "r"),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and said in err, err
+    assert not (tmp_path / "r").exists(), "nothing ran"
+
+
 def test_a_dataset_trains_each_recipe_with_its_overlays_after_it(tmp_path, monkeypatch):
     """make benchmark DATASET=fashion_mnist: every run is its model's config, the data overlay, and the
     model's own overlay where there is one, in that order, and its results go to results/fashion_mnist by

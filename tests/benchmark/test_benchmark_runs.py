@@ -234,6 +234,11 @@ def test_the_key_changes_with_the_code_a_run_executes_not_with_the_reporting(tmp
     assert key("--trainer.max_epochs=1") != before and key(seed=43) != before and run.name == "cnn-seed42"
     fashion = plan.run_key(run, recipe_for("cnn", ROOT / "configs", "fashion_mnist"), "data", [])
     assert fashion != before, "a dataset's overlays are part of the recipe"
+    overlay = tmp_path / "more.yaml"
+    overlay.write_text("data: {max_shift_px: 1.0}\n")
+    given = key("--config", str(overlay))
+    overlay.write_text("data: {max_shift_px: 2.0}\n")
+    assert key("--config", str(overlay)) != given, "a file among the extra arguments counts by content"
     with open(tree / "mnist_bench/models/cnn.py", "a") as f:
         f.write("\n# a change to a model\n")
     assert key() != before

@@ -255,6 +255,25 @@ def test_a_second_checkpoint_callback_is_one_config_error(tiny_fit_args, capsys)
     assert "checkpoint: section" in last
 
 
+def test_no_config_at_all_says_to_give_a_model_config(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main(["fit"], capsys)
+    first = err.strip().splitlines()[0]
+    assert code == 2 and "no model given" in first and "--config configs/cnn.yaml" in first, first
+    assert "overlay" not in first
+
+
+def test_a_class_without_class_path_in_a_whole_recipe_names_its_key(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "cnn.yaml"
+    text = (ROOT / "configs" / "cnn.yaml").read_text()
+    recipe.write_text(text.replace("      class_path: torch.optim.lr_scheduler.OneCycleLR\n", ""))
+    code, err = run_main(["fit", "--config", str(recipe)], capsys)
+    first = err.strip().splitlines()[0]
+    assert code == 2 and first.startswith("mnist-bench: config error: model.init_args.scheduler:"), first
+    assert "add its class_path" in first and "typing.Union" not in first
+
+
 @pytest.mark.parametrize("overlay", ["data/fashion_mnist", "fashion_mnist/cnn"])
 def test_an_overlay_alone_says_to_give_the_recipe_first(overlay, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -200,7 +200,7 @@ def output_refusal(a: Path, b: Path, base: Path, overwrite: bool) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mnist_bench.benchmark.experiments.ab", description=__doc__.splitlines()[0]
+        prog="python -m mnist_bench.benchmark.experiments.ab", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--a", required=True, type=Path, help="results folder of the first arm")
     parser.add_argument("--b", required=True, type=Path, help="results folder of the second arm")

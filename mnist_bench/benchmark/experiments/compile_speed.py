@@ -165,7 +165,7 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mnist_bench.benchmark.experiments.compile_speed", description=__doc__.splitlines()[0]
+        prog="python -m mnist_bench.benchmark.experiments.compile_speed", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--configs", nargs="+", default=None, help="model configs (default: configs/*.yaml)")
     parser.add_argument(
@@ -174,8 +174,16 @@ def main(argv: list[str] | None = None) -> int:
         help="each config with configs/data/<dataset>.yaml after it (default mnist)",
     )
     parser.add_argument("--data_dir", default="data")
-    parser.add_argument("--output", default="results/compile.json")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="default: results/compile.json, results/<dataset>/compile.json for another",
+    )
     args = parser.parse_args(argv)
+    if args.output is None:
+        args.output = str(
+            Path("results", *([] if args.dataset == DEFAULT_DATASET else [args.dataset]), "compile.json")
+        )
     configs = [Path(c) for c in args.configs] if args.configs else sorted(Path("configs").glob("*.yaml"))
     if configs and (missing := missing_dataset(configs[0].parent, args.dataset)) is not None:
         print(f"compile_speed: error: {missing}", file=sys.stderr)

@@ -141,7 +141,7 @@ def time_lightning(config_path: str, data_dir: str, extra: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mnist_bench.benchmark.experiments.overhead", description=__doc__.splitlines()[0]
+        prog="python -m mnist_bench.benchmark.experiments.overhead", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--config", default="configs/cnn.yaml")

@@ -18,6 +18,7 @@ from typing import Any
 
 from mnist_bench.benchmark.jobs.recipes import Recipe
 from mnist_bench.callbacks.predictions import PREDICTIONS_FILE
+from mnist_bench.config_files import files_digest, included_files, named_files
 from mnist_bench.provenance import source_digest
 from mnist_bench.utils import CPUS_VARIABLE, read_json, write_json_atomic
 
@@ -66,6 +67,10 @@ def run_key(run: Run, recipe: Recipe, data_dir: str, extra: list[str]) -> str:
         "model": run.model,
         "seed": run.seed,
         "config": recipe.texts(),
+        # files those configs name (a section given as a file) and files among the extra arguments (an
+        # overlay given with ARGS="--config ..."), by content
+        "config_includes": [files_digest(included_files(path)) for path in recipe.files],
+        "extra_files": [files_digest(named_files(arg, Path.cwd())) for arg in extra],
         "extra": extra,
         "data_dir": str(Path(data_dir).resolve()),
         "code": source_digest(PACKAGE_ROOT, RUN_CODE, skip=READS_FINISHED_RUNS),
